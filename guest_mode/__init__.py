@@ -1,0 +1,1 @@
+"""The PyQt6 plate manager that hosts BatchWorkflowService through Trio guest mode."""

@@ -1,0 +1,61 @@
+"""hcs_batch: a Trio-native batch workflow service for high-content-screening plates.
+
+The public API is what ``__all__`` lists; everything else is private.
+"""
+
+from __future__ import annotations
+
+from .client import ConnectionLost, EventGap, ExecutionBackend, ServerConnection, open_connection
+from .errors import (
+    ArtifactNotFoundError,
+    BatchAlreadyRunningError,
+    BatchError,
+    ConnectionClosedError,
+    ExecutionNotFoundError,
+    HcsBatchError,
+    InputError,
+    PipelineError,
+    PlateError,
+    ProtocolError,
+    RemoteError,
+    SecurityError,
+    ServerLostError,
+    ServerRestartedError,
+    ServerUnreachableError,
+    TransportError,
+)
+from .host import BatchHost
+from .model import TERMINAL_STATES, CompiledPlate, CompileJob, ExecutionState, PlateRef, PlateState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "TERMINAL_STATES",
+    "ArtifactNotFoundError",
+    "BatchAlreadyRunningError",
+    "BatchError",
+    "BatchHost",
+    "CompileJob",
+    "CompiledPlate",
+    "ConnectionClosedError",
+    "ConnectionLost",
+    "EventGap",
+    "ExecutionBackend",
+    "ExecutionNotFoundError",
+    "ExecutionState",
+    "HcsBatchError",
+    "InputError",
+    "PipelineError",
+    "PlateError",
+    "PlateRef",
+    "PlateState",
+    "ProtocolError",
+    "RemoteError",
+    "SecurityError",
+    "ServerConnection",
+    "ServerLostError",
+    "ServerRestartedError",
+    "ServerUnreachableError",
+    "TransportError",
+    "open_connection",
+]

@@ -1,0 +1,33 @@
+"""Small helpers shared across layers (no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["collapse_single_exception_group"]
+
+
+def _single_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    if len(group.exceptions) != 1:
+        return None
+    only = group.exceptions[0]
+    if isinstance(only, BaseExceptionGroup):
+        return _single_leaf(only)
+    return only
+
+
+@contextmanager
+def collapse_single_exception_group() -> Iterator[None]:
+    """Re-raise an exception group that holds exactly one exception as that exception.
+
+    Trio nurseries wrap every error in an ``ExceptionGroup``; callers of our context managers expect the plain
+    ``HcsBatchError`` (or ``Cancelled``). Groups with several exceptions propagate unchanged.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaf = _single_leaf(group)
+        if leaf is None:
+            raise
+        raise leaf from leaf.__cause__

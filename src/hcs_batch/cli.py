@@ -1,0 +1,89 @@
+"""The ``hcs-batch`` command: argument parsing and dispatch. Each command's body lives with what it drives.
+
+Exit codes: 0 all plates succeeded; 1 some failed; 2 bad usage or input found before any work; 3 server
+unreachable; 130 cancelled by Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["EXIT_CANCELLED", "EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_CANCELLED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hcs-batch", description="Batch compile and run high-content-screening plates on an execution server."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run an execution server")
+    serve.add_argument("--bind", default="tcp://127.0.0.1:7700", help="control endpoint (events on PORT+1)")
+    serve.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    serve.add_argument("--keys", default=None, help="CurveZMQ key folder (required for a non-loopback bind)")
+
+    plates = sub.add_parser("make-plates", help="write synthetic plates with a ground_truth.csv")
+    plates.add_argument("dir")
+    plates.add_argument("--plates", type=int, default=2)
+    plates.add_argument("--wells", type=int, default=4)
+    plates.add_argument("--sites", type=int, default=1)
+    plates.add_argument("--channels", type=int, default=1)
+    plates.add_argument("--size", type=int, default=128)
+    plates.add_argument("--seed", type=int, default=0)
+
+    def batch_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("plates", nargs="+", metavar="PLATE", help="plate folders")
+        p.add_argument("--pipeline", default=None, help="pipeline TOML (default: the built-in nucleus counter)")
+        p.add_argument("--server", default=None, help="server URL (default: an embedded local server)")
+        p.add_argument("--keys", default=None, help="CurveZMQ key folder for a remote server")
+        p.add_argument("--json", action="store_true", help="print one summary object on stdout at the end")
+
+    compile_ = sub.add_parser("compile", help="validate and plan plates, keep the artifacts")
+    batch_options(compile_)
+    run = sub.add_parser("run", help="compile all plates, then execute them all")
+    batch_options(run)
+    run.add_argument("--output", default="./hcs-results", help="results folder (default: ./hcs-results)")
+    run.add_argument("--fail-fast", action="store_true", help="stop the batch at the first failed plate")
+    run.add_argument("--force", action="store_true", help="recompute wells that already have results")
+
+    status = sub.add_parser("status", help="show a server's status and execution records")
+    status.add_argument("--server", default=None)
+    status.add_argument("--keys", default=None)
+    status.add_argument("--json", action="store_true")
+
+    attach = sub.add_parser("attach", help="follow executions still running on a server to their end")
+    attach.add_argument("--server", required=True)
+    attach.add_argument("--keys", default=None)
+    attach.add_argument("--json", action="store_true")
+
+    demo = sub.add_parser("demo", help="make synthetic plates in a temporary folder and run them")
+    demo.add_argument("--plates", type=int, default=4)
+
+    keys = sub.add_parser("keys", help="CurveZMQ keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    gen = keys_sub.add_parser("generate", help="write a server and a client key pair into DIR")
+    gen.add_argument("dir")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        from .server.main import main_serve
+
+        return main_serve(args)
+    if args.command == "make-plates":
+        from .synth import main_make_plates
+
+        return main_make_plates(args)
+    print(f"hcs-batch: '{args.command}' is not available yet", file=sys.stderr)
+    return EXIT_USAGE

@@ -1,0 +1,83 @@
+"""The seam between workflow policy and a server: what the service needs, nothing about sockets.
+
+``ServerConnection`` implements it over ZeroMQ; ``hcs_batch.testing.InMemoryBackend`` implements it in memory for
+policy tests. One contract test runs against both.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+
+import trio
+
+from ..errors import TransportError
+from ..protocol import CancelReply, CompileReply, Event, ExecutionRecord, ServerInfoReply
+
+__all__ = ["ConnectionLost", "EventGap", "ExecutionBackend", "StreamItem"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventGap:
+    """Events were missed (a jump in ``seq``): whoever follows executions should poll their status now."""
+
+    expected: int
+    received: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionLost:
+    """The server is gone (``ServerLostError``) or was replaced (``ServerRestartedError``); the stream ends."""
+
+    error: TransportError
+
+
+StreamItem = Event | EventGap | ConnectionLost
+
+
+class ExecutionBackend(abc.ABC):
+    """An execution server as workflow policy sees it. All methods run in the caller's Trio task.
+
+    Every request method raises ``RemoteError`` subclasses for error replies (``PipelineError``/``PlateError``
+    for compile failures, ``ArtifactNotFoundError``) and ``TransportError`` subclasses when the server is gone.
+    Cancelling a request abandons its reply; the server may still act on it.
+    """
+
+    @property
+    @abc.abstractmethod
+    def instance(self) -> str:
+        """The server instance id from the handshake."""
+
+    @property
+    @abc.abstractmethod
+    def lost(self) -> TransportError | None:
+        """Why the connection is no longer usable, or None while it is."""
+
+    @abc.abstractmethod
+    async def compile(
+        self, *, plate_path: str, plate_name: str, pipeline: str, config: dict[str, str] | None = None
+    ) -> CompileReply:
+        """Compile one plate on the server; returns the artifact id and the discovered layout."""
+
+    @abc.abstractmethod
+    async def execute(self, artifact_id: str, *, output_dir: str, force: bool = False) -> str:
+        """Submit an execution of a compiled artifact; returns its execution id at once (it runs on)."""
+
+    @abc.abstractmethod
+    async def status(self, execution_ids: Sequence[str]) -> tuple[list[ExecutionRecord], list[str]]:
+        """Records of many executions in one request, and the ids the server does not know."""
+
+    @abc.abstractmethod
+    async def cancel(self, execution_ids: Sequence[str]) -> CancelReply:
+        """Cancel exactly these executions."""
+
+    @abc.abstractmethod
+    async def server_info(self, *, records: bool = False) -> ServerInfoReply:
+        """A snapshot of the server: queued, running, workers, uptime (and execution records if asked)."""
+
+    @abc.abstractmethod
+    def open_event_stream(self) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[StreamItem]]:
+        """Subscribe to the server's events from now on: ``Event``s, ``EventGap`` markers, and a final
+        ``ConnectionLost`` when the server is lost. Closing the context unsubscribes."""

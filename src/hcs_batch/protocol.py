@@ -1,0 +1,268 @@
+"""The wire: versioned, validated, plain-data messages and their MessagePack codec.
+
+Every frame is one MessagePack map with a ``kind`` tag (a msgspec tagged union); nothing is ever pickled.
+Decoding validates the shape and types before any code sees the message, and refuses frames over
+:data:`MAX_FRAME_BYTES`. Requests carry ``rid`` (request id, chosen by the client, echoed in the reply) and ``v``
+(protocol version). Events carry ``seq``, numbered from 1 per server instance, and the server's ``instance``.
+
+Control: client DEALER ``[frame]`` → server ROUTER ``[identity, frame]``; replies come back the same way.
+Events: server PUB ``[frame]`` → client SUB (subscribed to everything).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final
+
+import msgspec
+
+from .errors import ProtocolError
+
+PROTOCOL_VERSION: Final = 1
+MAX_FRAME_BYTES: Final = 1 << 20
+HEARTBEAT_INTERVAL: Final = 1.0
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Name = Annotated[str, msgspec.Meta(max_length=256)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", forbid_unknown_fields=False):
+    """Base of every message; the tag is the class's ``kind``."""
+
+
+# --------------------------------------------------------------------------------------------- requests
+
+
+class _Request(_Message, frozen=True, kw_only=True):
+    rid: NonNegative
+    v: int = PROTOCOL_VERSION
+
+
+class Hello(_Request, frozen=True, kw_only=True, tag="hello"):
+    """Handshake: the server answers with its instance id, version and capabilities."""
+
+    client: Name = ""
+
+
+class Compile(_Request, frozen=True, kw_only=True, tag="compile"):
+    """Validate a pipeline against a plate folder (a path on the server) and store the plan as an artifact."""
+
+    plate_path: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    plate_name: Name
+    pipeline: Annotated[str, msgspec.Meta(max_length=256 * 1024)]
+    config: dict[str, str] = {}
+
+
+class Execute(_Request, frozen=True, kw_only=True, tag="execute"):
+    """Run a compiled artifact; results go below ``output_dir/<plate>/`` on the server."""
+
+    artifact_id: Id
+    output_dir: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    force: bool = False
+    client_tag: Name = ""
+
+
+class Status(_Request, frozen=True, kw_only=True, tag="status"):
+    """The records of many executions in one request; unknown ids come back in ``unknown``."""
+
+    execution_ids: Annotated[list[Id], msgspec.Meta(max_length=100_000)]
+
+
+class Cancel(_Request, frozen=True, kw_only=True, tag="cancel"):
+    """Cancel exactly the named executions; every other execution goes on."""
+
+    execution_ids: Annotated[list[Id], msgspec.Meta(max_length=100_000)]
+
+
+class ServerInfo(_Request, frozen=True, kw_only=True, tag="server_info"):
+    """Queued and running executions, workers, uptime; with ``records`` the retained execution records."""
+
+    records: bool = False
+
+
+class Shutdown(_Request, frozen=True, kw_only=True, tag="shutdown"):
+    """Cancel everything and stop the server after replying."""
+
+
+Request = Hello | Compile | Execute | Status | Cancel | ServerInfo | Shutdown
+
+# --------------------------------------------------------------------------------------------- replies
+
+
+class _Reply(_Message, frozen=True, kw_only=True):
+    rid: NonNegative
+
+
+class HelloReply(_Reply, frozen=True, kw_only=True, tag="hello_reply"):
+    """``events_port``: where the PUB socket listens (same host); ``seq``: the last event number published."""
+
+    version: int
+    instance: Id
+    events_port: Annotated[int, msgspec.Meta(ge=1, le=65535)]
+    seq: NonNegative = 0
+    capabilities: list[str] = []
+    heartbeat_interval: float = HEARTBEAT_INTERVAL
+    workers: int = 0
+
+
+class CompileReply(_Reply, frozen=True, kw_only=True, tag="compile_reply"):
+    artifact_id: Id
+    plate_name: Name
+    wells: list[str]
+    sites: int
+    channels: int
+    steps: list[str]
+
+
+class ExecuteReply(_Reply, frozen=True, kw_only=True, tag="execute_reply"):
+    execution_id: Id
+
+
+class ExecutionRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """What the server knows of one execution; ``state`` is an ``ExecutionState`` value."""
+
+    execution_id: Id
+    artifact_id: Id
+    plate_name: Name
+    state: str
+    error: str = ""
+    wells_done: int = 0
+    wells_total: int = 0
+    wells_skipped: int = 0
+    output: str = ""
+    submitted_at: float = 0.0
+    finished_at: float = 0.0
+
+
+class StatusReply(_Reply, frozen=True, kw_only=True, tag="status_reply"):
+    executions: list[ExecutionRecord]
+    unknown: list[str] = []
+
+
+class CancelReply(_Reply, frozen=True, kw_only=True, tag="cancel_reply"):
+    cancelled: list[str]
+    already_terminal: list[str] = []
+    unknown: list[str] = []
+
+
+class ServerInfoReply(_Reply, frozen=True, kw_only=True, tag="server_info_reply"):
+    instance: Id
+    version: int
+    uptime: float
+    workers: int
+    queued: int
+    running: int
+    busy_workers: int = 0
+    executions: list[ExecutionRecord] = []
+
+
+class OkReply(_Reply, frozen=True, kw_only=True, tag="ok"):
+    pass
+
+
+class ErrorReply(_Reply, frozen=True, kw_only=True, tag="error"):
+    """A request failed; ``code`` is an ``HcsBatchError.code`` (see ``errors.error_from_code``)."""
+
+    code: Name
+    message: Annotated[str, msgspec.Meta(max_length=64 * 1024)]
+
+
+Reply = HelloReply | CompileReply | ExecuteReply | StatusReply | CancelReply | ServerInfoReply | OkReply | ErrorReply
+
+# --------------------------------------------------------------------------------------------- events
+
+
+class _Event(_Message, frozen=True, kw_only=True):
+    seq: Annotated[int, msgspec.Meta(ge=1)]
+    instance: Id
+
+
+class ProgressEvent(_Event, frozen=True, kw_only=True, tag="progress"):
+    """One step of one well of one execution finished: ``done`` of ``total`` (well, step) units."""
+
+    execution_id: Id
+    plate_name: Name
+    well: Name
+    step: Name
+    done: NonNegative
+    total: NonNegative
+
+
+class StateEvent(_Event, frozen=True, kw_only=True, tag="state"):
+    """An execution changed state; terminal states carry ``error`` when failed."""
+
+    execution_id: Id
+    plate_name: Name
+    state: str
+    error: str = ""
+
+
+class HeartbeatEvent(_Event, frozen=True, kw_only=True, tag="heartbeat"):
+    """Sent every ``HEARTBEAT_INTERVAL`` seconds: the server is alive and is this instance."""
+
+    time: float
+    queued: NonNegative = 0
+    running: NonNegative = 0
+
+
+Event = ProgressEvent | StateEvent | HeartbeatEvent
+
+# --------------------------------------------------------------------------------------------- codec
+
+_encoder = msgspec.msgpack.Encoder()
+_request_decoder = msgspec.msgpack.Decoder(Request)
+_reply_decoder = msgspec.msgpack.Decoder(Reply)
+_event_decoder = msgspec.msgpack.Decoder(Event)
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    """Encode one message to a frame."""
+    return _encoder.encode(message)
+
+
+def _decode(decoder: msgspec.msgpack.Decoder[Any], frame: bytes, what: str) -> Any:
+    if len(frame) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"{what} frame of {len(frame)} bytes is over the {MAX_FRAME_BYTES}-byte limit")
+    try:
+        return decoder.decode(frame)
+    except msgspec.DecodeError as exc:  # ValidationError is a subclass
+        raise ProtocolError(f"malformed {what} frame: {exc}") from None
+
+
+def decode_request(frame: bytes) -> Request:
+    """Decode and validate a request frame.
+
+    Raises:
+        ProtocolError: undecodable, oversize, unknown kind, bad field; or a protocol version other than ours.
+    """
+    request: Request = _decode(_request_decoder, frame, "request")
+    if request.v != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"protocol version {request.v} is not supported (this server speaks {PROTOCOL_VERSION}); "
+            "upgrade the older side"
+        )
+    return request
+
+
+def peek_rid(frame: bytes) -> int:
+    """Best-effort request id of a frame that failed to decode, so the error reply can be matched; else 0."""
+    if len(frame) > MAX_FRAME_BYTES:
+        return 0
+    try:
+        obj = msgspec.msgpack.decode(frame)
+    except msgspec.DecodeError:
+        return 0
+    rid = obj.get("rid") if isinstance(obj, dict) else None
+    return rid if isinstance(rid, int) and not isinstance(rid, bool) and rid >= 0 else 0
+
+
+def decode_reply(frame: bytes) -> Reply:
+    """Decode and validate a reply frame. Raises ProtocolError."""
+    reply: Reply = _decode(_reply_decoder, frame, "reply")
+    return reply
+
+
+def decode_event(frame: bytes) -> Event:
+    """Decode and validate an event frame. Raises ProtocolError."""
+    event: Event = _decode(_event_decoder, frame, "event")
+    return event
