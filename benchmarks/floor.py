@@ -1,0 +1,109 @@
+"""The floor: raw pyzmq DEALER/ROUTER round trips on loopback, the peer in another process.
+
+No Trio, no codec, no policy: a blocking DEALER here, a ROUTER echo loop in a child process. Two figures:
+
+- ``rt_seq_us``: one request at a time (send, wait for the echo, repeat), microseconds per round trip;
+- ``rt_pipe_us``: ``window`` requests in flight, microseconds per round trip at steady state.
+
+A plate's floor is ``messages_per_plate`` messages (see :data:`PLATE_MESSAGES`) at half a pipelined round trip each
+(a round trip carries two messages), since the service keeps many plates in flight at once.
+
+Run as ``python -m benchmarks.floor '{"seq": 2000, "pipe": 20000}'`` (prints one result line) or
+``python -m benchmarks.floor serve`` (the echo peer; prints ``FLOOR-READY <port>``).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import zmq
+
+from ._common import child_process, emit, now, params_from_argv, python_module_cmd
+
+PAYLOAD = b"x" * 160
+"""About the size of one encoded Compile/Execute request of this project's protocol."""
+
+PLATE_MESSAGES = {
+    "compile request + reply": 2,
+    "execute request + reply": 2,
+    "state events (running, completed)": 2,
+    "progress events (1 well x 1 step)": 1,
+}
+"""Messages one single-well no-op plate needs on the wire (see ``hcs_batch.protocol``): the client sends Compile and
+Execute (each answered by one reply); the server publishes a StateEvent per transition after queued (running,
+completed) and one ProgressEvent per (well, step). Heartbeats and batched Status polls are shared by all plates and
+left out. The overhead case counts the events the server really sent and reports both."""
+
+
+def serve() -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    print(f"FLOOR-READY {port}", flush=True)
+    while True:
+        sock.send_multipart(sock.recv_multipart())
+
+
+def measure(seq: int = 2000, pipe: int = 20000, window: int = 64) -> dict[str, Any]:
+    """Round-trip figures against an echo peer in a child process (started and stopped here)."""
+    with child_process(python_module_cmd("benchmarks.floor", "serve"), ready_prefix="FLOOR-READY") as (_, line):
+        port = int(line.split()[1])
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(f"tcp://127.0.0.1:{port}")
+        try:
+            for _ in range(500):  # warm up: connect, page in, settle the peer
+                sock.send(PAYLOAD)
+                sock.recv()
+            t0 = now()
+            for _ in range(seq):
+                sock.send(PAYLOAD)
+                sock.recv()
+            t_seq = now() - t0
+
+            t0 = now()
+            sent = received = 0
+            while sent < min(window, pipe):
+                sock.send(PAYLOAD)
+                sent += 1
+            while received < pipe:
+                sock.recv()
+                received += 1
+                if sent < pipe:
+                    sock.send(PAYLOAD)
+                    sent += 1
+            t_pipe = now() - t0
+        finally:
+            sock.close(linger=0)
+            ctx.term()
+    rt_seq = t_seq / seq
+    rt_pipe = t_pipe / pipe
+    messages = sum(PLATE_MESSAGES.values())
+    return {
+        "rt_seq_us": round(rt_seq * 1e6, 2),
+        "rt_pipe_us": round(rt_pipe * 1e6, 2),
+        "round_trips_per_s_seq": round(1 / rt_seq),
+        "round_trips_per_s_pipe": round(1 / rt_pipe),
+        "window": window,
+        "payload_bytes": len(PAYLOAD),
+        "plate_messages": PLATE_MESSAGES,
+        "messages_per_plate": messages,
+        "floor_per_plate_us": round(messages * rt_pipe / 2 * 1e6, 2),
+        "floor_per_plate_seq_us": round((2 * rt_seq + (messages - 4) * rt_pipe / 2) * 1e6, 2),
+    }
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["serve"]:
+        serve()
+        return
+    emit(measure(**params_from_argv()))
+
+
+if __name__ == "__main__":
+    main()
