@@ -72,9 +72,7 @@ def run_case(module: str, params: dict[str, Any], *, timeout: float) -> dict[str
     """
     cmd = [sys.executable, "-m", f"benchmarks.{module}", json.dumps(params)]
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -136,14 +134,18 @@ def summary_ms(values_s: Sequence[float]) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def child_process(cmd: list[str], *, ready_prefix: str, timeout: float = 20.0) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def child_process(
+    cmd: list[str], *, ready_prefix: str, timeout: float = 20.0
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """Start ``cmd``, wait for a stdout line starting with ``ready_prefix``, yield (process, that line).
 
     On exit the child gets SIGTERM, then SIGKILL after 5 s; only this child's pid is signalled.
     """
     # stderr goes to a file: a chatty child (zmqruntime logs every message) must never block on a full pipe.
     errfile = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=errfile, text=True, bufsize=1)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=errfile, text=True, bufsize=1
+    )
     try:
         assert proc.stdout is not None
         lines: queue.Queue[str] = queue.Queue()

@@ -112,7 +112,9 @@ async def _run_batch(client: NoopClient, plates: list[str]) -> dict[str, Any]:
 def measure(plates: int = 100, requests: int = 200) -> dict[str, Any]:
     port = free_port_pair(CONFIG.control_port_offset)
     with child_process(python_module_cmd("benchmarks.anchor", "serve", str(port)), ready_prefix="ANCHOR-READY"):
-        client = NoopClient(port=port, host="127.0.0.1", persistent=True, transport_mode=TransportMode.TCP, config=CONFIG)
+        client = NoopClient(
+            port=port, host="127.0.0.1", persistent=True, transport_mode=TransportMode.TCP, config=CONFIG
+        )
         if not client.connect_existing(timeout=5.0):
             raise RuntimeError(f"could not attach to the anchor server on port {port}")
         try:

@@ -1,0 +1,132 @@
+"""``python -m benchmarks [--full] [--tiny] [--only CASE ...] [--out DIR] [--no-readme]``: run the cases, write results.
+
+Each case runs in a child process of its own (see ``_common.run_case``). The results go to ``DIR/latest.json``,
+``DIR/latest.md`` (the table: case, figure, target, ratio, met?) and ``DIR/latest.png``; unless ``--no-readme``, the
+table is also copied between the ``<!-- bench:start -->`` and ``<!-- bench:end -->`` marks of README.md.
+
+``--tiny`` is the smoke configuration the test suite runs: a few plates per case, seconds in all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import report
+from ._common import ROOT, run_case
+
+CASES = ("floor", "anchor", "noop", "gui", "cancel", "realwork")
+
+
+def configuration(full: bool, tiny: bool) -> dict[str, Any]:
+    """How big each case is. Quick (default) fits ``make bench`` in under 5 minutes on 2 cores."""
+    if tiny:
+        return {
+            "floor": {"seq": 200, "pipe": 2000},
+            "anchor": {"plates": 3, "requests": 10},
+            "noop": {"sizes": [3, 10], "memory": True, "control_requests": 200},
+            "gui": {"plates": 20, "idle_s": 0.3},
+            "cancel": {"plates": 20},
+            "realwork": {"plates": 1, "wells": 2, "size": 64, "workers": 2},
+        }
+    return {
+        "floor": {"seq": 3000, "pipe": 30000},
+        "anchor": {"plates": 1000 if full else 100, "requests": 300},
+        "noop": {
+            "sizes": [10, 100, 1000, 10000] if full else [10, 100, 1000],
+            "memory": True,
+            "control_requests": 5000,
+        },
+        "gui": {"plates": 1000, "idle_s": 2.0},
+        "cancel": {"plates": 1000},
+        "realwork": {"plates": 2, "wells": 24 if full else 12, "size": 256, "workers": 2},
+    }
+
+
+TIMEOUTS = {"floor": 60, "anchor": 120, "noop": 400, "gui": 120, "cancel": 120, "realwork": 300}
+
+
+def run(cases: list[str], config: dict[str, Any], *, full: bool, tiny: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for case in cases:
+        t0 = time.perf_counter()
+        print(f"[bench] {case} ...", file=sys.stderr, flush=True)
+        timeout = TIMEOUTS[case] * (3 if full else 1)
+        if case == "noop":
+            results[case] = run_noop(config[case], timeout=timeout)
+        elif case == "anchor":
+            results[case] = run_case("anchor", config[case], timeout=timeout * (10 if full else 1))
+        else:
+            results[case] = run_case(case, config[case], timeout=timeout)
+        status = "error: " + results[case]["error"] if "error" in results[case] else "ok"
+        print(f"[bench] {case} {status} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    return {
+        "meta": {
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "mode": "tiny" if tiny else ("full" if full else "quick"),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": _cpus(),
+            "config": config,
+        },
+        "cases": results,
+    }
+
+
+def run_noop(config: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+    """The overhead/scale series: one child per plate count for time, another per count for memory."""
+    series: dict[str, Any] = {}
+    for n in config["sizes"]:
+        timed = run_case("noop", {"plates": n, "control_requests": config["control_requests"]}, timeout=timeout)
+        if config.get("memory") and "error" not in timed:
+            mem = run_case("noop", {"plates": n, "tracemalloc": True, "control_requests": 0}, timeout=timeout)
+            timed["tracemalloc_peak_bytes"] = mem.get("tracemalloc_peak_bytes")
+            timed["tracemalloc_per_plate_bytes"] = mem.get("tracemalloc_per_plate_bytes")
+            if "error" in mem:
+                timed["memory_error"] = mem["error"]
+        series[str(n)] = timed
+        if "error" in timed:
+            return {"error": f"N={n}: {timed['error']}", "series": series, "stderr": timed.get("stderr", "")}
+    return {"series": series}
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="adds 10,000 plates and the 1,000-plate anchor")
+    parser.add_argument("--tiny", action="store_true", help="the smoke configuration (seconds)")
+    parser.add_argument("--only", nargs="+", choices=CASES, help="run only these cases")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="results folder")
+    parser.add_argument("--no-readme", action="store_true", help="do not copy the table into README.md")
+    args = parser.parse_args(argv)
+
+    config = configuration(args.full, args.tiny)
+    data = run(list(args.only or CASES), config, full=args.full, tiny=args.tiny)
+    data["rows"] = report.rows(data)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(data, indent=2) + "\n")
+    table = report.markdown(data)
+    (out / "latest.md").write_text(table)
+    try:
+        report.plot(data, out / "latest.png")
+    except ImportError as exc:  # matplotlib comes with the bench extra only; the smoke test runs without it
+        print(f"[bench] no plot: {exc} (install '.[bench]')", file=sys.stderr)
+    if not args.no_readme:
+        report.update_readme(ROOT / "README.md", table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Overhead and scale: N single-well plates with the no-op pipeline, compile then run, through the embedded server.
+
+One child process per N (run by ``benchmarks.__main__``). Figures: wall time of ``run_plates`` (compile all, then
+execute all, every plate terminal), time per plate, plates/s; the client process's peak-RSS growth during the run
+(``ru_maxrss`` minus the RSS before it, divided by N: this includes the embedded server when it lives in this
+process); with ``tracemalloc`` (a separate child, since tracing slows Python down) the traced Python heap's peak
+growth per plate. Then control requests/s against the same server: ``server_info`` one at a time and with ``window``
+requests in flight on the one DEALER. Finally the events one plate really produces (StateEvent + ProgressEvent per
+execution id, from a 20-plate run), to check the floor's message count.
+
+Run as ``python -m benchmarks.noop '{"plates": 1000}'``; prints one result line.
+"""
+
+from __future__ import annotations
+
+import collections
+import gc
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ._common import current_rss_bytes, emit, now, params_from_argv, peak_rss_bytes
+from ._hcs import SilentHost, make_plate_refs, make_service, noop_pipeline, open_backend, temp_dir
+
+WARMUP_PLATES = 20
+
+
+async def _run_batch(backend: Any, refs: list[Any], out: Path) -> tuple[float, SilentHost, Any]:
+    host = SilentHost()
+    service = make_service(host, backend, pipeline_text=noop_pipeline(), output_dir=out)
+    t0 = now()
+    summary = await service.run_plates(refs)
+    return now() - t0, host, summary
+
+
+async def _control_rate(backend: Any, requests: int, window: int) -> dict[str, Any]:
+    t0 = now()
+    for _ in range(requests):
+        await backend.server_info()
+    t_seq = now() - t0
+
+    async def worker(count: int) -> None:
+        for _ in range(count):
+            await backend.server_info()
+
+    t0 = now()
+    async with trio.open_nursery() as nursery:
+        for i in range(window):
+            nursery.start_soon(worker, requests // window + (1 if i < requests % window else 0))
+    t_pipe = now() - t0
+    return {
+        "requests": requests,
+        "seq_per_s": round(requests / t_seq),
+        "pipe_per_s": round(requests / t_pipe),
+        "window": window,
+        "request": "server_info",
+    }
+
+
+async def _events_per_plate(backend: Any, refs: list[Any], out: Path) -> dict[str, Any]:
+    counts: collections.Counter[str] = collections.Counter()
+    per_execution: collections.Counter[str] = collections.Counter()
+    async with backend.open_event_stream() as stream:
+        async with trio.open_nursery() as nursery:
+
+            async def count() -> None:
+                async for item in stream:
+                    kind = type(item).__name__
+                    counts[kind] += 1
+                    execution_id = getattr(item, "execution_id", None)
+                    if execution_id:
+                        per_execution[execution_id] += 1
+
+            nursery.start_soon(count)
+            await _run_batch(backend, refs, out)
+            await trio.sleep(0.2)  # let the last events of the batch arrive; this run is not timed
+            nursery.cancel_scope.cancel()
+    n = max(len(per_execution), 1)
+    return {
+        "plates": len(refs),
+        "by_kind": dict(counts),
+        "events_per_plate": round(sum(per_execution.values()) / n, 2),
+    }
+
+
+async def main(
+    plates: int, use_tracemalloc: bool, control_requests: int, window: int, workers: int | None
+) -> dict[str, Any]:
+    with temp_dir("noop") as tmp:
+        root = Path(tmp)
+        t0 = now()
+        refs = make_plate_refs(root / "plates", plates=plates)
+        warm = make_plate_refs(root / "warm", plates=WARMUP_PLATES, seed=1)
+        make_s = now() - t0
+        async with open_backend(None, workers=workers) as backend:
+            await _run_batch(backend, warm, root / "out-warm")  # imports, first connections, code paths
+            gc.collect()
+            rss_before = current_rss_bytes()
+            if use_tracemalloc:
+                tracemalloc.start()
+                traced_before, _ = tracemalloc.get_traced_memory()
+                tracemalloc.reset_peak()
+            wall, host, summary = await _run_batch(backend, refs, root / "out")
+            result: dict[str, Any] = {}
+            if use_tracemalloc:
+                _, peak = tracemalloc.get_traced_memory()
+                tracemalloc.stop()
+                result["tracemalloc_peak_bytes"] = peak - traced_before
+                result["tracemalloc_per_plate_bytes"] = round((peak - traced_before) / plates, 1)
+            rss_growth = max(peak_rss_bytes() - rss_before, 0)
+            result.update(
+                {
+                    "plates": plates,
+                    "wall_s": round(wall, 4),
+                    "per_plate_us": round(wall / plates * 1e6, 2),
+                    "plates_per_s": round(plates / wall, 1),
+                    "outcomes": dict(host.outcomes),
+                    "summary": repr(summary)[:300],
+                    "rss_before_bytes": rss_before,
+                    "rss_peak_growth_bytes": rss_growth,
+                    "rss_delta_per_plate_bytes": round(rss_growth / plates, 1),
+                    "make_plates_s": round(make_s, 3),
+                    "timed_with_tracemalloc": use_tracemalloc,
+                }
+            )
+            completed = host.outcomes.get("completed", 0)
+            if completed != plates:
+                result["error"] = f"only {completed} of {plates} plates completed: {dict(host.outcomes)}"
+            if control_requests:
+                result["control"] = await _control_rate(backend, control_requests, window)
+                result["events"] = await _events_per_plate(backend, warm, root / "out-events")
+    return result
+
+
+if __name__ == "__main__":
+    p = params_from_argv()
+    emit(
+        trio.run(
+            main,
+            int(p.get("plates", 100)),
+            bool(p.get("tracemalloc", False)),
+            int(p.get("control_requests", 0)),
+            int(p.get("window", 64)),
+            p.get("workers"),
+        )
+    )
