@@ -8,7 +8,8 @@ growth per plate. Then control requests/s against the same server: ``server_info
 requests in flight on the one DEALER. Finally the events one plate really produces (StateEvent + ProgressEvent per
 execution id, from a 20-plate run), to check the floor's message count.
 
-Run as ``python -m benchmarks.noop '{"plates": 1000}'``; prints one result line.
+Run as ``python -m benchmarks.noop '{"plates": 1000}'``; prints one result line. With ``"profile": "FILE"`` the timed
+run is sampled by pyinstrument and its call tree written to FILE (timings are then not comparable).
 """
 
 from __future__ import annotations
@@ -86,7 +87,12 @@ async def _events_per_plate(backend: Any, refs: list[Any], out: Path) -> dict[st
 
 
 async def main(
-    plates: int, use_tracemalloc: bool, control_requests: int, window: int, workers: int | None
+    plates: int,
+    use_tracemalloc: bool,
+    control_requests: int,
+    window: int,
+    workers: int | None,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     with temp_dir("noop") as tmp:
         root = Path(tmp)
@@ -102,7 +108,15 @@ async def main(
                 tracemalloc.start()
                 traced_before, _ = tracemalloc.get_traced_memory()
                 tracemalloc.reset_peak()
+            if profile:
+                from pyinstrument import Profiler
+
+                profiler = Profiler(interval=0.0005, async_mode="disabled")
+                profiler.start()
             wall, host, summary = await _run_batch(backend, refs, root / "out")
+            if profile:
+                profiler.stop()
+                Path(profile).write_text(profiler.output_text(unicode=False, color=False))  # noqa: ASYNC240
             result: dict[str, Any] = {}
             if use_tracemalloc:
                 _, peak = tracemalloc.get_traced_memory()
@@ -144,5 +158,6 @@ if __name__ == "__main__":
             int(p.get("control_requests", 0)),
             int(p.get("window", 64)),
             p.get("workers"),
+            p.get("profile"),
         )
     )
