@@ -5,8 +5,9 @@ run (compile then execute, embedded server). Lateness of a timeout = its interva
 10 ms (``Qt.TimerType.PreciseTimer``). A *guest tick* is one call of the function Trio hands to
 ``run_sync_soon_threadsafe``: while it runs, Qt can do nothing else; every tick is timed.
 
-The guest-mode glue is the NOTES.md pattern (posted custom QEvent, done callback stores the outcome then quits);
-when ``guest_mode.runner`` is importable its window is used as the host, so the widget work is measured too.
+When ``guest_mode`` is importable, its ``GuestRunner`` and ``PlateManagerWindow`` are measured (the widget work
+included); otherwise a bare runner in the NOTES.md pattern (posted custom QEvent, done callback stores the outcome
+then quits) with a silent host.
 
 Run as ``python -m benchmarks.gui '{"plates": 1000}'``; prints one result line.
 """
@@ -154,10 +155,99 @@ def run(plates: int, idle_s: float) -> dict[str, Any]:
 
 
 def _make_host() -> Any:
-    """The real window when guest_mode provides one that is a BatchHost; else a silent host."""
     return SilentHost()
+
+
+def run_window(plates: int, idle_s: float) -> dict[str, Any]:
+    """The real GUI: ``guest_mode``'s ``GuestRunner`` and ``PlateManagerWindow`` (embedded server, no-op pipeline).
+
+    The window shows every plate as a row and refreshes them as states change, so its widget work is in the
+    measurement. Ticks are timed by the runner's own ``TickMonitor`` (subclassed here to keep every duration).
+    """
+    from guest_mode.runner import GuestRunner
+    from guest_mode.tick_monitor import TickMonitor
+    from guest_mode.window import ConnectionState, PlateManagerWindow
+
+    class RecordingMonitor(TickMonitor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.durations: list[float] = []
+            self.recording = False
+
+        def record(self, duration: float) -> None:
+            super().record(duration)
+            if self.recording:
+                self.durations.append(duration)
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    monitor = RecordingMonitor()
+    runner = GuestRunner(app, monitor=monitor, handle_sigint=False)
+    probe = _TimerProbe()
+
+    async def main() -> dict[str, Any]:
+        with temp_dir("gui") as tmp:
+            root = Path(tmp)
+            refs = make_plate_refs(root / "plates", plates=plates)
+            pipeline = root / "noop.toml"
+            pipeline.write_text(noop_pipeline())
+            window = PlateManagerWindow(server=None, pipeline_file=pipeline, output_dir=root / "out")
+            window.add_plates([r.path for r in refs])
+            window.show()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(window.serve)
+                state = await window.wait_connection()
+                if state != ConnectionState.CONNECTED:
+                    raise RuntimeError(f"the window did not connect: {window.server_status_text}")
+                rows = window.plates
+                await window.run_batch("run", rows[: min(10, len(rows))])  # warm-up
+                monitor.recording = True
+                probe.start()
+                await trio.sleep(idle_s)
+                idle = probe.stop()
+                idle_ticks = list(monitor.durations)
+                monitor.durations.clear()
+                probe.start()
+                t0 = now()
+                summary = await window.run_batch("run", rows)
+                wall = now() - t0
+                busy = probe.stop()
+                monitor.recording = False
+                run_ticks = list(monitor.durations)
+                window.request_close()
+        return {
+            "plates": plates,
+            "run_wall_s": round(wall, 3),
+            "idle": summary_ms(idle),
+            "run": summary_ms(busy),
+            "tick": summary_ms(run_ticks),
+            "idle_tick": summary_ms(idle_ticks),
+            "longest_tick_ms": round(max(run_ticks, default=0.0) * 1e3, 3),
+            "slow_ticks": sum(1 for t in run_ticks if t > 0.016),
+            "host": "guest_mode.PlateManagerWindow",
+            "summary": repr(summary)[:300],
+        }
+
+    result = runner.run(main)
+    if result is None:
+        return {"error": "the guest run was cancelled"}
+    return result
+
+
+def _guest_mode_available() -> bool:
+    try:
+        import guest_mode.runner
+        import guest_mode.window  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def measure(plates: int, idle_s: float, window: bool | None = None) -> dict[str, Any]:
+    """The real window when ``guest_mode`` provides one (or ``window=True``); else a bare runner and silent host."""
+    use_window = _guest_mode_available() if window is None else window
+    return run_window(plates, idle_s) if use_window else run(plates, idle_s)
 
 
 if __name__ == "__main__":
     p = params_from_argv()
-    emit(run(int(p.get("plates", 1000)), float(p.get("idle_s", 2.0))))
+    emit(measure(int(p.get("plates", 1000)), float(p.get("idle_s", 2.0)), p.get("window")))
