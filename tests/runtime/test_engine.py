@@ -25,6 +25,8 @@ class Recorder:
         self.wait_delay = wait_delay or {}
         self.submit_fail = submit_fail
         self.wait_fail = wait_fail
+        self.submit_order: list[int] = []
+        self.wait_order: list[int] = []
         self.submit_ends: list[float] = []
         self.wait_starts: list[float] = []
         self.submits_in_flight = 0
@@ -33,6 +35,7 @@ class Recorder:
         self.max_waits = 0
 
     async def submit(self, job: int) -> str:
+        self.submit_order.append(job)
         self.submits_in_flight += 1
         self.max_submits = max(self.max_submits, self.submits_in_flight)
         try:
@@ -45,6 +48,7 @@ class Recorder:
             self.submit_ends.append(trio.current_time())
 
     async def wait(self, job: int, handle: str) -> str:
+        self.wait_order.append(job)
         self.wait_starts.append(trio.current_time())
         self.waits_in_flight += 1
         self.max_waits = max(self.max_waits, self.waits_in_flight)
@@ -78,6 +82,14 @@ async def test_concurrency_is_bounded_in_both_phases(autojump_clock: trio.abc.Cl
     assert rec.max_waits == 5
     # 20 submits of 1 s, 3 at a time = 7 s; 20 waits of 1 s, 5 at a time = 4 s.
     assert trio.current_time() - start == pytest.approx(11.0)
+
+
+async def test_jobs_start_in_input_order(autojump_clock: trio.abc.Clock) -> None:
+    rec = Recorder()
+    engine = BatchSubmitWaitEngine(submit=rec.submit, wait=rec.wait, max_concurrent_submits=4)
+    await engine.run(range(30))
+    assert rec.submit_order == list(range(30))
+    assert rec.wait_order == list(range(30))
 
 
 async def test_a_shared_limiter_bounds_two_batches_together(autojump_clock: trio.abc.Clock) -> None:

@@ -175,7 +175,8 @@ class BatchSubmitWaitEngine(Generic[J, H, R]):
     async def run(self, jobs: Iterable[J]) -> BatchOutcome[J, H, R]:
         """Run one batch to the end and return every job's outcome, in input order.
 
-        Every submit finishes before the first wait starts. A job's failure (an ``Exception`` from submit or wait)
+        Submits start in input order, then waits in input order; every submit finishes before the first wait
+        starts. A job's failure (an ``Exception`` from submit or wait)
         is recorded on that job, reported to ``on_error``, and (with ``fail_fast``) cancels the rest of the batch.
         Never raises a job's error.
 
@@ -186,11 +187,15 @@ class BatchSubmitWaitEngine(Generic[J, H, R]):
         with trio.CancelScope() as batch_scope:
             async with trio.open_nursery() as nursery:
                 for slot in slots:
+                    # Taking the slot here, not in the child, makes jobs start in input order (Trio runs
+                    # newly started tasks in no promised order).
+                    await self._submit_limiter.acquire_on_behalf_of(slot)
                     nursery.start_soon(self._submit_one, slot, batch_scope)
             # The submit nursery has closed: every submit is over. Only now may waits begin.
             async with trio.open_nursery() as nursery:
                 for slot in slots:
                     if slot.submitted and slot.status is None:
+                        await self._wait_limiter.acquire_on_behalf_of(slot)
                         nursery.start_soon(self._wait_one, slot, batch_scope)
         # A fail-fast cancel is absorbed by batch_scope; a cancel from the caller must still reach the caller.
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -198,11 +203,12 @@ class BatchSubmitWaitEngine(Generic[J, H, R]):
 
     async def _submit_one(self, slot: _Slot[J, H, R], batch_scope: trio.CancelScope) -> None:
         try:
-            async with self._submit_limiter:
-                handle = await self._submit(slot.job)
+            handle = await self._submit(slot.job)
         except Exception as exc:
             self._record_error(slot, exc, batch_scope)
             return
+        finally:
+            self._submit_limiter.release_on_behalf_of(slot)
         slot.handle = handle
         slot.submitted = True
         _call_safely(self._on_submitted, slot.job, handle)
@@ -210,11 +216,12 @@ class BatchSubmitWaitEngine(Generic[J, H, R]):
     async def _wait_one(self, slot: _Slot[J, H, R], batch_scope: trio.CancelScope) -> None:
         handle = cast(H, slot.handle)  # set by a successful submit (a handle may itself be None)
         try:
-            async with self._wait_limiter:
-                result = await self._wait(slot.job, handle)
+            result = await self._wait(slot.job, handle)
         except Exception as exc:
             self._record_error(slot, exc, batch_scope)
             return
+        finally:
+            self._wait_limiter.release_on_behalf_of(slot)
         slot.result = result
         slot.status = JobStatus.SUCCEEDED
         _call_safely(self._on_result, slot.job, result)
