@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 import trio
 import trio.testing
 
 from hcs_batch.client import ConnectionLost, EventGap, ExecutionBackend, StreamItem
 from hcs_batch.errors import ArtifactNotFoundError, PipelineError, PlateError, ServerLostError
+from hcs_batch.model import ExecutionState
 from hcs_batch.protocol import HeartbeatEvent, ProgressEvent, StateEvent
+from hcs_batch.runtime import BatchSubmitWaitEngine, ExecutionStatusPoller
 from hcs_batch.testing import InMemoryBackend, open_in_memory_backend
 
 
@@ -267,3 +271,88 @@ async def test_execute_without_serving_says_what_to_do() -> None:
     artifact = await compile_plate(backend, "P1")
     with pytest.raises(RuntimeError, match="open_in_memory_backend"):
         await backend.execute(artifact, output_dir="/o")
+
+
+# --------------------------------------------------------------------------- with the runtime primitives
+# How the service is expected to wire them: events are pushed, gaps trigger a poll, a lost connection fails all.
+
+
+async def follow(backend: InMemoryBackend, poller: ExecutionStatusPoller[str]) -> None:
+    async with backend.open_event_stream() as events:
+        async for item in events:
+            if isinstance(item, StateEvent):
+                poller.push(item.execution_id, item.state)
+            elif isinstance(item, EventGap):
+                poller.poll_now()
+            elif isinstance(item, ConnectionLost):
+                poller.fail_all(item.error)
+
+
+def status_poller(backend: InMemoryBackend, interval: float = 1.0) -> ExecutionStatusPoller[str]:
+    async def fetch(ids: Sequence[str]) -> dict[str, str]:
+        records, _unknown = await backend.status(ids)
+        return {r.execution_id: r.state for r in records}
+
+    return ExecutionStatusPoller(
+        fetch=fetch, is_terminal=lambda s: ExecutionState(s).is_terminal, interval=interval, max_interval=30.0
+    )
+
+
+async def run_three(backend: InMemoryBackend, poller: ExecutionStatusPoller[str]) -> dict[str, str]:
+    artifacts = [await compile_plate(backend, f"P{i}") for i in range(3)]
+    engine: BatchSubmitWaitEngine[str, str, str] = BatchSubmitWaitEngine(
+        submit=lambda artifact: backend.execute(artifact, output_dir="/o"),
+        wait=lambda artifact, execution_id: poller.wait(execution_id),
+        on_submitted=lambda artifact, execution_id: poller.track(execution_id),
+    )
+    outcome = await engine.run(artifacts)
+    return {o.job: o.result if o.succeeded else f"error:{o.error}" for o in outcome.jobs}  # type: ignore[misc]
+
+
+async def test_with_events_the_poller_never_polls(autojump_clock: trio.abc.Clock) -> None:
+    async with open_in_memory_backend(execute_delay=5.0, execute_failures={"P1": "boom"}) as backend:
+        poller = status_poller(backend, interval=10.0)  # polls are the fallback: the first one comes late
+        async with trio.open_nursery() as nursery:
+            await nursery.start(poller.serve)
+            nursery.start_soon(follow, backend, poller)
+            t0 = trio.current_time()
+            results = await run_three(backend, poller)
+            assert trio.current_time() - t0 == pytest.approx(5.0)  # the terminal events ended the waits
+            nursery.cancel_scope.cancel()
+    assert sorted(results.values()) == ["completed", "completed", "failed"]
+    assert backend.status_calls == 0
+
+
+async def test_with_dropped_events_a_gap_triggers_the_poll(autojump_clock: trio.abc.Clock) -> None:
+    async with open_in_memory_backend(execute_delay=5.0, drop_events=True) as backend:
+        poller = status_poller(backend)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(poller.serve)
+            nursery.start_soon(follow, backend, poller)
+            t0 = trio.current_time()
+            results = await run_three(backend, poller)
+            elapsed = trio.current_time() - t0
+            nursery.cancel_scope.cancel()
+    assert list(results.values()) == ["completed"] * 3
+    assert backend.status_calls >= 1
+    assert elapsed <= 5.0 + 1.0  # seen by the heartbeat after the end, not by a backed-off poll
+
+
+async def test_a_lost_server_fails_every_wait_instead_of_hanging(autojump_clock: trio.abc.Clock) -> None:
+    async with open_in_memory_backend(execute_delay=50.0) as backend:
+        poller = status_poller(backend)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(poller.serve)
+            nursery.start_soon(follow, backend, poller)
+            with trio.fail_after(20):
+                async with trio.open_nursery() as batch:
+                    results: dict[str, str] = {}
+
+                    async def run() -> None:
+                        results.update(await run_three(backend, poller))
+
+                    batch.start_soon(run)
+                    await trio.sleep(10)
+                    backend.lose(ServerLostError("server lost"))
+            nursery.cancel_scope.cancel()
+    assert list(results.values()) == ["error:server lost"] * 3
