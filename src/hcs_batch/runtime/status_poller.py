@@ -291,9 +291,11 @@ class ExecutionStatusPoller(Generic[S]):
             entry.done.set()
 
     def _forget(self, execution_id: str) -> None:
-        if self._entries.pop(execution_id, None) is None:
+        entry = self._entries.pop(execution_id, None)
+        if entry is None:
             return
-        self._counts["delivered"] += 1
+        if entry.done.is_set():
+            self._counts["delivered"] += 1
         self._finished[execution_id] = None
         while len(self._finished) > _RECENT_LIMIT:
             self._finished.popitem(last=False)
