@@ -129,6 +129,7 @@ class ExecutionStatusPoller(Generic[S]):
         self._unknown_error = unknown_error
 
         self._entries: dict[str, _Entry[S]] = {}
+        self._pending: dict[str, None] = {}  # tracked ids with no terminal status or error, in tracking order
         self._early: OrderedDict[str, S] = OrderedDict()  # pushes that arrived before track()
         self._finished: OrderedDict[str, None] = OrderedDict()  # delivered ids: later pushes are ignored
         self._interval = interval
@@ -149,13 +150,14 @@ class ExecutionStatusPoller(Generic[S]):
         if execution_id in self._entries:
             return
         self._finished.pop(execution_id, None)
-        if not self._pending_ids():
+        if not self._pending:
             # The liveness clock and the poll schedule only run while something is pending.
             now = trio.current_time()
             self._alive_at = now
             self._interval = self._base_interval
             self._next_poll_at = now + self._base_interval
         self._entries[execution_id] = _Entry()
+        self._pending[execution_id] = None
         early = self._early.pop(execution_id, None)
         if early is not None:
             self._record(execution_id, early)
@@ -196,10 +198,11 @@ class ExecutionStatusPoller(Generic[S]):
         if entry is not None and entry.pending:
             entry.error = error
             entry.done.set()
+            self._pending.pop(execution_id, None)
 
     def fail_all(self, error: BaseException) -> None:
         """Fail every pending id with ``error`` (e.g. the connection is gone). Terminal ids keep their status."""
-        for execution_id in self._pending_ids():
+        for execution_id in list(self._pending):
             self.fail(execution_id, error)
 
     def status(self, execution_id: str) -> S | None:
@@ -239,7 +242,7 @@ class ExecutionStatusPoller(Generic[S]):
             pushes=c["pushes"],
             pushes_ignored=c["pushes_ignored"],
             tracked=len(self._entries),
-            pending=len(self._pending_ids()),
+            pending=len(self._pending),
             delivered=c["delivered"],
             liveness_failures=c["liveness"],
             unknown_failures=c["unknown"],
@@ -254,7 +257,7 @@ class ExecutionStatusPoller(Generic[S]):
         """
         task_status.started()
         while True:
-            if not self._pending_ids():
+            if not self._pending:
                 await self._sleep_until(math.inf)
                 continue
             liveness_deadline = self._alive_at + self._liveness_timeout
@@ -267,9 +270,6 @@ class ExecutionStatusPoller(Generic[S]):
             await self._poll(liveness_deadline)
 
     # ------------------------------------------------------------------ internals
-
-    def _pending_ids(self) -> list[str]:
-        return [i for i, e in self._entries.items() if e.pending]
 
     def _wake(self) -> None:
         self._wakeup.set()
@@ -289,9 +289,11 @@ class ExecutionStatusPoller(Generic[S]):
         if self._is_terminal(status):
             entry.terminal = True
             entry.done.set()
+            self._pending.pop(execution_id, None)
 
     def _forget(self, execution_id: str) -> None:
         entry = self._entries.pop(execution_id, None)
+        self._pending.pop(execution_id, None)
         if entry is None:
             return
         if entry.done.is_set():
@@ -308,7 +310,7 @@ class ExecutionStatusPoller(Generic[S]):
         self.fail_all(error)
 
     async def _poll(self, liveness_deadline: float) -> None:
-        ids = self._pending_ids()
+        ids = list(self._pending)
         self._poll_requested = False
         self._counts["polls"] += 1
         self._counts["ids_polled"] += len(ids)
