@@ -27,13 +27,13 @@ PAYLOAD = b"x" * 160
 PLATE_MESSAGES = {
     "compile request + reply": 2,
     "execute request + reply": 2,
-    "state events (running, completed)": 2,
+    "state events (queued, running, completed)": 3,
     "progress events (1 well x 1 step)": 1,
 }
 """Messages one single-well no-op plate needs on the wire (see ``hcs_batch.protocol``): the client sends Compile and
-Execute (each answered by one reply); the server publishes a StateEvent per transition after queued (running,
-completed) and one ProgressEvent per (well, step). Heartbeats and batched Status polls are shared by all plates and
-left out. The overhead case counts the events the server really sent and reports both."""
+Execute (each answered by one reply); the server publishes a StateEvent per state of the execution (queued,
+running, completed) and one ProgressEvent per (well, step). Heartbeats and batched Status polls are shared by all
+plates and left out. The overhead case counts the events the server really sent and reports both."""
 
 
 def serve() -> None:

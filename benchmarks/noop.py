@@ -1,6 +1,8 @@
 """Overhead and scale: N single-well plates with the no-op pipeline, compile then run, through the embedded server.
 
-One child process per N (run by ``benchmarks.__main__``). Figures: wall time of ``run_plates`` (compile all, then
+One child process per N (run by ``benchmarks.__main__``). With ``"server": "process"`` the server is instead a
+``hcs-batch serve`` child process (client and server then each have a core, and memory figures are the client's
+alone). Figures: wall time of ``run_plates`` (compile all, then
 execute all, every plate terminal), time per plate, plates/s; the client process's peak-RSS growth during the run
 (``ru_maxrss`` minus the RSS before it, divided by N: this includes the embedded server when it lives in this
 process); with ``tracemalloc`` (a separate child, since tracing slows Python down) the traced Python heap's peak
@@ -15,6 +17,7 @@ run is sampled by pyinstrument and its call tree written to FILE (timings are th
 from __future__ import annotations
 
 import collections
+import contextlib
 import gc
 import tracemalloc
 from pathlib import Path
@@ -22,7 +25,15 @@ from typing import Any
 
 import trio
 
-from ._common import current_rss_bytes, emit, now, params_from_argv, peak_rss_bytes
+from ._common import (
+    child_process,
+    current_rss_bytes,
+    emit,
+    now,
+    params_from_argv,
+    peak_rss_bytes,
+    python_module_cmd,
+)
 from ._hcs import SilentHost, make_plate_refs, make_service, noop_pipeline, open_backend, temp_dir
 
 WARMUP_PLATES = 20
@@ -93,6 +104,7 @@ async def main(
     window: int,
     workers: int | None,
     profile: str | None = None,
+    server: str = "embedded",
 ) -> dict[str, Any]:
     with temp_dir("noop") as tmp:
         root = Path(tmp)
@@ -100,7 +112,13 @@ async def main(
         refs = make_plate_refs(root / "plates", plates=plates)
         warm = make_plate_refs(root / "warm", plates=WARMUP_PLATES, seed=1)
         make_s = now() - t0
-        async with open_backend(None, workers=workers) as backend:
+        async with contextlib.AsyncExitStack() as stack:
+            url = None
+            if server == "process":
+                cmd = python_module_cmd("hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0", "--workers", "1")
+                _, line = stack.enter_context(child_process(cmd, ready_prefix="hcs-batch server listening on"))
+                url = line.split()[4]
+            backend = await stack.enter_async_context(open_backend(url, workers=workers))
             await _run_batch(backend, warm, root / "out-warm")  # imports, first connections, code paths
             gc.collect()
             rss_before = current_rss_bytes()
@@ -137,6 +155,7 @@ async def main(
                     "rss_delta_per_plate_bytes": round(rss_growth / plates, 1),
                     "make_plates_s": round(make_s, 3),
                     "timed_with_tracemalloc": use_tracemalloc,
+                    "server": server,
                 }
             )
             completed = host.outcomes.get("completed", 0)
@@ -159,5 +178,6 @@ if __name__ == "__main__":
             int(p.get("window", 64)),
             p.get("workers"),
             p.get("profile"),
+            p.get("server", "embedded"),
         )
     )
