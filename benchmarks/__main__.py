@@ -31,7 +31,7 @@ def configuration(full: bool, tiny: bool) -> dict[str, Any]:
             "anchor": {"plates": 3, "requests": 10},
             "noop": {"sizes": [3, 10], "memory": True, "control_requests": 200},
             "gui": {"plates": 20, "idle_s": 0.3},
-            "cancel": {"plates": 20},
+            "cancel": {"plates": 20, "pipeline": "default"},
             "realwork": {"plates": 1, "wells": 2, "size": 64, "workers": 2},
         }
     return {
@@ -43,8 +43,8 @@ def configuration(full: bool, tiny: bool) -> dict[str, Any]:
             "control_requests": 5000,
         },
         "gui": {"plates": 1000, "idle_s": 2.0},
-        "cancel": {"plates": 1000},
-        "realwork": {"plates": 2, "wells": 24 if full else 12, "size": 256, "workers": 2},
+        "cancel": {"plates": 1000, "pipeline": "default"},
+        "realwork": {"plates": 4 if full else 2, "wells": 24, "size": 1024, "workers": 2},
     }
 
 
@@ -59,6 +59,9 @@ def run(cases: list[str], config: dict[str, Any], *, full: bool, tiny: bool) -> 
         timeout = TIMEOUTS[case] * (3 if full else 1)
         if case == "noop":
             results[case] = run_noop(config[case], timeout=timeout)
+        elif case == "cancel":
+            results[case] = run_case("cancel", config[case], timeout=timeout)
+            results[case]["noop_variant"] = run_case("cancel", {**config[case], "pipeline": "noop"}, timeout=timeout)
         elif case == "anchor":
             results[case] = run_case("anchor", config[case], timeout=timeout * (10 if full else 1))
         else:

@@ -4,7 +4,10 @@ The run starts (compile all, then execute); once ``trigger`` plates have entered
 stop. Two figures from that instant: ``cancel_to_terminal_s`` (the batch reports every plate terminal:
 ``run_plates`` returns) and ``cancel_to_idle_s`` (as well, ``server_info`` reports nothing queued or running).
 
-Run as ``python -m benchmarks.cancel '{"plates": 1000}'``; prints one result line.
+``pipeline``: ``"noop"`` (default; executions finish inline at once, so "running" is brief) or ``"default"`` (the
+nucleus counter on 32-pixel images: every execution runs in a worker process, so stopping kills live workers).
+
+Run as ``python -m benchmarks.cancel '{"plates": 1000, "pipeline": "default"}'``; prints one result line.
 """
 
 from __future__ import annotations
@@ -15,18 +18,17 @@ from typing import Any
 import trio
 
 from ._common import emit, now, params_from_argv
-from ._hcs import SilentHost, make_plate_refs, make_service, noop_pipeline, open_backend, temp_dir
+from ._hcs import SilentHost, default_pipeline, make_plate_refs, make_service, noop_pipeline, open_backend, temp_dir
 
 
 async def main(plates: int, trigger: int, pipeline: str | None) -> dict[str, Any]:
     with temp_dir("cancel") as tmp:
-        refs = make_plate_refs(Path(tmp) / "plates", plates=plates)
+        refs = make_plate_refs(Path(tmp) / "plates", plates=plates, size=32)
         async with open_backend(None) as backend:
             host = SilentHost()
             host.running_target = trigger
-            service = make_service(
-                host, backend, pipeline_text=pipeline or noop_pipeline(), output_dir=Path(tmp) / "out"
-            )
+            text = default_pipeline() if pipeline == "default" else noop_pipeline()
+            service = make_service(host, backend, pipeline_text=text, output_dir=Path(tmp) / "out")
             stopped_at = 0.0
             result: dict[str, Any] = {}
 
@@ -66,6 +68,7 @@ async def main(plates: int, trigger: int, pipeline: str | None) -> dict[str, Any
                     "outcomes": dict(host.outcomes),
                     "terminal": terminal,
                     "server_polls": polls,
+                    "pipeline": pipeline or "noop",
                     "summary": repr(summary)[:300],
                 }
             )
@@ -76,4 +79,5 @@ async def main(plates: int, trigger: int, pipeline: str | None) -> dict[str, Any
 
 if __name__ == "__main__":
     p = params_from_argv()
-    emit(trio.run(main, int(p.get("plates", 1000)), int(p.get("trigger", 1)), p.get("pipeline")))
+    plates = int(p.get("plates", 1000))
+    emit(trio.run(main, plates, int(p.get("trigger", max(plates // 2, 1))), p.get("pipeline")))

@@ -5,7 +5,8 @@ Same images, same steps (``default_pipeline_text()``): the *serial* figure is a 
 ``run_plates`` through the embedded server with ``workers`` worker processes, after a warm-up plate so the workers
 already exist. Parallel efficiency = parallel wells/s / (workers x serial wells/s).
 
-Run as ``python -m benchmarks.realwork '{"plates": 2, "wells": 12, "size": 256, "workers": 2}'``.
+Images are ``size`` pixels square (see :func:`tiled_plates`). Run as
+``python -m benchmarks.realwork '{"plates": 2, "wells": 24, "size": 1024, "workers": 2}'``.
 """
 
 from __future__ import annotations
@@ -19,13 +20,39 @@ from typing import Any
 import trio
 
 from ._common import emit, now, params_from_argv
-from ._hcs import SilentHost, default_pipeline, make_plate_refs, make_service, open_backend, temp_dir
+from ._hcs import SilentHost, default_pipeline, make_service, open_backend, temp_dir
 
 
 def _resolve(func: str) -> Callable[..., Any]:
     module, _, name = func.partition(":")
     fn: Callable[..., Any] = getattr(importlib.import_module(module), name)
     return fn
+
+
+def tiled_plates(root: Path, *, plates: int, wells: int, sites: int, size: int) -> list[Any]:
+    """Plates of ``size``-pixel images made by tiling one 512-pixel synthetic image (``make_plates`` draws every blob
+    over the whole image, which takes seconds per large image); every well holds the same picture, so every well
+    costs the same work. Layout as ``hcs_batch.synth``: ``<plate>/<well>_s<site>_w1.tif``."""
+    import numpy as np
+    import tifffile
+
+    from hcs_batch.model import PlateRef
+    from hcs_batch.synth import make_plates, well_names
+
+    base = min(size, 512)
+    [seed_plate] = make_plates(root / "_seed", plates=1, wells=1, sites=1, channels=1, size=base, seed=3)
+    tile = tifffile.imread(next(seed_plate.glob("*.tif")))
+    reps = -(-size // base)
+    image = np.ascontiguousarray(np.tile(tile, (reps, reps))[:size, :size])
+    refs = []
+    for index in range(1, plates + 1):
+        folder = root / f"plate_{index:03d}"
+        folder.mkdir(parents=True)
+        for well in well_names(wells):
+            for site in range(1, sites + 1):
+                tifffile.imwrite(folder / f"{well}_s{site}_w1.tif", image)
+        refs.append(PlateRef.from_path(folder))
+    return refs
 
 
 def serial_loop(folders: list[Path], pipeline_text: str) -> tuple[float, int, list[dict[str, Any]]]:
@@ -73,8 +100,8 @@ def main(plates: int, wells: int, size: int, workers: int, sites: int) -> dict[s
     pipeline_text = default_pipeline()
     with temp_dir("real") as tmp:
         root = Path(tmp)
-        refs = make_plate_refs(root / "plates", plates=plates, wells=wells, sites=sites, size=size)
-        warm = make_plate_refs(root / "warm", plates=1, wells=min(wells, 4), sites=sites, size=size, seed=1)
+        refs = tiled_plates(root / "plates", plates=plates, wells=wells, sites=sites, size=size)
+        warm = tiled_plates(root / "warm", plates=1, wells=min(wells, 4), sites=sites, size=size)
         serial_loop([r.path for r in warm], pipeline_text)  # warm imports and caches, as the workers get
         serial_s, serial_wells, rows = serial_loop([r.path for r in refs], pipeline_text)
         parallel_s, outcomes = trio.run(parallel_run, refs, warm, pipeline_text, workers, root / "out")

@@ -168,11 +168,14 @@ def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     else:
         assert cancel is not None
         t = cancel["cancel_to_idle_s"]
+        noop = cancel.get("noop_variant") or {}
+        extra = f"; no-op plates: {noop['cancel_to_idle_s'] * 1e3:,.0f} ms" if "cancel_to_idle_s" in noop else ""
         out.append(
             _row(
                 f"cancel {cancel['plates']:,} plates mid-run",
                 f"{t * 1e3:,.0f} ms to all terminal + server idle "
-                f"(terminal after {cancel['cancel_to_terminal_s'] * 1e3:,.0f} ms)",
+                f"(terminal after {cancel['cancel_to_terminal_s'] * 1e3:,.0f} ms; {cancel.get('pipeline', '')} "
+                f"pipeline, stopped with {cancel['running_at_stop']} running{extra})",
                 "< 1 s",
                 t / 1.0,
                 t < 1.0,
