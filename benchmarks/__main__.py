@@ -82,20 +82,30 @@ def run(cases: list[str], config: dict[str, Any], *, full: bool, tiny: bool) -> 
 
 
 def run_noop(config: dict[str, Any], *, timeout: float) -> dict[str, Any]:
-    """The overhead/scale series: one child per plate count for time, another per count for memory."""
+    """The overhead/scale series, one child per measurement.
+
+    Per N: a timed run through the embedded server (control requests/s and the real event count at the largest N
+    only), then a memory run with tracemalloc against a ``hcs-batch serve`` child (so the figure is the client's
+    alone). Once: the largest N up to 1,000 timed with the server in its own process (a core each).
+    """
     series: dict[str, Any] = {}
-    for n in config["sizes"]:
-        timed = run_case("noop", {"plates": n, "control_requests": config["control_requests"]}, timeout=timeout)
+    sizes = config["sizes"]
+    for n in sizes:
+        control = config["control_requests"] if n == max(sizes) else 0
+        timed = run_case("noop", {"plates": n, "control_requests": control}, timeout=timeout)
         if config.get("memory") and "error" not in timed:
-            mem = run_case("noop", {"plates": n, "tracemalloc": True, "control_requests": 0}, timeout=timeout)
+            mem = run_case("noop", {"plates": n, "tracemalloc": True, "server": "process"}, timeout=timeout)
             timed["tracemalloc_peak_bytes"] = mem.get("tracemalloc_peak_bytes")
             timed["tracemalloc_per_plate_bytes"] = mem.get("tracemalloc_per_plate_bytes")
+            timed["memory_server"] = "process"
             if "error" in mem:
                 timed["memory_error"] = mem["error"]
         series[str(n)] = timed
         if "error" in timed:
             return {"error": f"N={n}: {timed['error']}", "series": series, "stderr": timed.get("stderr", "")}
-    return {"series": series}
+    n = max(k for k in sizes if k <= 1000) if min(sizes) <= 1000 else min(sizes)
+    process = run_case("noop", {"plates": n, "server": "process"}, timeout=timeout)
+    return {"series": series, "server_process": process}
 
 
 def _cpus() -> int:

@@ -58,7 +58,7 @@ def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
         ratio = r["wall_s"] / floor_s
         out.append(
             _row(
-                f"overhead vs floor ({n:,} no-op plates)",
+                f"overhead vs floor ({n:,} no-op plates, embedded server)",
                 f"{r['wall_s'] * 1e3:,.0f} ms vs floor {floor_s * 1e3:,.1f} ms "
                 f"({floor['messages_per_plate']} msgs/plate x {floor['rt_pipe_us'] / 2:.1f} us)",
                 target,
@@ -66,6 +66,17 @@ def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                 ratio < 3,
             )
         )
+        process = (cases.get("noop") or {}).get("server_process") or {}
+        if "wall_s" in process and process.get("plates") == n:
+            out.append(
+                _row(
+                    f"overhead vs floor ({n:,} no-op plates, server in its own process)",
+                    f"{process['wall_s'] * 1e3:,.0f} ms vs floor {floor_s * 1e3:,.1f} ms",
+                    target,
+                    process["wall_s"] / floor_s,
+                    process["wall_s"] / floor_s < 3,
+                )
+            )
 
     # 2. scale: per-plate time and memory flat as N grows
     if len(series) >= 2:

@@ -55,5 +55,5 @@ def test_tiny_benchmark_run_writes_valid_results(tmp_path: Path) -> None:
     assert overhead["ratio"] > 0 and isinstance(overhead["met"], bool)
 
     table = (tmp_path / "latest.md").read_text()
-    assert table.count("\n| ") == len(data["rows"]) + 1  # header + one line per row
+    assert table.count("\n| ") == len(data["rows"]) + 2  # header, rule, one line per row
     assert "overhead vs floor" in table
