@@ -14,6 +14,8 @@ from typing import Any
 FLAT_TOLERANCE = 1.5
 README_START = "<!-- bench:start -->"
 README_END = "<!-- bench:end -->"
+README_PLACEHOLDER = "<!-- bench-table -->"
+"""Where the first run puts the block when README.md has no bench marks yet."""
 
 
 def _row(case: str, figure: str, target: str, ratio: float | None, met: bool | None) -> dict[str, Any]:
@@ -300,7 +302,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
 
 
 def update_readme(readme: Path, table: str) -> None:
-    """Replace the block between the bench marks in README.md (appending a section when there is none)."""
+    """Replace the block between the bench marks in README.md (else the placeholder; else append a section)."""
     text = readme.read_text() if readme.exists() else ""
     block = (
         f"{README_START}\n{table}\n![benchmark plot](benchmarks/results/latest.png)\n\n"
@@ -309,6 +311,8 @@ def update_readme(readme: Path, table: str) -> None:
     )
     if README_START in text and README_END in text:
         text = re.sub(re.escape(README_START) + ".*?" + re.escape(README_END), lambda _: block, text, flags=re.S)
+    elif README_PLACEHOLDER in text:
+        text = text.replace(README_PLACEHOLDER, block, 1)
     else:
         text = text.rstrip("\n") + "\n\n## Benchmarks\n\n" + block + "\n"
     readme.write_text(text)
