@@ -41,6 +41,7 @@ def configuration(full: bool, tiny: bool) -> dict[str, Any]:
             "sizes": [10, 100, 1000, 10000] if full else [10, 100, 1000],
             "memory": True,
             "control_requests": 5000,
+            "repeat": 3,
         },
         "gui": {"plates": 1000, "idle_s": 2.0},
         "cancel": {"plates": 1000, "pipeline": "default"},
@@ -92,7 +93,8 @@ def run_noop(config: dict[str, Any], *, timeout: float) -> dict[str, Any]:
     sizes = config["sizes"]
     for n in sizes:
         control = config["control_requests"] if n == max(sizes) else 0
-        timed = run_case("noop", {"plates": n, "control_requests": control}, timeout=timeout)
+        repeat = config.get("repeat", 1) if n <= 1000 else 1
+        timed = run_case("noop", {"plates": n, "control_requests": control, "repeat": repeat}, timeout=timeout)
         if config.get("memory") and "error" not in timed:
             mem = run_case("noop", {"plates": n, "tracemalloc": True, "server": "process"}, timeout=timeout)
             timed["tracemalloc_peak_bytes"] = mem.get("tracemalloc_peak_bytes")
@@ -104,7 +106,7 @@ def run_noop(config: dict[str, Any], *, timeout: float) -> dict[str, Any]:
         if "error" in timed:
             return {"error": f"N={n}: {timed['error']}", "series": series, "stderr": timed.get("stderr", "")}
     n = max(k for k in sizes if k <= 1000) if min(sizes) <= 1000 else min(sizes)
-    process = run_case("noop", {"plates": n, "server": "process"}, timeout=timeout)
+    process = run_case("noop", {"plates": n, "server": "process", "repeat": config.get("repeat", 1)}, timeout=timeout)
     return {"series": series, "server_process": process}
 
 

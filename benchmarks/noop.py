@@ -105,6 +105,7 @@ async def main(
     workers: int | None,
     profile: str | None = None,
     server: str = "embedded",
+    repeat: int = 1,
 ) -> dict[str, Any]:
     with temp_dir("noop") as tmp:
         root = Path(tmp)
@@ -142,6 +143,16 @@ async def main(
                 result["tracemalloc_peak_bytes"] = peak - traced_before
                 result["tracemalloc_per_plate_bytes"] = round((peak - traced_before) / plates, 1)
             rss_growth = max(peak_rss_bytes() - rss_before, 0)
+            # Repeats (fresh host and service, new output folder, same plates): the machine is shared, so the
+            # figure is the best of ``repeat`` runs; every wall time is kept.
+            walls = [wall]
+            for i in range(1, repeat):
+                again, again_host, _ = await _run_batch(backend, refs, root / f"out-{i}")
+                walls.append(again)
+                if again_host.outcomes.get("completed", 0) != plates:
+                    result["error"] = f"repeat {i}: {dict(again_host.outcomes)}"
+            wall = min(walls)
+            result["walls_s"] = [round(w, 4) for w in walls]
             result.update(
                 {
                     "plates": plates,
@@ -179,5 +190,6 @@ if __name__ == "__main__":
             p.get("workers"),
             p.get("profile"),
             p.get("server", "embedded"),
+            int(p.get("repeat", 1)),
         )
     )
