@@ -75,13 +75,14 @@ async def serve(
     bind: str = "tcp://127.0.0.1:0",
     *,
     workers: int | None = None,
+    warm_workers: bool = True,
     task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run an execution server until cancelled or asked to shut down.
 
     Binds the control ROUTER at ``bind`` (port 0: a free port) and the event PUB at PORT+1 (a free port when
     ``bind`` asks for port 0), then reports ``task_status.started(ServerAddress(...))``. ``workers`` (default: CPU
-    count) worker processes are started in the background right away.
+    count) worker processes are started in the background right away (``warm_workers=False``: on first use).
 
     Raises:
         InputError: a malformed ``bind``, or the address cannot be bound (e.g. in use).
@@ -137,7 +138,8 @@ async def serve(
                     )
                     await io_nursery.start(control.run, app.on_frames)
                     io_nursery.start_soon(publisher.run_heartbeat, lambda: (records.queued, records.running))
-                    work.start_soon(executor.warm_up)
+                    if warm_workers:
+                        work.start_soon(executor.warm_up)
                     log.info("serving on %s (events on %d), %d workers", address.control_url, events_port, workers)
                     task_status.started(address)
                     await shutdown.wait()
@@ -153,14 +155,18 @@ async def serve(
 
 
 @asynccontextmanager
-async def open_embedded_server(*, workers: int | None = None) -> AsyncIterator[ServerAddress]:
+async def open_embedded_server(
+    *, workers: int | None = None, warm_workers: bool = True
+) -> AsyncIterator[ServerAddress]:
     """Run a server on a free loopback port inside the caller's Trio run, for as long as the block lasts.
 
-    Leaving the block cancels every execution, stops the workers and closes the sockets.
+    Leaving the block cancels every execution, stops the workers and closes the sockets. Worker processes use
+    the ``spawn`` start method: a script that embeds a server must guard its entry point with
+    ``if __name__ == "__main__":``.
     """
     with collapse_single_exception_group():
         async with trio.open_nursery() as nursery:
-            address: Any = await nursery.start(partial(serve, workers=workers))
+            address: Any = await nursery.start(partial(serve, workers=workers, warm_workers=warm_workers))
             try:
                 yield address
             finally:

@@ -96,6 +96,10 @@ class ControlApp:
             self._bad_frame(str(exc))
             self._error(identity, p.peek_rid(frame), exc.code, str(exc))
             return
+        except Exception as exc:  # a decoder bug must not stop the server: treat it as a bad frame
+            self._bad_frame(f"undecodable frame ({type(exc).__name__}: {exc})")
+            self._error(identity, 0, "protocol", f"malformed request frame: {type(exc).__name__}")
+            return
         try:
             self._dispatch(identity, request)
         except HcsBatchError as exc:
