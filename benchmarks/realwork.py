@@ -58,6 +58,7 @@ def tiled_plates(root: Path, *, plates: int, wells: int, sites: int, size: int) 
 def serial_loop(folders: list[Path], pipeline_text: str) -> tuple[float, int, list[dict[str, Any]]]:
     """Every image of every plate through the pipeline's steps, one after another. Returns (seconds, wells, rows)."""
     import tifffile
+
     from hcs_batch.pipeline import parse_pipeline
 
     spec = parse_pipeline(pipeline_text)
