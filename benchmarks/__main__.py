@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -54,6 +55,7 @@ TIMEOUTS = {"floor": 60, "anchor": 120, "noop": 400, "gui": 120, "cancel": 120, 
 
 def run(cases: list[str], config: dict[str, Any], *, full: bool, tiny: bool) -> dict[str, Any]:
     results: dict[str, Any] = {}
+    load: dict[str, Any] = {"start": os.getloadavg()}
     for case in cases:
         t0 = time.perf_counter()
         print(f"[bench] {case} ...", file=sys.stderr, flush=True)
@@ -67,6 +69,7 @@ def run(cases: list[str], config: dict[str, Any], *, full: bool, tiny: bool) -> 
             results[case] = run_case("anchor", config[case], timeout=timeout * (10 if full else 1))
         else:
             results[case] = run_case(case, config[case], timeout=timeout)
+        load[case] = os.getloadavg()  # the machine is shared: a high 1-minute load means noisy figures
         status = "error: " + results[case]["error"] if "error" in results[case] else "ok"
         print(f"[bench] {case} {status} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     return {
@@ -77,6 +80,7 @@ def run(cases: list[str], config: dict[str, Any], *, full: bool, tiny: bool) -> 
             "machine": platform.machine(),
             "cpus": _cpus(),
             "config": config,
+            "loadavg": {k: [round(x, 2) for x in v] for k, v in load.items()},
         },
         "cases": results,
     }
@@ -111,8 +115,6 @@ def run_noop(config: dict[str, Any], *, timeout: float) -> dict[str, Any]:
 
 
 def _cpus() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 

@@ -217,8 +217,10 @@ def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 def markdown(data: dict[str, Any]) -> str:
     meta = data["meta"]
+    loads = [v[0] for v in meta.get("loadavg", {}).values()]
+    load = f", 1-min load {min(loads):.1f}-{max(loads):.1f}" if loads else ""
     lines = [
-        f"Benchmarks ({meta['mode']}, {meta['when']}, Python {meta['python']}, {meta['cpus']} CPUs)",
+        f"Benchmarks ({meta['mode']}, {meta['when']}, Python {meta['python']}, {meta['cpus']} CPUs{load})",
         "",
         "| case | figure | target | ratio | met? |",
         "| --- | --- | --- | --- | --- |",
