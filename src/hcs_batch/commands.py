@@ -200,7 +200,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"making {args.plates} synthetic plates in {root}", file=sys.stderr)
         paths = make_plates(root / "plates", plates=args.plates, wells=8, sites=2, channels=1, size=256, seed=7)
         plates = [PlateRef.from_path(p) for p in paths]
-        output = root / "results"
+        output = Path("hcs-results").absolute()
         summary = trio.run(_run_batch, "run", plates, default_pipeline_text(), None, str(output), False, False)
         _print_demo_summary(summary, root / "plates" / "ground_truth.csv", output)
         return summary.exit_code()
@@ -223,5 +223,6 @@ def _print_demo_summary(summary: BatchSummary, truth_csv: Path, output: Path) ->
             total += 1
             matched += int(key in truth and truth[key] == int(row["object_count"]))
     print(f"\nnuclei counted in {total} images; {matched} match the ground truth exactly", file=sys.stderr)
+    print(f"results (wells.csv, manifest.json per plate) are in {output}", file=sys.stderr)
     for outcome in summary.plates:
         print(f"  {outcome.plate.name:<12} {outcome.state.value:<10} {outcome.output}", file=sys.stderr)
