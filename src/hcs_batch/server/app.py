@@ -1,10 +1,15 @@
 """The control loop: one ROUTER socket, every frame decoded and validated, quick requests answered inline.
 
 ``Hello``, ``Status``, ``Cancel``, ``ServerInfo``, ``Execute`` and ``Shutdown`` are answered inside the socket's
-receive callback (no task switch, no allocation beyond the reply); ``Compile`` reads the plate folder and imports
-steps, so it runs as a task (its blocking part in a thread). A frame that does not decode (garbage, oversize,
-unknown kind, wrong version) gets an ``ErrorReply`` with code ``protocol`` and the best-effort request id, and is
-logged; the server keeps serving. A message without a usable envelope (no identity frame) is dropped.
+receive callback (no task switch, no allocation beyond the reply); ``Compile`` lists the plate folder and imports
+steps, so it runs as a task (the listing, and a pipeline's first check, in a thread).
+
+A frame that does not decode (garbage, oversize, unknown kind, wrong version) gets an ``ErrorReply`` with code
+``protocol`` and the best-effort request id, and is logged; the server keeps serving. A message without a usable
+envelope (no identity frame) is dropped.
+
+``Compile.config["pipeline_file"]``, when a client sets it, names the pipeline in compile error messages (like
+every config entry, it is part of the artifact id).
 """
 
 from __future__ import annotations
