@@ -62,6 +62,9 @@ def run(cases: list[str], config: dict[str, Any], *, full: bool, tiny: bool) -> 
         timeout = TIMEOUTS[case] * (3 if full else 1)
         if case == "noop":
             results[case] = run_noop(config[case], timeout=timeout)
+        elif case == "gui":
+            results[case] = run_case("gui", config[case], timeout=timeout)
+            results[case]["gc_freeze_variant"] = run_case("gui", {**config[case], "gc": "freeze"}, timeout=timeout)
         elif case == "cancel":
             results[case] = run_case("cancel", config[case], timeout=timeout)
             results[case]["noop_variant"] = run_case("cancel", {**config[case], "pipeline": "noop"}, timeout=timeout)

@@ -144,7 +144,7 @@ class _TimerProbe:
         return [max(i - TIMER_MS / 1000, 0.0) for i in self.intervals]
 
 
-def run(plates: int, idle_s: float, server_url: str | None = None) -> dict[str, Any]:
+def run(plates: int, idle_s: float, server_url: str | None = None, gc_mode: str = "on") -> dict[str, Any]:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setQuitOnLastWindowClosed(False)
@@ -175,6 +175,10 @@ def run(plates: int, idle_s: float, server_url: str | None = None) -> dict[str, 
                 idle = probe.stop()
                 idle_ticks = list(reenter.ticks)
                 # Phase 2: the batch.
+                if gc_mode == "freeze":  # diagnostic: objects alive now are never scanned again by the GC
+                    import gc
+
+                    gc.freeze()
                 reenter.ticks.clear()
                 reenter.cpu.clear()
                 host = _make_host()
@@ -228,7 +232,7 @@ def _make_host() -> Any:
     return SilentHost()
 
 
-def run_window(plates: int, idle_s: float, server_url: str | None = None) -> dict[str, Any]:
+def run_window(plates: int, idle_s: float, server_url: str | None = None, gc_mode: str = "on") -> dict[str, Any]:
     """The real GUI: ``guest_mode``'s ``GuestRunner`` and ``PlateManagerWindow`` (embedded server, no-op pipeline).
 
     The window shows every plate as a row and refreshes them as states change, so its widget work is in the
@@ -279,6 +283,10 @@ def run_window(plates: int, idle_s: float, server_url: str | None = None) -> dic
                 idle = probe.stop()
                 idle_ticks = list(monitor.durations)
                 monitor.durations.clear()
+                if gc_mode == "freeze":  # diagnostic: objects alive now are never scanned again by the GC
+                    import gc
+
+                    gc.freeze()
                 steps.recording = True
                 probe.start()
                 t0 = now()
@@ -319,11 +327,15 @@ def _guest_mode_available() -> bool:
     return True
 
 
-def measure(plates: int, idle_s: float, window: bool | None = None, server: str = "embedded") -> dict[str, Any]:
+def measure(
+    plates: int, idle_s: float, window: bool | None = None, server: str = "embedded", gc_mode: str = "on"
+) -> dict[str, Any]:
     """The real window when ``guest_mode`` provides one (or ``window=True``); else a bare runner and silent host.
 
     ``server``: ``"embedded"`` (in the GUI's own Trio run, as the window does by default) or ``"process"`` (a
-    ``hcs-batch serve`` child, so the server's Python work cannot hold the GUI thread's GIL).
+    ``hcs-batch serve`` child, so the server's Python work cannot hold the GUI thread's GIL). ``gc_mode``: ``"on"``
+    (as shipped), ``"freeze"`` (``gc.freeze()`` after the warm-up: the fix this case suggests for GC pauses) or
+    ``"off"`` (diagnostic).
     """
     use_window = _guest_mode_available() if window is None else window
     with contextlib.ExitStack() as stack:
@@ -332,8 +344,9 @@ def measure(plates: int, idle_s: float, window: bool | None = None, server: str 
             cmd = python_module_cmd("hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0", "--workers", "1")
             _, line = stack.enter_context(child_process(cmd, ready_prefix="hcs-batch server listening on"))
             url = line.split()[4]
-        result = run_window(plates, idle_s, url) if use_window else run(plates, idle_s, url)
+        result = run_window(plates, idle_s, url, gc_mode) if use_window else run(plates, idle_s, url, gc_mode)
     result["server"] = server
+    result["gc"] = gc_mode
     return result
 
 
@@ -343,4 +356,12 @@ if __name__ == "__main__":
         import gc
 
         gc.disable()
-    emit(measure(int(p.get("plates", 1000)), float(p.get("idle_s", 2.0)), p.get("window"), p.get("server", "embedded")))
+    emit(
+        measure(
+            int(p.get("plates", 1000)),
+            float(p.get("idle_s", 2.0)),
+            p.get("window"),
+            p.get("server", "embedded"),
+            p.get("gc", "on"),
+        )
+    )
