@@ -173,7 +173,9 @@ def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(
             _row(
                 "longest guest tick",
-                f"{gui['longest_tick_ms']:.2f} ms (p99 {gui['tick']['p99_ms']:.2f} ms, {gui['tick']['n']:,} ticks)",
+                f"{gui['longest_tick_ms']:.2f} ms"
+                + (f" (CPU {gui['longest_tick_cpu_ms']:.1f} ms)" if "longest_tick_cpu_ms" in gui else "")
+                + f"; p99 {gui['tick']['p99_ms']:.2f} ms of {gui['tick']['n']:,} ticks ({gui.get('host', '')})",
                 "<= 16 ms",
                 gui["longest_tick_ms"] / 16,
                 gui["longest_tick_ms"] <= 16,
