@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
+import os
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,19 @@ from ._common import (
 from ._hcs import SilentHost, make_plate_refs, make_service, noop_pipeline, open_backend, temp_dir
 
 WARMUP_PLATES = 20
+
+
+def _cpu_s(pid: int = 0) -> float:
+    """CPU seconds (user + system, all threads) of this process, or of process ``pid`` from /proc."""
+    if not pid:
+        t = os.times()
+        return t.user + t.system
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 async def _run_batch(backend: Any, refs: list[Any], out: Path) -> tuple[float, SilentHost, Any]:
@@ -115,9 +129,13 @@ async def main(
         make_s = now() - t0
         async with contextlib.AsyncExitStack() as stack:
             url = None
+            server_pid = 0
             if server == "process":
                 cmd = python_module_cmd("hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0", "--workers", "1")
-                _, line = stack.enter_context(child_process(cmd, ready_prefix="hcs-batch server listening on"))
+                server_proc, line = stack.enter_context(
+                    child_process(cmd, ready_prefix="hcs-batch server listening on")
+                )
+                server_pid = server_proc.pid
                 url = line.split()[4]
             backend = await stack.enter_async_context(open_backend(url, workers=workers))
             await _run_batch(backend, warm, root / "out-warm")  # imports, first connections, code paths
@@ -132,7 +150,9 @@ async def main(
 
                 profiler = Profiler(interval=0.0005, async_mode="disabled")
                 profiler.start()
+            cpu0, server_cpu0 = _cpu_s(), _cpu_s(server_pid)
             wall, host, summary = await _run_batch(backend, refs, root / "out")
+            client_cpu, server_cpu = _cpu_s() - cpu0, _cpu_s(server_pid) - server_cpu0
             if profile:
                 profiler.stop()
                 Path(profile).write_text(profiler.output_text(unicode=False, color=False))  # noqa: ASYNC240
@@ -167,6 +187,10 @@ async def main(
                     "make_plates_s": round(make_s, 3),
                     "timed_with_tracemalloc": use_tracemalloc,
                     "server": server,
+                    # CPU seconds per plate of this process (client, plus the server when embedded) and of the
+                    # server process: where the time goes when the wall time is not CPU-bound on one side.
+                    "cpu_per_plate_us": round(client_cpu / plates * 1e6, 1),
+                    "server_process_cpu_per_plate_us": round(server_cpu / plates * 1e6, 1) if server_pid else None,
                 }
             )
             completed = host.outcomes.get("completed", 0)
