@@ -6,7 +6,8 @@ No Trio, no codec, no policy: a blocking DEALER here, a ROUTER echo loop in a ch
 - ``rt_pipe_us``: ``window`` requests in flight, microseconds per round trip at steady state.
 
 A plate's floor is ``messages_per_plate`` messages (see :data:`PLATE_MESSAGES`) at half a pipelined round trip each
-(a round trip carries two messages), since the service keeps many plates in flight at once.
+(a round trip carries two messages), since the service keeps many plates in flight at once. A second floor adds the
+file work every executed plate does on the server (:func:`measure_files`), measured the same way, raw, in one loop.
 
 Run as ``python -m benchmarks.floor '{"seq": 2000, "pipe": 20000}'`` (prints one result line) or
 ``python -m benchmarks.floor serve`` (the echo peer; prints ``FLOOR-READY <port>``).
@@ -14,7 +15,10 @@ Run as ``python -m benchmarks.floor '{"seq": 2000, "pipe": 20000}'`` (prints one
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -48,7 +52,25 @@ def serve() -> None:
         sock.send_multipart(sock.recv_multipart())
 
 
-def measure(seq: int = 2000, pipe: int = 20000, window: int = 64) -> dict[str, Any]:
+def measure_files(plates: int = 300) -> float:
+    """Seconds per plate of the file work a no-op plate's execution does on the server (``server/results.py``):
+    one ``mkdir`` of the plate folder and two atomic writes (write a temporary file, rename it): ``wells.csv``
+    and ``manifest.json``. Measured in a temporary folder, where the benchmark's outputs go too."""
+    with tempfile.TemporaryDirectory(prefix="hcs-bench-floor-") as tmp:
+        root = Path(tmp)
+        t0 = now()
+        for i in range(plates):
+            folder = root / f"plate_{i:05d}"
+            folder.mkdir()
+            for name, size in (("wells.csv", 120), ("manifest.json", 400)):
+                part = folder / f".{name}.tmp"
+                with open(part, "wb") as fh:
+                    fh.write(b"x" * size)
+                os.replace(part, folder / name)
+        return (now() - t0) / plates
+
+
+def measure(seq: int = 2000, pipe: int = 20000, window: int = 64, files: int = 300) -> dict[str, Any]:
     """Round-trip figures against an echo peer in a child process (started and stopped here)."""
     with child_process(python_module_cmd("benchmarks.floor", "serve"), ready_prefix="FLOOR-READY") as (_, line):
         port = int(line.split()[1])
@@ -81,6 +103,7 @@ def measure(seq: int = 2000, pipe: int = 20000, window: int = 64) -> dict[str, A
         finally:
             sock.close(linger=0)
             ctx.term()
+    files_s = measure_files(files)
     rt_seq = t_seq / seq
     rt_pipe = t_pipe / pipe
     messages = sum(PLATE_MESSAGES.values())
@@ -95,6 +118,8 @@ def measure(seq: int = 2000, pipe: int = 20000, window: int = 64) -> dict[str, A
         "messages_per_plate": messages,
         "floor_per_plate_us": round(messages * rt_pipe / 2 * 1e6, 2),
         "floor_per_plate_seq_us": round((2 * rt_seq + (messages - 4) * rt_pipe / 2) * 1e6, 2),
+        "files_per_plate_us": round(files_s * 1e6, 2),
+        "floor_with_files_per_plate_us": round((messages * rt_pipe / 2 + files_s) * 1e6, 2),
     }
 
 

@@ -68,6 +68,18 @@ def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                 ratio < 3,
             )
         )
+        if "floor_with_files_per_plate_us" in floor:
+            files_s = n * floor["floor_with_files_per_plate_us"] / 1e6
+            out.append(
+                _row(
+                    f"overhead vs floor + results files ({n:,} no-op plates, embedded server)",
+                    f"{r['wall_s'] * 1e3:,.0f} ms vs {files_s * 1e3:,.0f} ms (messages + mkdir and 2 atomic writes "
+                    f"per plate: {floor['files_per_plate_us']:,.0f} us on this disk)",
+                    target,
+                    r["wall_s"] / files_s,
+                    r["wall_s"] / files_s < 3,
+                )
+            )
         process = (cases.get("noop") or {}).get("server_process") or {}
         if "wall_s" in process and process.get("plates") == n:
             out.append(
