@@ -221,6 +221,7 @@ class PlateManagerWindow(QMainWindow):
         self._service_status = ""
         self._workers_seen = 0
         self._batch_kind = ""
+        self._batch_names: list[str] = []
         self._starting = False
         self._closing = False
         self._allow_close = False
@@ -458,9 +459,7 @@ class PlateManagerWindow(QMainWindow):
 
     @_slot
     def show_batch_progress(self, done: int, total: int) -> None:
-        self.batch_bar.setRange(0, max(total, 1))
-        self.batch_bar.setValue(min(done, max(total, 1)))
-        self.schedule_refresh()
+        self.schedule_refresh()  # the batch bar is recomputed from the plate states in refresh_now
 
     @_slot
     def plate_finished(self, plate: str, state: PlateState, error: str) -> None:
@@ -509,6 +508,16 @@ class PlateManagerWindow(QMainWindow):
             if percent != row.percent:
                 row.percent = percent
                 row.bar.setValue(percent)
+        if self._batch_names:
+            # The batch bar counts finished plates from the same store as the rows, so they never disagree.
+            final = {PlateState.COMPILED} if self._batch_kind == "compile" else set()
+            done = sum(
+                1
+                for name in self._batch_names
+                if (state := states.get(name)) is not None and (state.is_terminal or state in final)
+            )
+            self.batch_bar.setRange(0, len(self._batch_names))
+            self.batch_bar.setValue(done)
 
     def _percent(self, name: str, state: str, tracker: Any) -> int:
         if state == PlateState.COMPLETED or (state == PlateState.COMPILED and self._batch_kind == "compile"):
@@ -569,7 +578,11 @@ class PlateManagerWindow(QMainWindow):
     def _show_server_line(self) -> None:
         where = self._server or "embedded local server"
         parts = [f"Server {where}: {self._connection}"]
-        if self._connection == ConnectionState.CONNECTED and self._workers_seen:
+        if (
+            self._connection == ConnectionState.CONNECTED
+            and self._workers_seen
+            and "worker" not in self._service_status
+        ):
             parts.append(f"{self._workers_seen} workers")
         if self._connection_detail:
             parts.append(self._connection_detail)
@@ -835,6 +848,7 @@ class PlateManagerWindow(QMainWindow):
         done = self._batch_done = trio.Event()
         self._starting = True
         self._batch_kind = kind
+        self._batch_names = [p.name for p in chosen]
         try:
             service.pipeline_text = self.pipeline_text()
             self.log(f"{kind}: {len(chosen)} plate{'s' if len(chosen) != 1 else ''}")
@@ -866,6 +880,7 @@ class PlateManagerWindow(QMainWindow):
             OSError: the image could not be written.
         """
         self.refresh_now()
+        self.table.setCurrentItem(None)  # no focus frame on a row in the picture
         target = Path(path)
         if not self.grab().save(str(target)):
             raise OSError(f"could not write the screenshot {str(target)!r}: check the folder exists and is writable")
