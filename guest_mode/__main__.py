@@ -67,7 +67,8 @@ async def app_main(args: argparse.Namespace) -> int:
         raise
     window.show()
     kind = "compile" if args.compile else "run" if args.run else ""
-    code = EXIT_OK
+    # A scripted batch that never reported (window closed first) counts as cancelled.
+    code = EXIT_CANCELLED if kind else EXIT_OK
 
     async def script() -> None:
         nonlocal code
@@ -98,6 +99,7 @@ async def app_main(args: argparse.Namespace) -> int:
         if kind:
             nursery.start_soon(script)
         await window.wait_closed()
+        nursery.cancel_scope.cancel()  # a script still waiting for a connection has nothing left to wait for
     return code
 
 
