@@ -456,6 +456,12 @@ class PlateManagerWindow(QMainWindow):
 
     @_slot
     def show_service_status(self, text: str) -> None:
+        """``emit_status``: the server snapshot goes to the status line, anything else to the log pane."""
+        tracker = self.host.progress_tracker
+        server_text = getattr(tracker, "server_status_text", None)
+        if server_text is not None and text != server_text:
+            self.log(text)
+            return
         self._service_status = text
         self._show_server_line()
 
@@ -474,10 +480,6 @@ class PlateManagerWindow(QMainWindow):
     @_slot
     def batch_finished(self, summary: Any) -> None:
         self.last_summary = summary
-        counts = getattr(summary, "counts", {}) or {}
-        kind = getattr(summary, "kind", "batch")
-        text = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()) if n)
-        self.log(f"{kind} finished: {text or 'no plates'}")
         self.refresh_now()
         self.update_buttons()
 
@@ -579,17 +581,15 @@ class PlateManagerWindow(QMainWindow):
 
     def _show_server_line(self) -> None:
         where = self._server or "embedded local server"
-        parts = [f"Server {where}: {self._connection}"]
-        if (
-            self._connection == ConnectionState.CONNECTED
-            and self._workers_seen
-            and "worker" not in self._service_status
-        ):
-            parts.append(f"{self._workers_seen} workers")
-        if self._connection_detail:
-            parts.append(self._connection_detail)
-        if self._service_status:
-            parts.append(self._service_status)
+        if self._connection == ConnectionState.CONNECTED and self._service_status:
+            # The service's snapshot poller text already says connected/unreachable, queued, running, workers.
+            parts = [where, self._service_status]
+        else:
+            parts = [where, f"server {self._connection}"]
+            if self._connection == ConnectionState.CONNECTED and self._workers_seen:
+                parts.append(f"{self._workers_seen} workers")
+            if self._connection_detail:
+                parts.append(self._connection_detail)
         self.server_label.setText(" · ".join(parts))
 
     @property

@@ -42,6 +42,7 @@ async def fake_open_backend(
 class FakeTracker:
     def __init__(self) -> None:
         self.percent: dict[str, float] = {}
+        self.server_status_text = ""
 
     def plate_percent(self, plate_name: str) -> float:
         return self.percent.get(plate_name, 0.0)
@@ -75,7 +76,9 @@ class FakeService:
         self.tracker = FakeTracker()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.host.emit_status("queued 0, running 0, 2 workers")
+        self.host.progress_tracker = self.tracker
+        self.tracker.server_status_text = "server connected: 0 queued, 0 running, 0/2 workers busy"
+        self.host.emit_status(self.tracker.server_status_text)
         task_status.started()
         await trio.sleep_forever()
 
@@ -153,4 +156,5 @@ class FakeService:
         self.host.update_button_states()
         self.host.emit_progress_finished()
         self.host.on_all_plates_completed(summary)
+        self.host.emit_status(f"{kind} batch finished: {counts}")
         return summary

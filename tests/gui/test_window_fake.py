@@ -52,7 +52,7 @@ async def test_compile_reaches_compiled_rows_and_buttons_follow_state(qtbot, tmp
     async with serving(window):
         assert await window.wait_connection() == "connected"
         assert buttons(window) == (True, True, False)
-        assert "2 workers" in window.server_status_text
+        assert "0/2 workers busy" in window.server_status_text
         summary = await window.run_batch("compile")
         assert summary.counts == {"compiled": 3}
         assert [window.row_state(p.name) for p in window.plates] == ["compiled"] * 3
@@ -72,6 +72,8 @@ async def test_run_shows_completed_failed_and_the_traceback(qtbot, tmp_path, mon
         assert window.row_state("plate1") == "failed"
         log = window.log_pane.toPlainText()
         assert "plate plate1 failed" in log and "ValueError: bad well" in log
+        assert "run batch finished" in log  # a non-server status goes to the log, not the server line
+        assert "batch finished" not in window.server_status_text
         assert (window.batch_bar.value(), window.batch_bar.maximum()) == (3, 3)
 
 
