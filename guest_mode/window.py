@@ -429,6 +429,10 @@ class PlateManagerWindow(QMainWindow):
             index = self.pipeline_combo.count() - 1
         self.pipeline_combo.setCurrentIndex(index)
 
+    def _add_pipeline_files(self, paths: Sequence[str]) -> None:
+        for path in paths:
+            self.add_pipeline_file(path)
+
     def pipeline_text(self) -> str:
         """The text of the chosen pipeline (read again at every batch, so edits to the file are picked up).
 
@@ -617,7 +621,7 @@ class PlateManagerWindow(QMainWindow):
         dialog = QFileDialog(self, "Choose a pipeline", "", "Pipeline TOML (*.toml);;All files (*)")
         dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
         dialog.setOption(QFileDialog.Option.DontUseNativeDialog, True)
-        self._spawn(self._run_dialog, dialog, lambda paths: [self.add_pipeline_file(p) for p in paths])
+        self._spawn(self._run_dialog, dialog, self._add_pipeline_files)
 
     @_slot
     def _on_remove_clicked(self, checked: bool = False) -> None:

@@ -188,3 +188,24 @@ async def test_a_failing_window_slot_is_shown_in_the_log_not_raised(qtbot, tmp_p
         window.run_button.click()  # pytest-qt fails the test if anything reaches sys.excepthook
         assert "internal error in _on_run_clicked: RuntimeError('broken start')" in window.log_pane.toPlainText()
         assert window.compile_button.isEnabled()
+
+
+@guest
+async def test_chosen_pipeline_file_is_read_at_each_batch(qtbot, tmp_path):
+    from hcs_batch.errors import PipelineError
+
+    pipeline = tmp_path / "mine.toml"
+    pipeline.write_text("# version 1\n")
+    window = make_window(qtbot, tmp_path, pipeline_file=pipeline)
+    assert window.pipeline_combo.currentText() == "mine.toml"
+    async with serving(window):
+        await window.wait_connection()
+        await window.run_batch("compile")
+        assert window.service.pipeline_text == "# version 1\n"
+        pipeline.unlink()
+        with pytest.raises(PipelineError, match=r"mine\.toml"):
+            await window.run_batch("compile")
+        assert buttons(window) == (True, True, False)  # a refused batch leaves the window usable
+        window.pipeline_combo.setCurrentIndex(0)
+        await window.run_batch("compile")
+        assert window.service.pipeline_text == "# built-in pipeline stand-in\n"
