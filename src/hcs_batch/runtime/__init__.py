@@ -1,0 +1,25 @@
+"""Generic Trio primitives for batches of remote work; nothing here knows what the work is.
+
+- :class:`BatchSubmitWaitEngine`: submit every job, then wait for all of them, bounded, fail-fast optional.
+- :class:`ExecutionStatusPoller`: follow many executions to terminal statuses with one task (pushes first,
+  batched polls with backoff as the fallback, a liveness deadline).
+- :class:`IntervalSnapshotPoller`: a periodic snapshot that reports only real changes.
+"""
+
+from __future__ import annotations
+
+from .engine import BatchOutcome, BatchSubmitWaitEngine, JobOutcome, JobPhase, JobStatus
+from .snapshot_poller import IntervalSnapshotPoller, Snapshot
+from .status_poller import ExecutionStatusPoller, PollerStatistics
+
+__all__ = [
+    "BatchOutcome",
+    "BatchSubmitWaitEngine",
+    "ExecutionStatusPoller",
+    "IntervalSnapshotPoller",
+    "JobOutcome",
+    "JobPhase",
+    "JobStatus",
+    "PollerStatistics",
+    "Snapshot",
+]
