@@ -19,7 +19,17 @@ import zmq
 
 from .errors import ConnectionClosedError
 
-__all__ = ["AsyncSocket", "Frames", "context", "curve_keypair", "has_curve", "new_socket"]
+__all__ = [
+    "AsyncSocket",
+    "Frames",
+    "context",
+    "curve_keypair",
+    "has_curve",
+    "load_certificate",
+    "new_socket",
+    "write_certificates",
+    "z85_encode",
+]
 
 Frames = list[bytes]
 
@@ -41,6 +51,32 @@ def curve_keypair() -> tuple[bytes, bytes]:
     """A new CurveZMQ (public, secret) key pair, Z85-encoded."""
     public, secret = zmq.curve_keypair()
     return public, secret
+
+
+def write_certificates(folder: str, name: str) -> tuple[str, str]:
+    """Write a CurveZMQ key pair as ``name.key`` (public) and ``name.key_secret`` in ``folder``."""
+    import zmq.auth
+
+    public, secret = zmq.auth.create_certificates(folder, name)
+    return str(public), str(secret)
+
+
+def load_certificate(path: str) -> tuple[bytes, bytes | None]:
+    """(public, secret or None) from a certificate file written by :func:`write_certificates`.
+
+    Raises ValueError or OSError for a missing or malformed file.
+    """
+    import zmq.auth
+
+    public, secret = zmq.auth.load_certificate(path)
+    return public, secret
+
+
+def z85_encode(raw: bytes) -> bytes:
+    """The Z85 text form of a raw 32-byte CurveZMQ key (as ZAP requests carry them)."""
+    from zmq.utils.z85 import encode
+
+    return encode(raw)
 
 
 def new_socket(kind: str, **options: Any) -> zmq.Socket[Any]:

@@ -7,7 +7,6 @@ unreachable; 130 cancelled by Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 __all__ = ["EXIT_CANCELLED", "EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "build_parser", "main"]
@@ -85,5 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .synth import main_make_plates
 
         return main_make_plates(args)
-    print(f"hcs-batch: '{args.command}' is not available yet", file=sys.stderr)
-    return EXIT_USAGE
+    if args.command == "keys":
+        from .security import main_keys
+
+        return main_keys(args)
+    from .commands import run_command
+
+    return run_command(args)

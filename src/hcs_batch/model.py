@@ -112,3 +112,5 @@ class CompiledPlate:
     sites: int
     channels: int
     steps: tuple[str, ...]
+    server_instance: str = ""
+    """The server instance that holds the artifact; another instance must compile again."""

@@ -1,9 +1,92 @@
-"""Progress projection: the latest event per (plate, well, step), plate percent, server status text."""
+"""Progress projection: what a host shows of a batch, derived from server events and plate states.
+
+Pure policy, no I/O: the service feeds it and hosts read it. It keeps the latest event per
+(plate, well, step), each plate's completed fraction, each plate's state, and the server status line. Its
+``changed`` flag lets the service coalesce host updates (at most 30 a second) however fast events arrive.
+"""
 
 from __future__ import annotations
 
-__all__ = ["ProgressTracker"]
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+
+from .model import TERMINAL_STATES, PlateState
+from .protocol import ProgressEvent
+
+__all__ = ["PlateProgress", "ProgressTracker"]
+
+
+@dataclass(slots=True, kw_only=True)
+class PlateProgress:
+    """One plate's live progress; ``done`` and ``total`` count (well, step) units of its execution."""
+
+    state: PlateState = PlateState.QUEUED
+    done: int = 0
+    total: int = 0
+    last_well: str = ""
+    last_step: str = ""
+    error: str = ""
+
+    @property
+    def fraction(self) -> float:
+        """0.0 to 1.0; 1.0 once completed, whatever the counts say."""
+        if self.state is PlateState.COMPLETED:
+            return 1.0
+        return self.done / self.total if self.total else 0.0
 
 
 class ProgressTracker:
-    """Placeholder until the service lands; see issue 3."""
+    """The progress of the current batch, as hosts read it (in the Trio thread)."""
+
+    def __init__(self) -> None:
+        self.plates: dict[str, PlateProgress] = {}
+        self.latest: dict[tuple[str, str, str], ProgressEvent] = {}
+        self.server_status_text = ""
+        self.final_states: frozenset[PlateState] = TERMINAL_STATES
+        self.changed = False
+
+    def reset(self, plate_names: Iterable[str], *, final_states: Collection[PlateState] = TERMINAL_STATES) -> None:
+        """Start a new batch: every named plate queued at 0 %; a plate counts as done in ``final_states``
+        (a compile-only batch adds ``compiled``)."""
+        self.plates = {name: PlateProgress() for name in plate_names}
+        self.final_states = frozenset(final_states)
+        self.latest.clear()
+        self.changed = True
+
+    def record(self, event: ProgressEvent) -> None:
+        """Take a progress event; events of plates outside the batch, or out of order, are ignored."""
+        plate = self.plates.get(event.plate_name)
+        if plate is None or event.done < plate.done:
+            return
+        self.latest[(event.plate_name, event.well, event.step)] = event
+        plate.done, plate.total = event.done, event.total
+        plate.last_well, plate.last_step = event.well, event.step
+        self.changed = True
+
+    def set_state(self, plate_name: str, state: PlateState, error: str = "") -> None:
+        plate = self.plates.setdefault(plate_name, PlateProgress())
+        plate.state, plate.error = state, error
+        self.changed = True
+
+    def set_server_status(self, text: str) -> None:
+        if text != self.server_status_text:
+            self.server_status_text = text
+            self.changed = True
+
+    def plate_percent(self, plate_name: str) -> float:
+        """0 to 100 for a plate of the batch, 0 for an unknown one."""
+        plate = self.plates.get(plate_name)
+        return 100.0 * plate.fraction if plate else 0.0
+
+    def counts(self) -> tuple[int, int]:
+        """(terminal plates, all plates) of the batch."""
+        done = sum(1 for plate in self.plates.values() if plate.state in self.final_states)
+        return done, len(self.plates)
+
+    def batch_percent(self) -> float:
+        """The mean of the plates' fractions, 0 to 100."""
+        if not self.plates:
+            return 0.0
+        return (
+            100.0 * sum(p.fraction if not p.state.is_terminal else 1.0 for p in self.plates.values()) / len(self.plates)
+        )

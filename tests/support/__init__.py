@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: process trees, slow steps, subprocess commands."""
