@@ -222,6 +222,8 @@ class PlateManagerWindow(QMainWindow):
         self._workers_seen = 0
         self._batch_kind = ""
         self._batch_names: list[str] = []
+        self._announced: set[str] = set()
+        self._backend: Any = None
         self._starting = False
         self._closing = False
         self._allow_close = False
@@ -456,6 +458,9 @@ class PlateManagerWindow(QMainWindow):
         self.log_pane.appendPlainText(text.rstrip())
 
     def log_error(self, text: str) -> None:
+        if text in self._announced:  # the failed plate's error is already in the log, with its traceback
+            self._announced.discard(text)
+            return
         self.log(f"error: {text}")
 
     @_slot
@@ -467,6 +472,7 @@ class PlateManagerWindow(QMainWindow):
             self.log(text)
             return
         self._service_status = text
+        self._check_lost()
         self._show_server_line()
 
     @_slot
@@ -477,6 +483,7 @@ class PlateManagerWindow(QMainWindow):
     def plate_finished(self, plate: str, state: PlateState, error: str) -> None:
         if state == PlateState.FAILED:
             self.log(f"plate {plate} failed:\n{error or '(no error text)'}")
+            self._announced.add(f"plate {plate} failed: {error}")
         elif state == PlateState.CANCELLED:
             self.log(f"plate {plate} cancelled{': ' + error if error else ''}")
         self.schedule_refresh()
@@ -484,6 +491,8 @@ class PlateManagerWindow(QMainWindow):
     @_slot
     def batch_finished(self, summary: Any) -> None:
         self.last_summary = summary
+        self._announced.clear()
+        self._check_lost()
         self.refresh_now()
         self.update_buttons()
 
@@ -582,6 +591,12 @@ class PlateManagerWindow(QMainWindow):
         self.update_buttons()
         self._connection_changed.set()
         self._connection_changed = trio.Event()
+
+    def _check_lost(self) -> None:
+        """A backend that lost its server keeps its context open; show it and offer Connect again."""
+        lost = getattr(self._backend, "lost", None)
+        if lost is not None and self._connection == ConnectionState.CONNECTED:
+            self._set_connection(ConnectionState.LOST, f"{lost}; press Connect to reconnect")
 
     def _show_server_line(self) -> None:
         where = self._server or "embedded local server"
@@ -762,9 +777,16 @@ class PlateManagerWindow(QMainWindow):
         if scope.cancelled_caught:
             logger.warning("the stopped batch did not end within %.0f s; closing anyway", self.close_timeout)
 
-    async def wait_connection(self) -> str:
-        """Wait until the connection attempt in progress has an outcome; return the :class:`ConnectionState`."""
-        while self._connection == ConnectionState.CONNECTING:
+    async def wait_connection(self, *states: str) -> str:
+        """Wait until the connection is in one of ``states`` (default: any outcome of the attempt in progress,
+        i.e. anything but connecting); return the :class:`ConnectionState`."""
+        wanted = states or (
+            ConnectionState.CONNECTED,
+            ConnectionState.UNREACHABLE,
+            ConnectionState.LOST,
+            ConnectionState.ERROR,
+        )
+        while self._connection not in wanted:
             await self._connection_changed.wait()
         return self._connection
 
@@ -790,6 +812,7 @@ class PlateManagerWindow(QMainWindow):
                 hello = getattr(backend, "hello", None)
                 self._workers_seen = int(getattr(hello, "workers", 0) or 0)
                 self.service = service
+                self._backend = backend
                 self._service_nursery = nursery
                 self._set_connection(ConnectionState.CONNECTED)
                 nursery.start_soon(self._follow_batch_state, service)
@@ -810,6 +833,7 @@ class PlateManagerWindow(QMainWindow):
             self.log("connection failed:\n" + "".join(traceback.format_exception(group)))
         finally:
             self.service = None
+            self._backend = None
             self._service_nursery = None
             self._starting = False
             self.update_buttons()
