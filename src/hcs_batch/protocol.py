@@ -225,7 +225,8 @@ def _decode(decoder: msgspec.msgpack.Decoder[Any], frame: bytes, what: str) -> A
         raise ProtocolError(f"{what} frame of {len(frame)} bytes is over the {MAX_FRAME_BYTES}-byte limit")
     try:
         return decoder.decode(frame)
-    except msgspec.DecodeError as exc:  # ValidationError is a subclass
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # ValidationError is a subclass of DecodeError
+        # msgspec raises UnicodeDecodeError (not DecodeError) for a str that is not valid UTF-8.
         raise ProtocolError(f"malformed {what} frame: {exc}") from None
 
 
@@ -250,7 +251,7 @@ def peek_rid(frame: bytes) -> int:
         return 0
     try:
         obj = msgspec.msgpack.decode(frame)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return 0
     rid = obj.get("rid") if isinstance(obj, dict) else None
     return rid if isinstance(rid, int) and not isinstance(rid, bool) and rid >= 0 else 0

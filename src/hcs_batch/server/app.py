@@ -1,0 +1,200 @@
+"""The control loop: one ROUTER socket, every frame decoded and validated, quick requests answered inline.
+
+``Hello``, ``Status``, ``Cancel``, ``ServerInfo``, ``Execute`` and ``Shutdown`` are answered inside the socket's
+receive callback (no task switch, no allocation beyond the reply); ``Compile`` reads the plate folder and imports
+steps, so it runs as a task (its blocking part in a thread). A frame that does not decode (garbage, oversize,
+unknown kind, wrong version) gets an ``ErrorReply`` with code ``protocol`` and the best-effort request id, and is
+logged; the server keeps serving. A message without a usable envelope (no identity frame) is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import trio
+
+from .. import protocol as p
+from .._zmq import AsyncSocket, Frames
+from ..errors import ConnectionClosedError, HcsBatchError
+from .compiler import compile_plate
+from .events import EventPublisher
+from .executor import Executor
+
+__all__ = ["CAPABILITIES", "ControlApp", "ServerAddress"]
+
+log = logging.getLogger("hcs_batch.server")
+
+CAPABILITIES = ["compile", "execute", "status", "cancel", "server_info", "shutdown", "inline_noop", "skip_done_wells"]
+_MAX_MESSAGE = 60 * 1024
+_LOG_EVERY = 1000
+"""After the first few, only every this-many bad frames is logged, so a flood cannot fill the log."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerAddress:
+    """Where a running server listens: its control URL (``tcp://host:port``) and its PUB port on the same host."""
+
+    control_url: str
+    events_port: int
+
+
+class ControlApp:
+    """Answers control requests arriving on ``router``; spawns compile tasks into ``nursery``."""
+
+    def __init__(
+        self,
+        *,
+        router: AsyncSocket,
+        nursery: trio.Nursery,
+        executor: Executor,
+        publisher: EventPublisher,
+        events_port: int,
+        shutdown: trio.Event,
+    ) -> None:
+        self._router = router
+        self._nursery = nursery
+        self._executor = executor
+        self._publisher = publisher
+        self._events_port = events_port
+        self._shutdown = shutdown
+        self._started = time.monotonic()
+        self._bad_frames = 0
+        self.stopping = False
+
+    # ------------------------------------------------------------------ frames
+
+    def _send(self, identity: bytes, reply: p.Reply) -> None:
+        try:
+            self._router.send_nowait([identity, p.encode(reply)])
+        except ConnectionClosedError:
+            pass  # the server is stopping; the client's own deadline handles the lost reply
+
+    def _error(self, identity: bytes, rid: int, code: str, message: str) -> None:
+        self._send(identity, p.ErrorReply(rid=rid, code=code, message=message[:_MAX_MESSAGE]))
+
+    def _bad_frame(self, what: str) -> None:
+        self._bad_frames += 1
+        if self._bad_frames <= 10 or self._bad_frames % _LOG_EVERY == 0:
+            log.warning("bad control frame (%d so far): %s", self._bad_frames, what[:300])
+
+    def on_frames(self, frames: Frames) -> None:
+        """Handle one ROUTER message ``[identity, frame]``. Never raises: one bad request cannot stop the loop."""
+        if len(frames) < 2 or not frames[0]:
+            self._bad_frame(f"message of {len(frames)} part(s) without an envelope, dropped")
+            return
+        identity = frames[0]
+        if len(frames) != 2:
+            self._bad_frame(f"message of {len(frames)} parts, expected [identity, frame]")
+            self._error(identity, p.peek_rid(frames[-1]), "protocol", "a request is exactly one frame")
+            return
+        frame = frames[1]
+        try:
+            request = p.decode_request(frame)
+        except HcsBatchError as exc:
+            self._bad_frame(str(exc))
+            self._error(identity, p.peek_rid(frame), exc.code, str(exc))
+            return
+        except Exception as exc:  # a decoder bug must not stop the server: treat it as a bad frame
+            self._bad_frame(f"undecodable frame ({type(exc).__name__}: {exc})")
+            self._error(identity, 0, "protocol", f"malformed request frame: {type(exc).__name__}")
+            return
+        try:
+            self._dispatch(identity, request)
+        except HcsBatchError as exc:
+            self._error(identity, request.rid, exc.code, str(exc))
+        except Exception as exc:
+            log.exception("request %s failed", type(request).__name__)
+            self._error(identity, request.rid, "error", f"internal server error: {type(exc).__name__}: {exc}")
+
+    def _dispatch(self, identity: bytes, request: p.Request) -> None:
+        executor = self._executor
+        if isinstance(request, p.Status):
+            executions: list[p.ExecutionRecord] = []
+            unknown: list[str] = []
+            get = executor.records.get
+            for execution_id in request.execution_ids:
+                found = get(execution_id)
+                if found is None:
+                    unknown.append(execution_id)
+                else:
+                    executions.append(found.record())
+            self._send(identity, p.StatusReply(rid=request.rid, executions=executions, unknown=unknown))
+        elif isinstance(request, p.Hello):
+            self._send(
+                identity,
+                p.HelloReply(
+                    rid=request.rid,
+                    version=p.PROTOCOL_VERSION,
+                    instance=self._publisher.instance,
+                    events_port=self._events_port,
+                    seq=self._publisher.seq,
+                    capabilities=CAPABILITIES,
+                    heartbeat_interval=p.HEARTBEAT_INTERVAL,
+                    workers=executor.workers,
+                ),
+            )
+        elif isinstance(request, p.ServerInfo):
+            queued, running, busy = executor.statistics()
+            records = [e.record() for e in executor.records.all()] if request.records else []
+            self._send(
+                identity,
+                p.ServerInfoReply(
+                    rid=request.rid,
+                    instance=self._publisher.instance,
+                    version=p.PROTOCOL_VERSION,
+                    uptime=time.monotonic() - self._started,
+                    workers=executor.workers,
+                    queued=queued,
+                    running=running,
+                    busy_workers=busy,
+                    executions=records,
+                ),
+            )
+        elif isinstance(request, p.Cancel):
+            cancelled, terminal, unknown = executor.cancel(request.execution_ids)
+            self._send(
+                identity,
+                p.CancelReply(rid=request.rid, cancelled=cancelled, already_terminal=terminal, unknown=unknown),
+            )
+        elif self.stopping:
+            self._error(identity, request.rid, "error", "the server is shutting down")
+        elif isinstance(request, p.Execute):
+            plan = executor.artifacts.get(request.artifact_id)
+            execution = executor.submit(
+                plan, output_dir=request.output_dir, force=request.force, client_tag=request.client_tag
+            )
+            self._send(identity, p.ExecuteReply(rid=request.rid, execution_id=execution.execution_id))
+        elif isinstance(request, p.Compile):
+            self._nursery.start_soon(self._compile, identity, request)
+        elif isinstance(request, p.Shutdown):
+            self._send(identity, p.OkReply(rid=request.rid))
+            self.stopping = True
+            self._shutdown.set()
+
+    async def _compile(self, identity: bytes, request: p.Compile) -> None:
+        try:
+            plan = await trio.to_thread.run_sync(
+                compile_plate, request.plate_path, request.plate_name, request.pipeline, request.config
+            )
+        except HcsBatchError as exc:
+            self._error(identity, request.rid, exc.code, str(exc))
+            return
+        except Exception as exc:
+            log.exception("compiling plate %s failed", request.plate_name)
+            self._error(identity, request.rid, "error", f"internal server error: {type(exc).__name__}: {exc}")
+            return
+        self._executor.artifacts.put(plan)
+        self._send(
+            identity,
+            p.CompileReply(
+                rid=request.rid,
+                artifact_id=plan.artifact_id,
+                plate_name=plan.plate_name,
+                wells=list(plan.wells),
+                sites=plan.sites,
+                channels=plan.channels,
+                steps=[step.name for step in plan.steps],
+            ),
+        )

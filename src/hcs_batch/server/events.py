@@ -1,0 +1,89 @@
+"""The event publisher: every event numbered (``seq``, from 1) per server instance, plus a heartbeat.
+
+Events go out on a PUB socket. Its send high-water mark is :data:`EVENT_SNDHWM` per subscriber: a PUB drops
+messages beyond it, so it is far above any burst an execution makes (one progress event per well and step), and
+a terminal state event after a burst is not lost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import trio
+
+from .. import protocol as p
+from .._zmq import AsyncSocket
+from ..errors import ConnectionClosedError
+
+__all__ = ["EVENT_SNDHWM", "EventPublisher"]
+
+EVENT_SNDHWM = 2_000_000
+
+
+class EventPublisher:
+    """Numbers and sends events on ``sock`` (a PUB :class:`AsyncSocket` whose ``run`` someone owns).
+
+    Publishing never blocks; events published after the socket closed are dropped (the server is stopping).
+    """
+
+    __slots__ = ("_sock", "instance", "seq")
+
+    def __init__(self, sock: AsyncSocket, instance: str) -> None:
+        self._sock = sock
+        self.instance = instance
+        self.seq = 0
+        """The number of the last event published (0: none yet)."""
+
+    def _send(self, event: p.Event) -> None:
+        try:
+            self._sock.send_nowait([p.encode(event)])
+        except ConnectionClosedError:
+            pass
+
+    def _next(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def progress(self, *, execution_id: str, plate_name: str, well: str, step: str, done: int, total: int) -> None:
+        self._send(
+            p.ProgressEvent(
+                seq=self._next(),
+                instance=self.instance,
+                execution_id=execution_id,
+                plate_name=plate_name,
+                well=well,
+                step=step,
+                done=done,
+                total=total,
+            )
+        )
+
+    def state(self, *, execution_id: str, plate_name: str, state: str, error: str = "") -> None:
+        self._send(
+            p.StateEvent(
+                seq=self._next(),
+                instance=self.instance,
+                execution_id=execution_id,
+                plate_name=plate_name,
+                state=state,
+                error=error[:8192],
+            )
+        )
+
+    def heartbeat(self, *, queued: int, running: int) -> None:
+        self._send(
+            p.HeartbeatEvent(seq=self._next(), instance=self.instance, time=time.time(), queued=queued, running=running)
+        )
+
+    async def run_heartbeat(self, counts: Callable[[], tuple[int, int]]) -> None:
+        """Publish a heartbeat with ``counts()`` = (queued, running) every ``HEARTBEAT_INTERVAL``, first at once.
+
+        Runs until cancelled.
+        """
+        next_at = trio.current_time()
+        while True:
+            queued, running = counts()
+            self.heartbeat(queued=queued, running=running)
+            next_at += p.HEARTBEAT_INTERVAL
+            await trio.sleep_until(next_at)

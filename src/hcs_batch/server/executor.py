@@ -1,0 +1,271 @@
+"""Executions: ``queued → running → completed | failed | cancelled``, each plate's wells on worker processes.
+
+- Every well of a non-inline plan runs in a worker process through ``trio_parallel`` (``kill_on_cancel=True``),
+  under one :class:`trio.CapacityLimiter` shared by all plates. Each execution drives at most ``workers`` wells
+  at once, and a driver that finishes a well queues again at the back of the limiter's FIFO, so concurrent
+  plates take turns on the workers instead of the first plate holding all of them.
+- Progress: when a well finishes, one ``progress`` event per (well, step) is published (steps of a well run in
+  one worker call, so they are reported together when the well is done). Wells skipped because their result file
+  already exists for the same artifact count as done and publish nothing.
+- A plan whose steps are all marked noops (:func:`hcs_batch.steps.inline_noop`) runs inline: no images are read
+  and no worker is used; each (well, site, channel) gets a row without measurements.
+- :meth:`Executor.cancel` cancels exactly the named executions: their worker processes are killed (and waited
+  for) before the execution reports ``cancelled``; every other execution goes on.
+- On completion ``wells.csv`` and ``manifest.json`` are written (see :mod:`.results`); a failed or cancelled
+  execution leaves only the per-well files of the wells that finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .. import protocol as p
+from ..errors import HcsBatchError
+from ..model import ExecutionState
+from .artifacts import ArtifactStore
+from .compiler import Plan
+from .events import EventPublisher
+from .records import Execution, RecordStore
+from .results import Row, load_done_wells, plate_output_dir, write_plate_results
+from .worker import run_well, warm_up
+
+__all__ = ["Executor", "default_workers"]
+
+log = logging.getLogger("hcs_batch.server")
+
+
+class _WellFailed(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Executor:
+    """Runs executions as tasks of ``nursery``; all methods are called from the Trio thread."""
+
+    def __init__(
+        self,
+        *,
+        nursery: trio.Nursery,
+        workers: int,
+        worker_context: Any,
+        publisher: EventPublisher,
+        records: RecordStore,
+        artifacts: ArtifactStore,
+    ) -> None:
+        self._nursery = nursery
+        self.workers = workers
+        self._context = worker_context
+        self.limiter = trio.CapacityLimiter(workers)
+        self._publisher = publisher
+        self.records = records
+        self.artifacts = artifacts
+
+    # ------------------------------------------------------------------ workers
+
+    async def warm_up(self) -> None:
+        """Start every worker process now (in parallel), so no well pays for process start-up or imports.
+
+        A worker that fails to start is logged; wells will start one on demand.
+        """
+
+        async def one() -> None:
+            try:
+                await self._context.run_sync(warm_up, kill_on_cancel=True, limiter=self.limiter)
+            except Exception:
+                log.exception("warming up a worker process failed")
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.workers):
+                nursery.start_soon(one)
+
+    # ------------------------------------------------------------------ requests
+
+    def submit(self, plan: Plan, *, output_dir: str, force: bool, client_tag: str = "") -> Execution:
+        """Queue an execution of ``plan`` writing below ``output_dir/<plate>``; returns it at once.
+
+        Raises:
+            PlateError: the plate name would escape ``output_dir``.
+        """
+        plate_dir = plate_output_dir(output_dir, plan.plate_name)
+        execution = Execution(
+            artifact_id=plan.artifact_id,
+            plate_name=plan.plate_name,
+            wells_total=len(plan.wells),
+            output=str(plate_dir),
+            client_tag=client_tag,
+        )
+        self.records.add(execution)
+        self._publish_state(execution)
+        self._nursery.start_soon(self._run, execution, plan, plate_dir, force)
+        return execution
+
+    def cancel(self, execution_ids: list[str]) -> tuple[list[str], list[str], list[str]]:
+        """Cancel exactly these executions: (cancelled, already terminal, unknown) ids."""
+        cancelled: list[str] = []
+        terminal: list[str] = []
+        unknown: list[str] = []
+        for execution_id in execution_ids:
+            execution = self.records.get(execution_id)
+            if execution is None:
+                unknown.append(execution_id)
+            elif execution.state.is_terminal:
+                terminal.append(execution_id)
+            else:
+                execution.cancel_scope.cancel()
+                cancelled.append(execution_id)
+        return cancelled, terminal, unknown
+
+    def cancel_all(self) -> None:
+        for execution in self.records.live():
+            execution.cancel_scope.cancel()
+
+    # ------------------------------------------------------------------ running
+
+    def _publish_state(self, execution: Execution) -> None:
+        self._publisher.state(
+            execution_id=execution.execution_id,
+            plate_name=execution.plate_name,
+            state=execution.state.value,
+            error=execution.error,
+        )
+
+    async def _run(self, execution: Execution, plan: Plan, plate_dir: Path, force: bool) -> None:
+        state = ExecutionState.CANCELLED
+        error = ""
+        started = time.time()
+        try:
+            with execution.cancel_scope:
+                self.records.mark_running(execution)
+                self._publish_state(execution)
+                if plan.inline:
+                    rows = await self._run_inline(execution, plan)
+                else:
+                    rows = await self._run_wells(execution, plan, plate_dir, force)
+                manifest = self._manifest(execution, plan, len(rows), started)
+                await trio.to_thread.run_sync(write_plate_results, plate_dir, rows, manifest)
+                state = ExecutionState.COMPLETED
+        except _WellFailed as exc:
+            state, error = ExecutionState.FAILED, exc.message
+        except HcsBatchError as exc:
+            state, error = ExecutionState.FAILED, str(exc)
+        except OSError as exc:
+            state, error = ExecutionState.FAILED, f"cannot write results below {plate_dir}: {exc}"
+        except Exception as exc:
+            log.exception("execution %s of plate %s failed", execution.execution_id, plan.plate_name)
+            state, error = ExecutionState.FAILED, f"internal error: {type(exc).__name__}: {exc}"
+        finally:
+            # Runs on cancellation too (the server stopping): the record and the event say "cancelled".
+            self.records.finish(execution, state, error)
+            self._publish_state(execution)
+
+    def _progress(self, execution: Execution, plan: Plan, well: str) -> None:
+        steps = plan.steps
+        total = execution.wells_total * len(steps)
+        done = (execution.wells_done - 1) * len(steps)
+        for step in steps:
+            done += 1
+            self._publisher.progress(
+                execution_id=execution.execution_id,
+                plate_name=plan.plate_name,
+                well=well,
+                step=step.name,
+                done=done,
+                total=total,
+            )
+
+    async def _run_inline(self, execution: Execution, plan: Plan) -> list[Row]:
+        rows: list[Row] = []
+        for well in plan.wells:
+            for site, channel, _ in plan.well_images[well]:
+                rows.append({"well": well, "site": site, "channel": channel})
+            execution.wells_done += 1
+            self._progress(execution, plan, well)
+        await trio.lowlevel.checkpoint()
+        return rows
+
+    async def _run_wells(self, execution: Execution, plan: Plan, plate_dir: Path, force: bool) -> list[Row]:
+        done: dict[str, list[Row]] = {}
+        if not force:
+            done = await trio.to_thread.run_sync(load_done_wells, plate_dir, plan.wells, plan.artifact_id)
+        execution.wells_skipped = len(done)
+        execution.wells_done = len(done)
+        todo = iter([well for well in plan.wells if well not in done])
+        results: dict[str, list[Row]] = {}
+        failure: list[str] = []
+        drivers = min(self.workers, len(plan.wells) - len(done))
+        async with trio.open_nursery() as nursery:
+            for _ in range(drivers):
+                nursery.start_soon(self._drive, execution, plan, plate_dir, todo, results, failure, nursery)
+        if failure:
+            raise _WellFailed(failure[0])
+        return [row for well in plan.wells for row in done.get(well) or results[well]]
+
+    async def _drive(
+        self,
+        execution: Execution,
+        plan: Plan,
+        plate_dir: Path,
+        todo: Iterator[str],
+        results: dict[str, list[Row]],
+        failure: list[str],
+        nursery: trio.Nursery,
+    ) -> None:
+        # The drivers share one iterator: each next() hands out a different well.
+        for well in todo:
+            try:
+                rows: list[Row] = await self._context.run_sync(
+                    run_well,
+                    plan.plate_path,
+                    well,
+                    plan.well_images[well],
+                    plan.worker_steps,
+                    str(plate_dir),
+                    plan.artifact_id,
+                    kill_on_cancel=True,
+                    limiter=self.limiter,
+                )
+            except Exception as exc:  # StepFailure, BrokenWorkerError, OSError from the worker
+                if not failure:
+                    failure.append(f"plate {plan.plate_name}: {exc}" if str(exc) else repr(exc))
+                nursery.cancel_scope.cancel()  # kills this execution's other workers
+                return
+            results[well] = rows
+            execution.wells_done += 1
+            self._progress(execution, plan, well)
+
+    def _manifest(self, execution: Execution, plan: Plan, rows: int, started: float) -> dict[str, Any]:
+        return {
+            "plate": plan.plate_name,
+            "plate_path": plan.plate_path,
+            "artifact_id": plan.artifact_id,
+            "execution_id": execution.execution_id,
+            "pipeline": plan.pipeline_name,
+            "steps": [{"func": s.func, "params": dict(s.params)} for s in plan.steps],
+            "wells": list(plan.wells),
+            "sites": plan.sites,
+            "channels": plan.channels,
+            "rows": rows,
+            "wells_computed": execution.wells_done - execution.wells_skipped,
+            "wells_skipped": execution.wells_skipped,
+            "inline": plan.inline,
+            "started_at": started,
+            "finished_at": time.time(),
+            "protocol_version": p.PROTOCOL_VERSION,
+        }
+
+    def statistics(self) -> tuple[int, int, int]:
+        """(queued, running, busy workers)."""
+        return self.records.queued, self.records.running, int(self.limiter.borrowed_tokens)
+
+
+def default_workers() -> int:
+    """One worker process per CPU."""
+    return max(1, os.cpu_count() or 1)

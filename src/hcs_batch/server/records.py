@@ -1,0 +1,135 @@
+"""Execution records: the live state of every execution, kept for ``Status`` and ``ServerInfo(records=True)``.
+
+Live executions are always kept; finished ones are evicted after ``max_age`` seconds or, beyond ``max_finished``,
+oldest first.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+
+import trio
+
+from .. import protocol as p
+from ..model import ExecutionState
+
+__all__ = ["Execution", "RecordStore"]
+
+
+class Execution:
+    """The mutable server-side state of one execution (Trio thread only); :meth:`record` snapshots it."""
+
+    __slots__ = (
+        "artifact_id",
+        "cancel_scope",
+        "client_tag",
+        "error",
+        "execution_id",
+        "finished_at",
+        "finished_mono",
+        "output",
+        "plate_name",
+        "state",
+        "submitted_at",
+        "wells_done",
+        "wells_skipped",
+        "wells_total",
+        "worker_pids",
+    )
+
+    def __init__(self, *, artifact_id: str, plate_name: str, wells_total: int, output: str, client_tag: str) -> None:
+        self.execution_id = uuid.uuid4().hex
+        self.artifact_id = artifact_id
+        self.plate_name = plate_name
+        self.state = ExecutionState.QUEUED
+        self.error = ""
+        self.wells_done = 0
+        self.wells_total = wells_total
+        self.wells_skipped = 0
+        self.output = output
+        self.client_tag = client_tag
+        self.submitted_at = time.time()
+        self.finished_at = 0.0
+        self.finished_mono = 0.0
+        self.cancel_scope = trio.CancelScope()
+        self.worker_pids: set[int] = set()
+
+    def record(self) -> p.ExecutionRecord:
+        return p.ExecutionRecord(
+            execution_id=self.execution_id,
+            artifact_id=self.artifact_id,
+            plate_name=self.plate_name,
+            state=self.state.value,
+            error=self.error,
+            wells_done=self.wells_done,
+            wells_total=self.wells_total,
+            wells_skipped=self.wells_skipped,
+            output=self.output,
+            submitted_at=self.submitted_at,
+            finished_at=self.finished_at,
+        )
+
+
+class RecordStore:
+    """Executions by id; bounded for finished ones. Not thread-safe: Trio thread only."""
+
+    def __init__(
+        self, *, max_finished: int = 100_000, max_age: float = 24 * 3600.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._live: dict[str, Execution] = {}
+        self._finished: OrderedDict[str, Execution] = OrderedDict()
+        self._max_finished = max_finished
+        self._max_age = max_age
+        self._clock = clock
+        self.queued = 0
+        self.running = 0
+
+    def add(self, execution: Execution) -> None:
+        self._live[execution.execution_id] = execution
+        self.queued += 1
+
+    def get(self, execution_id: str) -> Execution | None:
+        found = self._live.get(execution_id)
+        return found if found is not None else self._finished.get(execution_id)
+
+    def mark_running(self, execution: Execution) -> None:
+        execution.state = ExecutionState.RUNNING
+        self.queued -= 1
+        self.running += 1
+
+    def finish(self, execution: Execution, state: ExecutionState, error: str = "") -> None:
+        """Move ``execution`` to a terminal ``state`` (once; later calls are ignored)."""
+        if execution.state.is_terminal:
+            return
+        if execution.state is ExecutionState.QUEUED:
+            self.queued -= 1
+        else:
+            self.running -= 1
+        execution.state = state
+        execution.error = error
+        execution.finished_at = time.time()
+        execution.finished_mono = self._clock()
+        self._live.pop(execution.execution_id, None)
+        self._finished[execution.execution_id] = execution
+        self.evict()
+
+    def live(self) -> Iterator[Execution]:
+        return iter(list(self._live.values()))
+
+    def all(self) -> list[Execution]:
+        self.evict()
+        return [*self._finished.values(), *self._live.values()]
+
+    def evict(self) -> None:
+        finished = self._finished
+        while len(finished) > self._max_finished:
+            finished.popitem(last=False)
+        horizon = self._clock() - self._max_age
+        while finished:
+            oldest = next(iter(finished.values()))
+            if oldest.finished_mono >= horizon:
+                break
+            finished.popitem(last=False)

@@ -1,0 +1,61 @@
+"""Targeted cancel: only the named execution stops, its worker process is killed, the other one completes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import trio
+from helpers import pid_alive, wait_terminal
+
+from hcs_batch.client import open_connection
+from hcs_batch.server import ServerAddress
+from hcs_batch.synth import make_plates
+
+
+def _read_fifo(path: Path) -> str:
+    with open(path) as fh:  # blocks until the worker opens it for writing
+        return fh.read()
+
+
+def _write_fifo(path: Path) -> None:
+    with open(path, "w") as fh:  # blocks until the worker opens it for reading
+        fh.write("go")
+
+
+async def test_cancel_one_kills_its_worker_and_the_other_completes(server: ServerAddress, tmp_path: Path) -> None:
+    folders = make_plates(tmp_path / "plates", plates=2, wells=1, sites=1, channels=1, size=16, seed=1)
+    fifos = {name: tmp_path / name for name in ("a.pid", "b.pid", "b.release")}
+    for fifo in fifos.values():
+        os.mkfifo(fifo)
+    slow = "[[steps]]\nfunc = 'slow_steps:pid_then_wait'\npid_fifo = '{}'\nrelease_fifo = '{}'\n"
+    out = tmp_path / "out"
+    with trio.fail_after(60):
+        async with open_connection(server.control_url) as conn:
+            a = await conn.compile(plate_path=str(folders[0]), plate_name="a", pipeline=slow.format(fifos["a.pid"], ""))
+            b = await conn.compile(
+                plate_path=str(folders[1]), plate_name="b", pipeline=slow.format(fifos["b.pid"], fifos["b.release"])
+            )
+            run_a = await conn.execute(a.artifact_id, output_dir=str(out))
+            run_b = await conn.execute(b.artifact_id, output_dir=str(out))
+            # Both wells are now inside their steps, each in its own worker process.
+            pid_a = int(await trio.to_thread.run_sync(_read_fifo, fifos["a.pid"], abandon_on_cancel=True))
+            pid_b = int(await trio.to_thread.run_sync(_read_fifo, fifos["b.pid"], abandon_on_cancel=True))
+            assert pid_a != pid_b and pid_alive(pid_a) and pid_alive(pid_b)
+
+            reply = await conn.cancel([run_a, "no-such-execution"])
+            assert reply.cancelled == [run_a] and reply.unknown == ["no-such-execution"]
+            records = await wait_terminal(conn, [run_a])
+            assert records[run_a].state == "cancelled"
+            assert not pid_alive(pid_a), "the cancelled execution's worker must be killed"
+
+            (status_b,), _ = await conn.status([run_b])
+            assert status_b.state == "running" and pid_alive(pid_b)
+            await trio.to_thread.run_sync(_write_fifo, fifos["b.release"], abandon_on_cancel=True)
+            records = await wait_terminal(conn, [run_b])
+            assert records[run_b].state == "completed"
+            assert pid_alive(pid_b), "the worker that finished its well stays in the pool"
+
+            again = await conn.cancel([run_a, run_b])
+            assert again.cancelled == [] and sorted(again.already_terminal) == sorted([run_a, run_b])
+    assert (out / "b" / "wells.csv").exists() and not (out / "a" / "wells.csv").exists()
