@@ -88,6 +88,9 @@ async def app_main(args: argparse.Namespace) -> int:
             else:
                 code = int(summary.exit_code())
         if args.screenshot:
+            # The server line lags the batch by up to one snapshot poll: let it catch up (bounded) for the picture.
+            with trio.move_on_after(1.5):
+                await window.wait_server_status()
             path = window.save_screenshot(args.screenshot)
             print(f"guest_mode: screenshot saved to {path}", file=sys.stderr)
         if args.exit_when_done:
@@ -128,6 +131,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"guest_mode: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    stats = runner.monitor.statistics()
+    logging.getLogger("guest_mode").info(
+        "guest ticks: %d, mean %.2f ms, longest %.1f ms, %d over %.0f ms",
+        stats.ticks,
+        stats.mean * 1e3,
+        stats.longest * 1e3,
+        stats.slow_ticks,
+        stats.threshold * 1e3,
+    )
     if runner.interrupted or code is None:
         return EXIT_CANCELLED
     return code

@@ -50,9 +50,20 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from hcs_batch.errors import HcsBatchError, InputError, ServerUnreachableError, TransportError
+from hcs_batch.embedded import open_backend as _open_backend
+from hcs_batch.errors import (
+    BatchAlreadyRunningError,
+    HcsBatchError,
+    InputError,
+    PipelineError,
+    PlateError,
+    ServerUnreachableError,
+    TransportError,
+)
 from hcs_batch.host import BatchHost
 from hcs_batch.model import PlateRef, PlateState
+from hcs_batch.pipeline import default_pipeline_text
+from hcs_batch.service import BatchState, BatchWorkflowService
 
 __all__ = ["REFRESH_INTERVAL_MS", "ConnectionState", "PlateManagerWindow", "QtBatchHost"]
 
@@ -60,6 +71,9 @@ logger = logging.getLogger("guest_mode.window")
 
 REFRESH_INTERVAL_MS = 50
 """Row repaints are coalesced to at most one per this many milliseconds."""
+
+_ACTIVE = (BatchState.COMPILING, BatchState.RUNNING)
+"""Batch states in which Stop does something."""
 
 BUILTIN_PIPELINE_LABEL = "Built-in: nucleus counter"
 
@@ -98,29 +112,7 @@ class ConnectionState:
     ERROR = "error"
 
 
-def _default_open_backend(
-    server: str | None, *, workers: int | None = None, connect_timeout: float = 5.0
-) -> contextlib.AbstractAsyncContextManager[Any]:
-    try:
-        from hcs_batch.embedded import open_backend
-    except ImportError:  # an older hcs_batch without the embedded server: connect to URLs only
-        if server is None:
-            raise
-        from hcs_batch.client import open_connection
-
-        return open_connection(server, connect_timeout=connect_timeout)
-    return open_backend(server, workers=workers, connect_timeout=connect_timeout)
-
-
-def _default_service_factory(host: BatchHost, backend: Any, **kwargs: Any) -> Any:
-    from hcs_batch.service import BatchWorkflowService
-
-    return BatchWorkflowService(host, backend, **kwargs)
-
-
 def _builtin_pipeline_text() -> str:
-    from hcs_batch.pipeline import default_pipeline_text
-
     return default_pipeline_text()
 
 
@@ -212,8 +204,8 @@ class PlateManagerWindow(QMainWindow):
         self.workers = workers
         self.connect_timeout = connect_timeout
         self.close_timeout = close_timeout
-        self._open_backend = open_backend or _default_open_backend
-        self._service_factory = service_factory or _default_service_factory
+        self._open_backend: BackendOpener = open_backend or _open_backend
+        self._service_factory: ServiceFactory = service_factory or BatchWorkflowService
         self._server = server or None
         self._rows: dict[str, _Row] = {}
         self._connection = ConnectionState.CONNECTING
@@ -234,6 +226,7 @@ class PlateManagerWindow(QMainWindow):
         self._closed = trio.Event()
         self._reconnect = trio.Event()
         self._connection_changed = trio.Event()
+        self._status_changed = trio.Event()
         self.last_summary: Any = None
         """The ``BatchSummary`` of the latest finished batch."""
         self._build()
@@ -357,8 +350,6 @@ class PlateManagerWindow(QMainWindow):
         Raises:
             PlateError: a path is not a folder or its name cannot be used; nothing is added then.
         """
-        from hcs_batch.errors import PlateError
-
         refs = []
         for path in paths:
             ref = PlateRef.from_path(path)
@@ -418,8 +409,6 @@ class PlateManagerWindow(QMainWindow):
         Raises:
             PipelineError: the file cannot be read.
         """
-        from hcs_batch.errors import PipelineError
-
         p = Path(path).expanduser().absolute()
         try:
             p.read_text(encoding="utf-8")
@@ -441,8 +430,6 @@ class PlateManagerWindow(QMainWindow):
         Raises:
             PipelineError: the chosen file can no longer be read.
         """
-        from hcs_batch.errors import PipelineError
-
         path = self.pipeline_combo.currentData()
         if path is None:
             return _builtin_pipeline_text()
@@ -474,6 +461,8 @@ class PlateManagerWindow(QMainWindow):
         self._service_status = text
         self._check_lost()
         self._show_server_line()
+        self._status_changed.set()
+        self._status_changed = trio.Event()
 
     @_slot
     def show_batch_progress(self, done: int, total: int) -> None:
@@ -558,22 +547,22 @@ class PlateManagerWindow(QMainWindow):
         """The service's batch state as text (``idle`` when no service is connected)."""
         service = self.service
         if service is None:
-            return "idle"
+            return BatchState.IDLE
         return str(service.batch_state.value)
 
     def _busy(self) -> bool:
-        return self._starting or self.batch_state() != "idle"
+        return self._starting or self.batch_state() != BatchState.IDLE
 
     @_slot
     def update_buttons(self) -> None:
         """Enable exactly the buttons the current batch state allows."""
         state = self.batch_state()
         connected = self.service is not None and self._connection == ConnectionState.CONNECTED
-        idle = state == "idle" and not self._starting and not self._closing
+        idle = state == BatchState.IDLE and not self._starting and not self._closing
         can_start = connected and idle and bool(self._rows)
         self.compile_button.setEnabled(can_start)
         self.run_button.setEnabled(can_start)
-        self.stop_button.setEnabled(state in ("compiling", "running") and not self._closing)
+        self.stop_button.setEnabled(state in _ACTIVE and not self._closing)
         self.add_button.setEnabled(idle)
         self.remove_button.setEnabled(idle and bool(self._rows))
         self.pipeline_combo.setEnabled(idle)
@@ -676,7 +665,7 @@ class PlateManagerWindow(QMainWindow):
     @_slot
     def stop_batch(self) -> None:
         """Stop the active batch (one call; the service cancels every live execution on the server)."""
-        if self.service is not None and self.batch_state() in ("compiling", "running"):
+        if self.service is not None and self.batch_state() in _ACTIVE:
             self.log("stopping the batch…")
             self.service.stop()
         self.update_buttons()
@@ -732,7 +721,7 @@ class PlateManagerWindow(QMainWindow):
         """Begin closing: stop any batch, wait for the server to confirm, then :meth:`serve` returns."""
         if not self._closing:
             self._closing = True
-            if self.service is not None and self.batch_state() != "idle":
+            if self.service is not None and self.batch_state() != BatchState.IDLE:
                 self.log("closing: stopping the batch and waiting for the server to confirm…")
         self.update_buttons()
         self._close_requested.set()
@@ -789,6 +778,11 @@ class PlateManagerWindow(QMainWindow):
         while self._connection not in wanted:
             await self._connection_changed.wait()
         return self._connection
+
+    async def wait_server_status(self) -> str:
+        """Wait for the next server status report (the snapshot poller reports changes only); return its text."""
+        await self._status_changed.wait()
+        return self._service_status
 
     async def _connection_loop(self) -> None:
         while True:
@@ -863,8 +857,6 @@ class PlateManagerWindow(QMainWindow):
             ServerUnreachableError: no server is connected.
         On cancellation the service stops the batch (targeted cancels of its live executions) and this re-raises.
         """
-        from hcs_batch.errors import BatchAlreadyRunningError
-
         if kind not in ("compile", "run"):
             raise ValueError(f"batch kind must be 'compile' or 'run', not {kind!r}")
         service = self.service
