@@ -20,6 +20,8 @@ import trio
 
 from hcs_batch.errors import InputError, TransportError
 
+from .window import ConnectionState, PlateManagerWindow
+
 __all__ = ["EXIT_CANCELLED", "EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "build_parser", "main"]
 
 EXIT_OK = 0
@@ -49,22 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def app_main(args: argparse.Namespace) -> int:
-    """Show the window, start the scripted batch if asked, and return the exit code once the window closed."""
-    from .window import ConnectionState, PlateManagerWindow
-
-    window = PlateManagerWindow(
-        server=args.server,
-        pipeline_file=args.pipeline,
-        output_dir=args.output,
-        workers=args.workers,
-        connect_timeout=args.connect_timeout,
-    )
-    try:
-        window.add_plates(args.plates)
-    except InputError:
-        window.deleteLater()
-        raise
+async def app_main(window: PlateManagerWindow, args: argparse.Namespace) -> int:
+    """Serve ``window``, start the scripted batch if asked, and return the exit code once the window closed."""
     window.show()
     kind = "compile" if args.compile else "run" if args.run else ""
     # A scripted batch that never reported (window closed first) counts as cancelled.
@@ -124,13 +112,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .runner import GuestRunner
 
+    if args.server is None:
+        # The embedded server imports numpy/scipy and the steps (0.2-1 s): do it before the Qt loop runs, so it
+        # delays the window instead of freezing it in one guest tick.
+        import hcs_batch.server  # noqa: F401
+
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "guest_mode"])
-    runner = GuestRunner(app)
+    # Build the window before the Qt loop runs: its construction is one-time work, not a GUI freeze.
     try:
-        code = runner.run(app_main, args)
+        window = PlateManagerWindow(
+            server=args.server,
+            pipeline_file=args.pipeline,
+            output_dir=args.output,
+            workers=args.workers,
+            connect_timeout=args.connect_timeout,
+        )
+        window.add_plates(args.plates)
     except InputError as exc:
         print(f"guest_mode: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    runner = GuestRunner(app)
+    code = runner.run(app_main, window, args)
     stats = runner.monitor.statistics()
     logging.getLogger("guest_mode").info(
         "guest ticks: %d, mean %.2f ms, longest %.1f ms, %d over %.0f ms",

@@ -791,6 +791,30 @@ class PlateManagerWindow(QMainWindow):
             await self._reconnect.wait()
 
     async def _connect_once(self) -> None:
+        """One connection's life. Outer cancellation (Ctrl-C, a cancelled ``serve``) does not reach the connection
+        directly: the batch is stopped first, with the connection still up, so the service's targeted cancel of
+        live executions reaches the server; only then is the connection dropped (bounded by ``close_timeout``)."""
+        body_scope = trio.CancelScope(shield=True)
+        finished = trio.Event()
+
+        async def body() -> None:
+            try:
+                with body_scope:
+                    await self._connection_body()
+            finally:
+                finished.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(body)
+            try:
+                await finished.wait()
+            finally:
+                if not finished.is_set():
+                    with trio.CancelScope(shield=True):
+                        await self._stop_for_close()
+                    body_scope.cancel()
+
+    async def _connection_body(self) -> None:
         server = self._server
         self._workers_seen = 0
         self._set_connection(ConnectionState.CONNECTING)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -182,3 +183,21 @@ def test_scripted_exit_codes_for_bad_input_and_unreachable_server(tmp_path):
     )
     assert unreachable.returncode == 3, unreachable.stderr
     assert "unreachable" in unreachable.stderr
+
+
+@guest
+async def test_cancelling_serve_mid_run_still_cancels_on_the_server(qtbot, tmp_path, caplog):
+    # Ctrl-C cancels the runner's scope, not the window: the service must still reach the server to cancel.
+    window = make_window(qtbot, tmp_path, plates=2, wells=24, size=256)
+    running = watch_state(window, PlateState.RUNNING)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(window.serve)
+            await window.wait_connection()
+            service = window.service
+            window.start_batch("run")
+            await running.wait()
+            nursery.cancel_scope.cancel()
+    assert service.batch_state.value == "idle"
+    assert {window.host.plate_execution_states[p.name] for p in window.plates} == {PlateState.CANCELLED}
+    assert not [r for r in caplog.records if r.name.startswith("hcs_batch") and r.levelno >= logging.WARNING]
