@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -114,12 +116,26 @@ async def test_closing_mid_run_stops_then_exits(qtbot, tmp_path):
 
 
 @guest
-async def test_unreachable_server_url_shows_in_the_status_line(qtbot, tmp_path):
-    window = make_window(qtbot, tmp_path, plates=1, server=f"tcp://127.0.0.1:{free_port()}", connect_timeout=0.5)
-    async with serving(window):
-        assert await window.wait_connection() == "unreachable"
-        assert "unreachable" in window.server_status_text
-        assert buttons(window) == (False, False, False)
+async def test_unreachable_server_url_shows_in_the_status_line_without_freezing(qtbot, tmp_path):
+    from PyQt6.QtCore import QTimer
+
+    window = make_window(qtbot, tmp_path, plates=1, server=f"tcp://127.0.0.1:{free_port()}", connect_timeout=1.0)
+    stamps: list[float] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: stamps.append(time.perf_counter()))
+    timer.start(10)
+    try:
+        async with serving(window):
+            assert "connecting" in window.server_status_text
+            assert await window.wait_connection() == "unreachable"
+            assert "unreachable" in window.server_status_text
+            assert buttons(window) == (False, False, False)
+            assert window.connect_button.isEnabled()  # the user can fix the URL and try again
+    finally:
+        timer.stop()
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert len(stamps) >= 30  # a 10 ms Qt timer kept firing through the 1 s handshake wait
+    assert max(gaps) < 0.25
 
 
 def _env() -> dict[str, str]:
