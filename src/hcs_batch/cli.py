@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     attach.add_argument("--keys", default=None)
     attach.add_argument("--json", action="store_true")
 
-    demo = sub.add_parser("demo", help="make synthetic plates in a temporary folder and run them")
+    demo = sub.add_parser(
+        "demo", help="make synthetic plates in a temporary folder and run them (results in ./hcs-results)"
+    )
     demo.add_argument("--plates", type=int, default=4)
 
     keys = sub.add_parser("keys", help="CurveZMQ keys")

@@ -20,7 +20,7 @@ import trio
 
 from .cli import EXIT_CANCELLED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from .embedded import open_backend
-from .errors import InputError, PlateError, ServerUnreachableError
+from .errors import InputError, PlateError, SecurityError, ServerUnreachableError
 from .model import PlateRef
 from .pipeline import default_pipeline_text, load_pipeline_file
 from .protocol import StateEvent
@@ -48,7 +48,7 @@ def run_command(args: argparse.Namespace) -> int:
     except ServerUnreachableError as exc:
         _error(str(exc))
         return EXIT_UNREACHABLE
-    except InputError as exc:
+    except (InputError, SecurityError) as exc:
         _error(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -83,6 +83,7 @@ def _batch(args: argparse.Namespace) -> int:
         getattr(args, "output", "./hcs-results"),
         getattr(args, "fail_fast", False),
         getattr(args, "force", False),
+        args.keys,
     )
     return _report(summary, as_json=args.json)
 
@@ -101,10 +102,11 @@ async def _run_batch(
     output: str,
     fail_fast: bool,
     force: bool,
+    keys: str | None = None,
     host: TerminalHost | None = None,
 ) -> BatchSummary:
     host = host or TerminalHost()
-    async with open_backend(server) as backend:
+    async with open_backend(server, keys=keys) as backend:
         service = BatchWorkflowService(
             host, backend, pipeline_text=pipeline_text, output_dir=output, fail_fast=fail_fast, force=force
         )
@@ -136,7 +138,7 @@ async def _with_ctrl_c(service: BatchWorkflowService, batch: Callable[[], Awaita
 
 
 async def _status(args: argparse.Namespace) -> int:
-    async with open_backend(args.server) as backend:
+    async with open_backend(args.server, keys=args.keys) as backend:
         info = await backend.server_info(records=True)
     if args.json:
         print(json.dumps(msgspec.to_builtins(info), indent=2))
@@ -156,7 +158,7 @@ async def _status(args: argparse.Namespace) -> int:
 
 async def _attach(args: argparse.Namespace) -> int:
     """Follow the executions still live on a server until each is terminal, then print their outcomes."""
-    async with open_backend(args.server) as backend:
+    async with open_backend(args.server, keys=args.keys) as backend:
         info = await backend.server_info(records=True)
         live = [r.execution_id for r in info.executions if r.state in ("queued", "running")]
         if not args.json:
@@ -200,7 +202,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"making {args.plates} synthetic plates in {root}", file=sys.stderr)
         paths = make_plates(root / "plates", plates=args.plates, wells=8, sites=2, channels=1, size=256, seed=7)
         plates = [PlateRef.from_path(p) for p in paths]
-        output = root / "results"
+        output = Path("hcs-results").absolute()
         summary = trio.run(_run_batch, "run", plates, default_pipeline_text(), None, str(output), False, False)
         _print_demo_summary(summary, root / "plates" / "ground_truth.csv", output)
         return summary.exit_code()
@@ -223,5 +225,6 @@ def _print_demo_summary(summary: BatchSummary, truth_csv: Path, output: Path) ->
             total += 1
             matched += int(key in truth and truth[key] == int(row["object_count"]))
     print(f"\nnuclei counted in {total} images; {matched} match the ground truth exactly", file=sys.stderr)
+    print(f"results (wells.csv, manifest.json per plate) are in {output}", file=sys.stderr)
     for outcome in summary.plates:
         print(f"  {outcome.plate.name:<12} {outcome.state.value:<10} {outcome.output}", file=sys.stderr)

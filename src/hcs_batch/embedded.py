@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from .client.connection import DEFAULT_LIVENESS_TIMEOUT, ServerConnection, open_connection
+from .security import load_client_keys
 
 __all__ = ["open_backend"]
 
@@ -17,17 +19,23 @@ async def open_backend(
     workers: int | None = None,
     connect_timeout: float = 5.0,
     liveness_timeout: float = DEFAULT_LIVENESS_TIMEOUT,
+    keys: str | Path | None = None,
 ) -> AsyncIterator[ServerConnection]:
     """Connect to ``server`` (``tcp://host:port``), or, when it is None, start an execution server on a free
     loopback port inside this Trio run and connect to that; it stops (cancelling its executions and killing its
     workers) when the context exits.
 
+    ``keys`` is a CurveZMQ key folder (``hcs-batch keys generate``) for a server that requires them.
+
     Raises:
-        ServerUnreachableError: nothing answered at ``server`` within ``connect_timeout``.
+        ServerUnreachableError: nothing answered at ``server`` within ``connect_timeout`` (also what a server
+            that does not accept our keys looks like: it completes no handshake).
+        SecurityError: the key folder is missing or unreadable.
     """
     if server is not None:
+        options = load_client_keys(keys).socket_options() if keys is not None else {}
         async with open_connection(
-            server, connect_timeout=connect_timeout, liveness_timeout=liveness_timeout
+            server, connect_timeout=connect_timeout, liveness_timeout=liveness_timeout, socket_options=options
         ) as connection:
             yield connection
         return

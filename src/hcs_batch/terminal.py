@@ -8,7 +8,7 @@ coalesced updates (at most 30 a second, from the Trio thread: rich's own refresh
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -97,7 +97,3 @@ class TerminalHost(BatchHost):
             self.update_item_list()
             self._progress.stop()
             self._progress = None
-
-    def on_all_plates_completed(self, summary: Any) -> None:
-        counts = ", ".join(f"{n} {state}" for state, n in summary.counts.items())
-        self._line(f"{summary.kind.value} batch done: {counts}")

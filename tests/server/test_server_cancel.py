@@ -1,4 +1,4 @@
-"""Targeted cancel: only the named execution stops, its worker process is killed, the other one completes."""
+"""Targeted cancel (only the named execution stops, its worker is killed) and fair sharing of the workers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 import trio
 from helpers import pid_alive, wait_terminal
 
+from hcs_batch import protocol as p
 from hcs_batch.client import open_connection
+from hcs_batch.pipeline import default_pipeline_text
 from hcs_batch.server import ServerAddress
 from hcs_batch.synth import make_plates
 
@@ -59,3 +61,31 @@ async def test_cancel_one_kills_its_worker_and_the_other_completes(server: Serve
             again = await conn.cancel([run_a, run_b])
             assert again.cancelled == [] and sorted(again.already_terminal) == sorted([run_a, run_b])
     assert (out / "b" / "wells.csv").exists() and not (out / "a" / "wells.csv").exists()
+
+
+async def test_plates_share_the_workers(server: ServerAddress, tmp_path: Path) -> None:
+    # A big plate submitted first must not hold both workers until it is done: the small plate submitted just
+    # after it gets workers as soon as the big plate's first wells finish, so it completes long before.
+    big = make_plates(tmp_path / "big", plates=1, wells=12, sites=1, channels=1, size=64, seed=3)[0]
+    small = make_plates(tmp_path / "small", plates=1, wells=2, sites=1, channels=1, size=64, seed=4)[0]
+    pipeline = default_pipeline_text()
+    out = str(tmp_path / "out")
+    order: list[str] = []
+    with trio.fail_after(60):
+        async with open_connection(server.control_url) as conn:
+            info = await conn.server_info()
+            assert info.workers == 2
+            a = await conn.compile(plate_path=str(big), plate_name="big", pipeline=pipeline)
+            b = await conn.compile(plate_path=str(small), plate_name="small", pipeline=pipeline)
+            async with conn.open_event_stream() as events:
+                run_big = await conn.execute(a.artifact_id, output_dir=out, force=True)
+                run_small = await conn.execute(b.artifact_id, output_dir=out, force=True)
+                names = {run_big: "big", run_small: "small"}
+                async for event in events:
+                    if isinstance(event, p.StateEvent) and event.state == "completed":
+                        order.append(names[event.execution_id])
+                        if len(order) == 2:
+                            break
+            (record,), _ = await conn.status([run_small])
+    assert order == ["small", "big"]
+    assert record.wells_done == 2

@@ -41,3 +41,27 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def survivors(pids: set[int], *, grace: float = 5.0) -> dict[int, str]:
+    """The processes of ``pids`` still alive after waiting up to ``grace`` seconds for them to exit.
+
+    Waits on each process's pidfd (readable once it exits), so no polling. Helpers such as multiprocessing's
+    resource tracker exit on their own a moment after their parent; a worker really left behind is still
+    there after the grace period.
+    """
+    import select
+    import time
+
+    deadline = time.monotonic() + grace
+    for pid in sorted(pids):
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        finally:
+            os.close(fd)
+    live = {pid for pid in pids if alive(pid)}
+    return {pid: Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() for pid in live}

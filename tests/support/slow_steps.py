@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import os
-import time
+import threading
 from pathlib import Path
 
 import numpy as np
 
 
-def sleepy(image: np.ndarray, *, seconds: float = 1.0, pid_dir: str = "") -> np.ndarray:
-    """Record this worker's pid in ``pid_dir`` (if given), then hold the worker for ``seconds``."""
-    if pid_dir:
-        Path(pid_dir, f"{os.getpid()}.pid").write_text(str(os.getpid()))
-    time.sleep(seconds)
+def hold(image: np.ndarray, *, pid_dir: str) -> np.ndarray:
+    """Record this worker's pid in ``pid_dir``, then block until the process is killed (a well that never ends)."""
+    Path(pid_dir, f"{os.getpid()}.pid").write_text(str(os.getpid()))
+    threading.Event().wait()
     return image
-
-
-def explode(image: np.ndarray) -> np.ndarray:
-    """Fail on purpose, to test that a failing plate ends failed with the step's message."""
-    raise RuntimeError("explode step failed on purpose")

@@ -26,9 +26,9 @@ from ..errors import PipelineError
 from ..model import safe_plate_name
 from ..pipeline import StepSpec, parse_pipeline
 from ..steps import is_inline_noop
-from .plates import PlateListing, discover_plate
+from .plates import PlateListing
 
-__all__ = ["CompiledStep", "Plan", "compile_pipeline", "compile_plate"]
+__all__ = ["CompiledPipeline", "CompiledStep", "Plan", "compile_pipeline", "compile_plate"]
 
 WorkerStep = tuple[str, dict[str, Any], bool]
 """A step as worker processes receive it: (``module:function``, params, wants_raw). Plain data only."""
@@ -128,6 +128,7 @@ def _resolve(step: StepSpec) -> Callable[..., Any]:
 
 
 def _check_step(step: StepSpec) -> tuple[CompiledStep, bool]:
+    """Import and check one step. Raises PipelineError (without the step's position: the caller adds it)."""
     func = _resolve(step)
     try:
         signature, hints = _signature_info(func)
@@ -161,9 +162,12 @@ def _check_step(step: StepSpec) -> tuple[CompiledStep, bool]:
     return compiled, is_inline_noop(func)
 
 
-@functools.lru_cache(maxsize=64)
-def compile_pipeline(text: str, source: str = "<pipeline>") -> tuple[str, tuple[CompiledStep, ...], bool]:
-    """Parse and check a pipeline: (name, steps, all steps are inline noops). Results are cached by text.
+CompiledPipeline = tuple[str, tuple[CompiledStep, ...], bool]
+"""(pipeline name, checked steps, every step is an inline noop)."""
+
+
+def compile_pipeline(text: str, source: str = "<pipeline>") -> CompiledPipeline:
+    """Parse and check a pipeline: (name, steps, all steps are inline noops). Imports the step modules.
 
     Raises:
         PipelineError: unreadable TOML, an unknown module or function, a bad parameter; the message names the
@@ -194,18 +198,22 @@ def artifact_id_for(listing: PlateListing, plate_name: str, pipeline_text: str, 
     return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
 
 
-def compile_plate(plate_path: str, plate_name: str, pipeline_text: str, config: Mapping[str, str]) -> Plan:
-    """Compile a pipeline for a plate folder (blocking I/O and imports: call it in a thread).
+def compile_plate(
+    listing: PlateListing,
+    plate_name: str,
+    pipeline_text: str,
+    config: Mapping[str, str],
+    pipeline: CompiledPipeline,
+) -> Plan:
+    """Freeze the plan of a discovered plate and a checked pipeline (no I/O: cheap enough for the Trio thread).
 
-    ``config["pipeline_file"]``, when given, names the pipeline in error messages.
+    ``pipeline`` is what :func:`compile_pipeline` returned for ``pipeline_text``.
 
     Raises:
-        PlateError: an unsafe plate name, a missing folder, a folder without matching images.
-        PipelineError: see :func:`compile_pipeline`.
+        PlateError: an unsafe plate name.
     """
     safe_plate_name(plate_name)
-    pipeline_name, steps, inline = compile_pipeline(pipeline_text, config.get("pipeline_file", "<pipeline>"))
-    listing = discover_plate(plate_path)
+    pipeline_name, steps, inline = pipeline
     per_well: dict[str, list[tuple[int, int, str]]] = {}
     for im in listing.images:
         per_well.setdefault(im.well, []).append((im.site, im.channel, im.name))

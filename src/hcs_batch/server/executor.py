@@ -8,7 +8,9 @@
   one worker call, so they are reported together when the well is done). Wells skipped because their result file
   already exists for the same artifact count as done and publish nothing.
 - A plan whose steps are all marked noops (:func:`hcs_batch.steps.inline_noop`) runs inline: no images are read
-  and no worker is used; each (well, site, channel) gets a row without measurements.
+  and no worker is used; each (well, site, channel) gets a row without measurements. Its two small result
+  files are written on the Trio thread: a thread hop per plate costs more than the write (Python work in threads
+  makes the event loop wait for the GIL), and per-plate overhead is what noop plates measure.
 - :meth:`Executor.cancel` cancels exactly the named executions: their worker processes are killed (and waited
   for) before the execution reports ``cancelled``; every other execution goes on.
 - On completion ``wells.csv`` and ``manifest.json`` are written (see :mod:`.results`); a failed or cancelled
@@ -150,7 +152,11 @@ class Executor:
                 else:
                     rows = await self._run_wells(execution, plan, plate_dir, force)
                 manifest = self._manifest(execution, plan, len(rows), started)
-                await trio.to_thread.run_sync(write_plate_results, plate_dir, rows, manifest)
+                if plan.inline:
+                    write_plate_results(plate_dir, rows, manifest)  # small; see the module docstring
+                    await trio.lowlevel.checkpoint()
+                else:
+                    await trio.to_thread.run_sync(write_plate_results, plate_dir, rows, manifest)
                 state = ExecutionState.COMPLETED
         except _WellFailed as exc:
             state, error = ExecutionState.FAILED, exc.message

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import PlateError
 
-__all__ = ["IMAGE_PATTERN", "ImageFile", "PlateListing", "discover_plate"]
+__all__ = ["IMAGE_PATTERN", "ImageFile", "PlateListing", "discover_plate", "list_folder", "listing_from_names"]
 
 IMAGE_PATTERN = re.compile(r"^([A-Pa-p](?:0[1-9]|1\d|2[0-4]))_s(\d{1,4})_w(\d{1,3})\.tiff?$", re.IGNORECASE)
 
@@ -45,16 +45,33 @@ def discover_plate(path: str | Path) -> PlateListing:
     Raises:
         PlateError: the folder does not exist, is not a folder, cannot be read, or holds no matching image.
     """
+    return listing_from_names(path, list_folder(path))
+
+
+def list_folder(path: str | Path) -> list[str]:
+    """The names in the plate folder (one blocking ``listdir``, almost no Python: cheap to run in a thread).
+
+    Raises:
+        PlateError: the folder does not exist, is not a folder, or cannot be read.
+    """
     folder = Path(path)
     try:
-        with os.scandir(folder) as entries:
-            names = [entry.name for entry in entries]
+        return os.listdir(folder)
     except FileNotFoundError:
         raise PlateError(f"plate folder {folder} does not exist; check the path (it is read on the server)") from None
     except NotADirectoryError:
         raise PlateError(f"plate path {folder} is not a folder; pass the folder that holds the images") from None
     except OSError as exc:
         raise PlateError(f"cannot read plate folder {folder}: {exc.strerror or exc}") from None
+
+
+def listing_from_names(path: str | Path, names: list[str]) -> PlateListing:
+    """The listing of the folder at ``path`` holding ``names`` (no I/O).
+
+    Raises:
+        PlateError: no name matches ``<well>_s<site>_w<channel>.tif``.
+    """
+    folder = Path(path)
     images: list[ImageFile] = []
     for name in names:
         match = IMAGE_PATTERN.match(name)

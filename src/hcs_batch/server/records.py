@@ -37,7 +37,6 @@ class Execution:
         "wells_done",
         "wells_skipped",
         "wells_total",
-        "worker_pids",
     )
 
     def __init__(self, *, artifact_id: str, plate_name: str, wells_total: int, output: str, client_tag: str) -> None:
@@ -55,7 +54,6 @@ class Execution:
         self.finished_at = 0.0
         self.finished_mono = 0.0
         self.cancel_scope = trio.CancelScope()
-        self.worker_pids: set[int] = set()
 
     def record(self) -> p.ExecutionRecord:
         return p.ExecutionRecord(

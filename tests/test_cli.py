@@ -1,0 +1,134 @@
+"""The hcs-batch command end to end, as a user drives it: real processes, real server, real worker processes."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from hcs_batch.synth import make_plates
+
+from .support.procs import descendants, survivors
+
+SUPPORT = Path(__file__).parent / "support"
+SLOW_PIPELINE = """
+name = "slow"
+[[steps]]
+func = "slow_steps:hold"
+pid_dir = "{pid_dir}"
+"""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), env.get("PYTHONPATH", "")])
+    env.pop("COLUMNS", None)
+    return env
+
+
+def _hcs(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hcs_batch", *args], capture_output=True, text=True, env=_env(), timeout=timeout
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def plates(tmp_path: Path) -> list[Path]:
+    return make_plates(tmp_path / "plates", plates=2, wells=3, sites=2, channels=1, size=96, seed=3)
+
+
+def test_run_counts_match_ground_truth_and_json_has_the_promised_shape(plates: list[Path], tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    result = _hcs("run", *map(str, plates), "--output", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["batch"] == "run"
+    assert summary["counts"] == {"completed": 2}
+    assert [p["plate"] for p in summary["plates"]] == ["plate_001", "plate_002"]
+    for plate in summary["plates"]:
+        assert set(plate) == {"plate", "path", "state", "error", "artifact_id", "execution_id", "output"}
+        assert plate["state"] == "completed" and plate["artifact_id"] and plate["execution_id"]
+        assert Path(plate["output"]) == out / plate["plate"]
+    truth_rows = csv.DictReader((tmp_path / "plates" / "ground_truth.csv").read_text().splitlines())
+    truth = {(r["plate"], r["well"], r["site"], r["channel"]): int(r["object_count"]) for r in truth_rows}
+    seen = 0
+    for plate in plates:
+        for row in csv.DictReader((out / plate.name / "wells.csv").read_text().splitlines()):
+            assert int(row["object_count"]) == truth[(plate.name, row["well"], row["site"], row["channel"])]
+            seen += 1
+    assert seen == len(truth) == 2 * 3 * 2
+    assert (out / "plate_001" / "manifest.json").exists()
+
+
+def test_compile_only_keeps_artifacts_and_reports_compiled(plates: list[Path]) -> None:
+    result = _hcs("compile", *map(str, plates), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["batch"] == "compile"
+    assert summary["counts"] == {"compiled": 2}
+    assert all(p["artifact_id"] and not p["execution_id"] for p in summary["plates"])
+
+
+def test_missing_plate_folder_is_exit_2_with_one_line(tmp_path: Path) -> None:
+    result = _hcs("run", str(tmp_path / "no-such-plate"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no-such-plate" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_unreadable_pipeline_is_exit_2(plates: list[Path], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[steps]\nfunc = ")
+    result = _hcs("run", str(plates[0]), "--pipeline", str(bad))
+    assert result.returncode == 2
+    assert "bad.toml" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unreachable_server_is_exit_3_with_one_line(plates: list[Path]) -> None:
+    url = f"tcp://127.0.0.1:{_free_port()}"
+    result = _hcs("run", str(plates[0]), "--server", url)
+    assert result.returncode == 3
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and url in lines[0] and "Traceback" not in result.stderr
+
+
+async def test_ctrl_c_mid_run_exits_130_with_every_plate_cancelled_and_no_worker_left(
+    plates: list[Path], tmp_path: Path
+) -> None:
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    pipeline = tmp_path / "slow.toml"
+    pipeline.write_text(SLOW_PIPELINE.format(pid_dir=pid_dir))
+    cmd = [sys.executable, "-m", "hcs_batch", "run", *map(str, plates), "--pipeline", str(pipeline), "--json"]
+    cmd += ["--output", str(tmp_path / "out")]
+    stdout_path, stderr_path = tmp_path / "stdout", tmp_path / "stderr"
+    with trio.fail_after(90), stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        async with trio.open_nursery() as nursery:
+            run = functools.partial(trio.run_process, cmd, env=_env(), stdout=stdout, stderr=stderr, check=False)
+            proc = await nursery.start(run)
+            # Another process writes these files; there is no event to wait on, so poll (bounded by fail_after).
+            while not any(pid_dir.iterdir()):  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            tree = descendants(proc.pid)
+            assert {int(p.stem) for p in pid_dir.iterdir()} <= tree
+            proc.send_signal(signal.SIGINT)
+    assert proc.returncode == 130, stderr_path.read_text()
+    summary = json.loads(stdout_path.read_text())
+    assert summary["counts"] == {"cancelled": 2}
+    assert all(p["state"] == "cancelled" for p in summary["plates"])
+    assert survivors(tree) == {}
