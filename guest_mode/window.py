@@ -21,6 +21,7 @@ Rules kept here:
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import logging
 import traceback
@@ -102,7 +103,7 @@ def _slot(fn: Callable[P, R]) -> Callable[P, R | None]:
     return wrapper
 
 
-class ConnectionState:
+class ConnectionState(enum.StrEnum):
     """The server connection as the status line shows it."""
 
     CONNECTING = "connecting"
@@ -220,6 +221,7 @@ class PlateManagerWindow(QMainWindow):
         self._closing = False
         self._allow_close = False
         self._serving = False
+        self._window_nursery: trio.Nursery | None = None
         self._service_nursery: trio.Nursery | None = None
         self._batch_done: trio.Event | None = None
         self._close_requested = trio.Event()
@@ -444,6 +446,7 @@ class PlateManagerWindow(QMainWindow):
         """Append ``text`` to the log pane."""
         self.log_pane.appendPlainText(text.rstrip())
 
+    @_slot
     def log_error(self, text: str) -> None:
         if text in self._announced:  # the failed plate's error is already in the log, with its traceback
             self._announced.discard(text)
@@ -571,7 +574,7 @@ class PlateManagerWindow(QMainWindow):
         self.server_field.setEnabled(editable)
         self.connect_button.setEnabled(editable)
 
-    def _set_connection(self, state: str, detail: str = "") -> None:
+    def _set_connection(self, state: ConnectionState, detail: str = "") -> None:
         self._connection = state
         self._connection_detail = detail
         if state != ConnectionState.CONNECTED:
@@ -601,7 +604,7 @@ class PlateManagerWindow(QMainWindow):
         self.server_label.setText(" · ".join(parts))
 
     @property
-    def connection_state(self) -> str:
+    def connection_state(self) -> ConnectionState:
         """One of the :class:`ConnectionState` values."""
         return self._connection
 
@@ -676,8 +679,6 @@ class PlateManagerWindow(QMainWindow):
             self.log("the window is not being served by Trio: nothing happens")
             return
         nursery.start_soon(fn, *args)
-
-    _window_nursery: trio.Nursery | None = None
 
     async def _run_dialog(self, dialog: QFileDialog, accept: Callable[[list[str]], object]) -> None:
         """Open ``dialog`` non-modally, wait for it through a ``trio.Event``, hand the chosen paths to ``accept``."""

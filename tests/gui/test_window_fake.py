@@ -209,3 +209,20 @@ async def test_chosen_pipeline_file_is_read_at_each_batch(qtbot, tmp_path):
         window.pipeline_combo.setCurrentIndex(0)
         await window.run_batch("compile")
         assert window.service.pipeline_text == "# built-in pipeline stand-in\n"
+
+
+@guest
+async def test_selection_limits_the_batch_and_remove_drops_rows(qtbot, tmp_path):
+    window = make_window(qtbot, tmp_path, n=3)
+    async with serving(window):
+        await window.wait_connection()
+        window.table.selectRow(1)
+        assert [p.name for p in window.selected_plates()] == ["plate1"]
+        summary = await window.run_batch("compile")
+        assert summary.counts == {"compiled": 1}
+        assert [window.row_state(p.name) for p in window.plates] == ["idle", "compiled", "idle"]
+        window.remove_button.click()
+        assert [p.name for p in window.plates] == ["plate0", "plate2"]
+        assert window.plate_count.text() == "2 plates"
+        window.table.clearSelection()
+        assert [p.name for p in window.selected_plates()] == ["plate0", "plate2"]  # none selected: all
