@@ -44,7 +44,7 @@ def configuration(full: bool, tiny: bool) -> dict[str, Any]:
             "control_requests": 5000,
             "repeat": 3,
         },
-        "gui": {"plates": 1000, "idle_s": 2.0},
+        "gui": {"plates": 1000, "idle_s": 2.0, "repeat": 2},
         "cancel": {"plates": 1000, "pipeline": "default"},
         "realwork": {"plates": 4 if full else 2, "wells": 24, "size": 1024, "workers": 2},
     }
@@ -63,8 +63,7 @@ def run(cases: list[str], config: dict[str, Any], *, full: bool, tiny: bool) -> 
         if case == "noop":
             results[case] = run_noop(config[case], timeout=timeout)
         elif case == "gui":
-            results[case] = run_case("gui", config[case], timeout=timeout)
-            results[case]["gc_freeze_variant"] = run_case("gui", {**config[case], "gc": "freeze"}, timeout=timeout)
+            results[case] = run_gui(config[case], timeout=timeout)
         elif case == "cancel":
             results[case] = run_case("cancel", config[case], timeout=timeout)
             results[case]["noop_variant"] = run_case("cancel", {**config[case], "pipeline": "noop"}, timeout=timeout)
@@ -115,6 +114,18 @@ def run_noop(config: dict[str, Any], *, timeout: float) -> dict[str, Any]:
     n = max(k for k in sizes if k <= 1000) if min(sizes) <= 1000 else min(sizes)
     process = run_case("noop", {"plates": n, "server": "process", "repeat": config.get("repeat", 1)}, timeout=timeout)
     return {"series": series, "server_process": process}
+
+
+def run_gui(config: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+    """The GUI case ``repeat`` times as shipped (kept: the run with the lowest timer p99, like best-of for the
+    other cases; every run's figures stay in ``runs``), then once with ``gc.freeze()`` after the warm-up."""
+    params = {k: v for k, v in config.items() if k != "repeat"}
+    runs = [run_case("gui", params, timeout=timeout) for _ in range(config.get("repeat", 1))]
+    good = [r for r in runs if "error" not in r]
+    best = dict(min(good, key=lambda r: r["run"]["p99_ms"]) if good else runs[0])
+    best["runs"] = [{k: r.get(k) for k in ("run", "idle", "longest_tick_ms", "error")} for r in runs]
+    best["gc_freeze_variant"] = run_case("gui", {**params, "gc": "freeze"}, timeout=timeout)
+    return best
 
 
 def _cpus() -> int:
