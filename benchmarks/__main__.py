@@ -118,13 +118,15 @@ def run_noop(config: dict[str, Any], *, timeout: float) -> dict[str, Any]:
 
 def run_gui(config: dict[str, Any], *, timeout: float) -> dict[str, Any]:
     """The GUI case ``repeat`` times as shipped (kept: the run with the lowest timer p99, like best-of for the
-    other cases; every run's figures stay in ``runs``), then once with ``gc.freeze()`` after the warm-up."""
+    other cases; every run's figures stay in ``runs``), then once with ``gc.freeze()`` after the warm-up and once
+    with the server in its own process instead of embedded in the GUI's Trio run."""
     params = {k: v for k, v in config.items() if k != "repeat"}
     runs = [run_case("gui", params, timeout=timeout) for _ in range(config.get("repeat", 1))]
     good = [r for r in runs if "error" not in r]
     best = dict(min(good, key=lambda r: r["run"]["p99_ms"]) if good else runs[0])
     best["runs"] = [{k: r.get(k) for k in ("run", "idle", "longest_tick_ms", "error")} for r in runs]
     best["gc_freeze_variant"] = run_case("gui", {**params, "gc": "freeze"}, timeout=timeout)
+    best["server_process_variant"] = run_case("gui", {**params, "server": "process"}, timeout=timeout)
     return best
 
 

@@ -172,6 +172,12 @@ def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
             if "run" in frozen
             else ""
         )
+        apart = gui.get("server_process_variant") or {}
+        if "run" in apart:
+            fix += (
+                f"; server in its own process: p99 {apart['run']['p99_ms']:.2f}, "
+                f"longest tick {apart['longest_tick_ms']:.1f} ms"
+            )
         out.append(
             _row(
                 f"GUI 10 ms timer lateness p99 ({gui['plates']:,}-plate run)",
