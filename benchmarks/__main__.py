@@ -1,4 +1,6 @@
-"""``python -m benchmarks [--full] [--tiny] [--only CASE ...] [--out DIR] [--no-readme]``: run the cases, write results.
+"""``python -m benchmarks [--full] [--tiny] [--only CASE ...] [--out DIR] [--no-readme] [--from-json FILE]``.
+
+Runs the cases and writes the results.
 
 Each case runs in a child process of its own (see ``_common.run_case``). The results go to ``DIR/latest.json``,
 ``DIR/latest.md`` (the table: case, figure, target, ratio, met?) and ``DIR/latest.png``; unless ``--no-readme``, the
@@ -141,10 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=CASES, help="run only these cases")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="results folder")
     parser.add_argument("--no-readme", action="store_true", help="do not copy the table into README.md")
+    parser.add_argument("--from-json", metavar="FILE", help="measure nothing: redraw table and plot from FILE")
     args = parser.parse_args(argv)
 
-    config = configuration(args.full, args.tiny)
-    data = run(list(args.only or CASES), config, full=args.full, tiny=args.tiny)
+    if args.from_json:
+        data = json.loads(Path(args.from_json).read_text())
+    else:
+        config = configuration(args.full, args.tiny)
+        data = run(list(args.only or CASES), config, full=args.full, tiny=args.tiny)
     data["rows"] = report.rows(data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -276,6 +276,8 @@ def plot(data: dict[str, Any], path: Path) -> None:
         if "floor_per_plate_us" in floor:
             ax.plot(ns, [floor["floor_per_plate_us"]] * len(ns), "--", label="floor (raw pyzmq, pipelined)")
             ax.plot(ns, [3 * floor["floor_per_plate_us"]] * len(ns), ":", label="target: 3x floor")
+        if "floor_with_files_per_plate_us" in floor:
+            ax.plot(ns, [floor["floor_with_files_per_plate_us"]] * len(ns), "-.", label="floor + results files")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.legend(fontsize=8)
