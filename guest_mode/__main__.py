@@ -18,17 +18,14 @@ from pathlib import Path
 
 import trio
 
+from hcs_batch.cli import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from hcs_batch.errors import InputError, TransportError
 
 from .window import ConnectionState, PlateManagerWindow
 
 __all__ = ["EXIT_CANCELLED", "EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "build_parser", "main"]
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_CANCELLED = 130
+# The same exit codes as `hcs-batch run`, from the one place that defines them.
 
 
 def build_parser() -> argparse.ArgumentParser:
