@@ -4,6 +4,7 @@
 - :class:`ExecutionStatusPoller`: follow many executions to terminal statuses with one task (pushes first,
   batched polls with backoff as the fallback, a liveness deadline).
 - :class:`IntervalSnapshotPoller`: a periodic snapshot that reports only real changes.
+- :class:`ThreadLane`: blocking calls batched onto one worker thread, one thread hop per batch.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from .engine import BatchOutcome, BatchSubmitWaitEngine, JobOutcome, JobPhase, JobStatus
 from .snapshot_poller import IntervalSnapshotPoller, Snapshot
 from .status_poller import ExecutionStatusPoller, PollerStatistics
+from .thread_lane import ThreadLane
 
 __all__ = [
     "BatchOutcome",
@@ -22,4 +24,5 @@ __all__ = [
     "JobStatus",
     "PollerStatistics",
     "Snapshot",
+    "ThreadLane",
 ]
