@@ -20,6 +20,7 @@ import msgspec
 import pytest
 import trio
 import zmq
+import zmq.utils.monitor
 
 from hcs_batch import protocol as p
 from hcs_batch.client import open_connection
@@ -81,7 +82,7 @@ def test_the_cli_refuses_an_escaping_plate_name_with_exit_2_and_one_line(path: s
 
 
 @pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
+def server_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``hcs-batch serve`` on a free loopback port, one worker; must still be serving at the end."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0", "--workers", "1"],
@@ -95,7 +96,7 @@ def server_url() -> Iterator[str]:
         line = proc.stdout.readline().strip()
         match = LINE.match(line)
         assert match is not None, f"unexpected first line {line!r}"
-        yield match.group(1)
+        yield proc, match.group(1)
         assert proc.poll() is None, "the server must survive every test"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
@@ -104,6 +105,11 @@ def server_url() -> Iterator[str]:
             proc.kill()
             proc.wait()
         proc.stdout.close()
+
+
+@pytest.fixture
+def server_url(server_process: tuple[subprocess.Popen[str], str]) -> str:
+    return server_process[1]
 
 
 class _Raw:
@@ -274,4 +280,40 @@ async def test_the_client_reports_a_clear_error_for_an_oversize_request_and_an_e
             # An error reply becomes the exception it names, with the server's message.
             with pytest.raises(PlateError, match=r"plate name '\.\./x' cannot be used as an output folder name"):
                 await conn.compile(plate_path="/x", plate_name="../x", pipeline=noop_pipeline_text())
+            assert (await conn.server_info()).workers == 1
+
+
+def _peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+async def test_a_huge_frame_is_cut_off_before_the_server_buffers_it(
+    server_process: tuple[subprocess.Popen[str], str],
+) -> None:
+    proc, url = server_process
+    before = _peak_rss_kib(proc.pid)
+    raw = _Raw(url)
+    monitor = raw.sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+    try:
+
+        def send_and_wait_for_the_cut() -> list[int]:
+            raw.sock.send(b"\x81" + b"\x00" * (64 << 20))
+            events = []
+            while zmq.EVENT_DISCONNECTED not in events and monitor.poll(20_000):
+                events.append(zmq.utils.monitor.recv_monitor_message(monitor)["event"])
+            return events
+
+        events = await trio.to_thread.run_sync(send_and_wait_for_the_cut)
+        assert zmq.EVENT_DISCONNECTED in events, "the server must drop a peer that sends a 64 MiB frame"
+    finally:
+        raw.sock.disable_monitor()
+        monitor.close(linger=0)
+        raw.close()
+    grown_mib = (_peak_rss_kib(proc.pid) - before) / 1024
+    assert grown_mib < 32, f"the server's peak memory grew by {grown_mib:.0f} MiB for one rejected frame"
+    with trio.fail_after(10):
+        async with open_connection(url) as conn:
             assert (await conn.server_info()).workers == 1

@@ -163,6 +163,8 @@ class _ZapHandler:
         self._lock = threading.Lock()
         self._domains: dict[bytes, frozenset[bytes]] = {}
         self._started = False
+        self.refused = 0
+        """Handshakes refused since the process started (read from any thread: a plain int)."""
 
     def start(self) -> None:
         with self._lock:
@@ -209,7 +211,10 @@ class _ZapHandler:
             version = frames[0] if frames else b"1.0"
             request_id = frames[1] if len(frames) > 1 else b""
             if code != b"200":
-                log.warning("refused a CurveZMQ client: %s", text.decode())
+                self.refused += 1
+                # The first few, then every thousandth: a stream of bad handshakes cannot fill the log.
+                if self.refused <= 10 or self.refused % 1000 == 0:
+                    log.warning("refused a CurveZMQ client (%d so far): %s", self.refused, text.decode())
             sock.send_multipart([version, request_id, code, text, b"", b""])
 
 

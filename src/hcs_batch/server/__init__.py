@@ -22,6 +22,7 @@ import trio_parallel
 from .._util import collapse_single_exception_group
 from .._zmq import AsyncSocket, Frames, new_socket
 from ..errors import InputError
+from ..protocol import MAX_FRAME_BYTES
 from ..security import ServerKeys, authorized_sockets, check_bind
 from .app import ControlApp, ServerAddress
 from .artifacts import ArtifactStore
@@ -38,6 +39,9 @@ _REPLY_FLUSH = 0.05
 """Seconds the sockets stay open after ``Shutdown`` so the reply and final state events leave (LINGER is 0)."""
 _ROUTER_HWM = 1_000_000
 """A ROUTER drops replies beyond its send high-water mark: far above any number of requests in flight."""
+_MAX_RECEIVE = 8 * MAX_FRAME_BYTES
+"""libzmq drops the connection of a peer that sends a bigger frame, before buffering it: nobody can make the
+server allocate gigabytes. Frames between MAX_FRAME_BYTES and this still get an error reply."""
 
 
 def parse_bind(bind: str, keys: ServerKeys | None = None) -> tuple[str, int]:
@@ -100,7 +104,7 @@ async def serve(
     # a CURVE socket with nobody answering authentication lets every client in.
     zap = contextlib.ExitStack()
     curve = zap.enter_context(authorized_sockets(keys)) if keys is not None else {}
-    router = new_socket("ROUTER", sndhwm=_ROUTER_HWM, rcvhwm=_ROUTER_HWM, **ipv6, **curve)
+    router = new_socket("ROUTER", sndhwm=_ROUTER_HWM, rcvhwm=_ROUTER_HWM, maxmsgsize=_MAX_RECEIVE, **ipv6, **curve)
     pub = new_socket("PUB", sndhwm=EVENT_SNDHWM, **ipv6, **curve)
     control = AsyncSocket(router)
     events = AsyncSocket(pub)
