@@ -57,7 +57,10 @@ class ServerKeys:
     """Z85 public keys of the clients allowed in; never empty (:func:`load_server_keys` refuses that)."""
 
     def socket_options(self, *, domain: bytes = b"hcs") -> dict[str, Any]:
-        """Options for a CurveZMQ server socket; ``domain`` is the ZAP domain its handshakes are checked under."""
+        """Options for a CurveZMQ server socket; ``domain`` is the ZAP domain its handshakes are checked under.
+
+        Get them from :func:`authorized_sockets`: without a ZAP handler libzmq lets *any* CURVE client in.
+        """
         return {"curve_server": 1, "curve_publickey": self.public, "curve_secretkey": self.secret, "zap_domain": domain}
 
 
