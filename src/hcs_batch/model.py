@@ -79,10 +79,17 @@ def safe_plate_name(name: str) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlateRef:
-    """A plate as the user named it: its folder and the name its results are filed under."""
+    """A plate as the user named it: its folder and the name its results are filed under.
+
+    Raises PlateError for a ``name`` that is not one safe folder name (:func:`safe_plate_name`).
+    """
 
     name: str
     path: Path
+
+    def __post_init__(self) -> None:
+        # However a host builds it, a plate never carries a name that would write outside the output folder.
+        safe_plate_name(self.name)
 
     @classmethod
     def from_path(cls, path: str | Path) -> PlateRef:

@@ -2,61 +2,76 @@
 
 A key folder (``hcs-batch keys generate DIR``) holds ``server.key`` / ``server.key_secret``,
 ``client.key`` / ``client.key_secret`` and ``clients/`` with the public keys the server accepts. The server
-needs ``server.key_secret`` (and ``clients/``); a client needs ``server.key`` and its own ``client.key_secret``.
-Copy only those to each side. A client whose key is not in ``clients/`` (or that expects another server key)
-completes no handshake and gets nothing: not an error reply, not an event.
+needs ``server.key_secret`` and ``clients/``; a client needs ``server.key`` and its own ``client.key_secret``.
+Copy only those to each side (secret files are written mode 0600). A client whose key is not in ``clients/``
+(or that expects another server key, or brings no keys) completes no handshake and gets nothing: not an error
+reply, not an event.
 
-Binding anything but loopback without keys is refused (:func:`check_bind`).
+Binding anything but loopback without keys is refused (:func:`check_bind`). A server under keys runs its
+sockets inside :func:`authorized_sockets`, which answers ZeroMQ's authentication requests (ZAP) for them.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import ipaddress
-import shutil
+import logging
+import os
 import sys
-from dataclasses import dataclass
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import trio
-
-from ._zmq import AsyncSocket, has_curve, load_certificate, new_socket, write_certificates, z85_encode
+from ._zmq import curve_keypair, has_curve, load_certificate, new_socket, z85_encode
 from .errors import SecurityError
 
 __all__ = [
     "ClientKeys",
     "ServerKeys",
+    "authorized_sockets",
     "check_bind",
+    "generate_keys",
     "is_loopback",
     "load_client_keys",
     "load_server_keys",
     "main_keys",
-    "serve_zap",
 ]
 
+log = logging.getLogger("hcs_batch.security")
+
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+_Z85_KEY_LENGTH = 40
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerKeys:
     public: bytes
-    secret: bytes
+    secret: bytes = field(repr=False)  # never in a log or a traceback
     authorized: frozenset[bytes]
-    """Client public keys allowed in; empty means any client that knows the server's public key."""
+    """Z85 public keys of the clients allowed in; never empty (:func:`load_server_keys` refuses that)."""
 
-    def socket_options(self) -> dict[str, Any]:
-        return {"curve_server": 1, "curve_publickey": self.public, "curve_secretkey": self.secret, "zap_domain": b"hcs"}
+    def socket_options(self, *, domain: bytes = b"hcs") -> dict[str, Any]:
+        """Options for a CurveZMQ server socket; ``domain`` is the ZAP domain its handshakes are checked under.
+
+        Get them from :func:`authorized_sockets`: without a ZAP handler libzmq lets *any* CURVE client in.
+        """
+        return {"curve_server": 1, "curve_publickey": self.public, "curve_secretkey": self.secret, "zap_domain": domain}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientKeys:
     public: bytes
-    secret: bytes
+    secret: bytes = field(repr=False)
     server_public: bytes
 
     def socket_options(self) -> dict[str, Any]:
+        """Options for a CurveZMQ client socket (both the control DEALER and the events SUB need them)."""
         return {"curve_serverkey": self.server_public, "curve_publickey": self.public, "curve_secretkey": self.secret}
 
 
@@ -69,11 +84,19 @@ def _load(path: Path, *, secret: bool) -> tuple[bytes, bytes | None]:
         ) from None
     if secret and not secret_key:
         raise SecurityError(f"{path} holds no secret key; use the .key_secret file")
+    for key in (public, secret_key):
+        if key is not None and len(key) != _Z85_KEY_LENGTH:
+            raise SecurityError(f"{path} holds a malformed key; make keys with 'hcs-batch keys generate DIR'")
     return public, secret_key
 
 
 def load_server_keys(folder: str | Path) -> ServerKeys:
-    """The server's key pair and authorized client keys from ``folder``. Raises SecurityError."""
+    """The server's key pair and authorized client keys (``clients/*.key``) from ``folder``.
+
+    Raises:
+        SecurityError: a missing or malformed key file, or no authorized client key at all (a server that let
+            in anyone who knows its public key would be no safer than no keys).
+    """
     folder = Path(folder)
     _require_curve()
     public, secret = _load(folder / "server.key_secret", secret=True)
@@ -82,6 +105,10 @@ def load_server_keys(folder: str | Path) -> ServerKeys:
     authorized = (
         frozenset(_load(p, secret=False)[0] for p in sorted(clients.glob("*.key"))) if clients.is_dir() else frozenset()
     )
+    if not authorized:
+        raise SecurityError(
+            f"no authorized client keys in {clients}: copy each client's client.key there (as NAME.key)"
+        )
     return ServerKeys(public=public, secret=secret, authorized=authorized)
 
 
@@ -102,10 +129,13 @@ def _require_curve() -> None:
 
 def is_loopback(url: str) -> bool:
     """True for ``tcp://127.x.x.x``, ``tcp://localhost`` and ``tcp://[::1]`` endpoints (and ``ipc``/``inproc``)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return False
     if parts.scheme in ("ipc", "inproc"):
         return True
-    host = parts.hostname or ""
     if host == "localhost":
         return True
     try:
@@ -118,45 +148,162 @@ def check_bind(url: str, keys: ServerKeys | None) -> None:
     """Refuse to listen beyond loopback without CurveZMQ keys. Raises SecurityError naming the address."""
     if keys is None and not is_loopback(url):
         raise SecurityError(
-            f"refusing to listen on {url} without encryption: anyone who reaches it could run work on this machine; "
+            f"refusing to bind {url} without CurveZMQ keys: anyone who reaches it could run work on this machine; "
             "make keys with 'hcs-batch keys generate DIR' and pass --keys DIR, or bind tcp://127.0.0.1:PORT"
         )
 
 
-async def serve_zap(keys: ServerKeys, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Answer ZeroMQ's authentication requests (ZAP) for this process: a CURVE client is let in when its
-    public key is authorized (or when no list is kept). Runs until cancelled."""
-    sock = AsyncSocket(new_socket("REP"))
-    sock.zmq_socket.bind(ZAP_ENDPOINT)
+class _ZapHandler:
+    """This process's one ZAP endpoint, answered by a daemon thread, with a registry of key domains.
 
-    def on_request(frames: list[bytes]) -> None:
+    libzmq has one ZAP endpoint per context, and it cannot be bound again soon after it was closed (measured:
+    ``EADDRINUSE`` right after a LINGER-0 close). Worse, when nobody is bound there, libzmq lets *every* CURVE
+    client in. So the handler is bound once, on first use, and never closed; each keyed server registers its own
+    domain and unregisters it when it stops, and a request for any other domain is refused.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._domains: dict[bytes, frozenset[bytes]] = {}
+        self._started = False
+        self.refused = 0
+        """Handshakes refused since the process started (read from any thread: a plain int)."""
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            sock = new_socket("REP")
+            try:
+                sock.bind(ZAP_ENDPOINT)
+            except Exception as exc:  # zmq.ZMQError; only _zmq may name zmq
+                sock.close(linger=0)
+                raise SecurityError(
+                    f"cannot answer CurveZMQ authentication at {ZAP_ENDPOINT}: {exc}; "
+                    "another ZAP handler runs in this process"
+                ) from None
+            threading.Thread(target=self._serve, args=(sock,), name="hcs-batch-zap", daemon=True).start()
+            self._started = True
+
+    def register(self, domain: bytes, authorized: frozenset[bytes]) -> None:
+        with self._lock:
+            self._domains[domain] = authorized
+
+    def unregister(self, domain: bytes) -> None:
+        with self._lock:
+            self._domains.pop(domain, None)
+
+    def decide(self, frames: list[bytes]) -> tuple[bytes, bytes]:
+        """The (status code, text) for one ZAP request: 200 only for CURVE, a live domain and a listed key."""
         # [version, request_id, domain, address, identity, mechanism, client_public_key]
-        version, request_id = frames[0], frames[1]
-        mechanism = frames[5] if len(frames) > 5 else b""
-        client_key = frames[6] if len(frames) > 6 else b""
-        allowed = mechanism == b"CURVE" and (not keys.authorized or z85_encode(client_key) in keys.authorized)
-        status = (b"200", b"OK") if allowed else (b"400", b"client key not authorized")
-        sock.send_nowait([version, request_id, *status, b"", b""])
+        if len(frames) < 7 or frames[0] != b"1.0":
+            return b"400", b"malformed ZAP request"
+        domain, mechanism, client_key = frames[2], frames[5], frames[6]
+        with self._lock:
+            authorized = self._domains.get(domain)
+        if mechanism != b"CURVE" or authorized is None:
+            return b"400", b"no CurveZMQ server for this domain"
+        if len(client_key) != 32 or z85_encode(client_key) not in authorized:
+            return b"400", b"client key not authorized"
+        return b"200", b"OK"
 
-    await sock.run(on_request, task_status=task_status)
+    def _serve(self, sock: Any) -> None:
+        while True:
+            frames = sock.recv_multipart()
+            code, text = self.decide(frames)
+            version = frames[0] if frames else b"1.0"
+            request_id = frames[1] if len(frames) > 1 else b""
+            if code != b"200":
+                self.refused += 1
+                # The first few, then every thousandth: a stream of bad handshakes cannot fill the log.
+                if self.refused <= 10 or self.refused % 1000 == 0:
+                    log.warning("refused a CurveZMQ client (%d so far): %s", self.refused, text.decode())
+            sock.send_multipart([version, request_id, code, text, b"", b""])
+
+
+_zap = _ZapHandler()
+
+
+@contextmanager
+def authorized_sockets(keys: ServerKeys) -> Iterator[dict[str, Any]]:
+    """Let the clients ``keys`` authorizes in, for as long as the block lasts; yields the socket options
+    (``new_socket(kind, **options)``) that make a socket a CurveZMQ server under them.
+
+    Make and bind the sockets inside the block and close them before it ends: after it, every handshake on
+    them is refused. Raises SecurityError when another ZAP handler already runs in this process.
+    """
+    _zap.start()
+    domain = b"hcs-" + uuid.uuid4().hex.encode()
+    _zap.register(domain, keys.authorized)
+    try:
+        yield keys.socket_options(domain=domain)
+    finally:
+        _zap.unregister(domain)
+
+
+_PUBLIC_TEMPLATE = """#   ****  Generated on {date} by hcs-batch  ****
+#   ZeroMQ CURVE Public Certificate
+#   Exchange securely, or use a secure mechanism to verify the contents
+#   of this file after exchange. Store public certificates in your home
+#   directory, in the .curve subdirectory.
+
+metadata
+curve
+    public-key = "{public}"
+"""
+_SECRET_TEMPLATE = """#   ****  Generated on {date} by hcs-batch  ****
+#   ZeroMQ CURVE **Secret** Certificate
+#   DO NOT PROVIDE THIS FILE TO OTHER USERS nor change its permissions.
+
+metadata
+curve
+    public-key = "{public}"
+    secret-key = "{secret}"
+"""
+
+
+def _write_new(path: Path, text: str, mode: int) -> None:
+    # O_EXCL: never overwrite; the mode applies at creation, so a secret is never readable by others, not even
+    # for an instant.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def generate_keys(folder: str | Path) -> None:
+    """Write a server pair, a client pair, and the client's public key in ``clients/`` into ``folder``.
+
+    Secret files are created mode 0600. Raises SecurityError, before writing anything, when any of the files
+    exists already.
+    """
+    folder = Path(folder)
+    names = ["server.key", "server.key_secret", "client.key", "client.key_secret", "clients/client.key"]
+    existing = [name for name in names if (folder / name).exists()]
+    if existing:
+        raise SecurityError(f"{folder / existing[0]} exists; not overwriting keys (choose an empty folder)")
+    _require_curve()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (folder / "clients").mkdir(exist_ok=True)
+    date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    for name in ("server", "client"):
+        public, secret = (key.decode("ascii") for key in curve_keypair())
+        _write_new(folder / f"{name}.key", _PUBLIC_TEMPLATE.format(date=date, public=public), 0o644)
+        _write_new(
+            folder / f"{name}.key_secret", _SECRET_TEMPLATE.format(date=date, public=public, secret=secret), 0o600
+        )
+        if name == "client":
+            _write_new(folder / "clients" / "client.key", _PUBLIC_TEMPLATE.format(date=date, public=public), 0o644)
 
 
 def main_keys(args: argparse.Namespace) -> int:
-    """``hcs-batch keys generate DIR``: a server pair, a client pair, and the client authorized."""
-    folder = Path(args.dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("server", "client"):
-        if (folder / f"{name}.key_secret").exists():
-            print(f"hcs-batch: {folder / (name + '.key_secret')} exists; not overwriting keys", file=sys.stderr)
-            return 2
-    write_certificates(str(folder), "server")
-    write_certificates(str(folder), "client")
-    (folder / "clients").mkdir(exist_ok=True)
-    shutil.copy(folder / "client.key", folder / "clients" / "client.key")
-    for secret in folder.glob("*.key_secret"):
-        secret.chmod(0o600)
+    """``hcs-batch keys generate DIR``; returns 0, or 2 (one line on stderr) when keys exist there already."""
+    try:
+        generate_keys(args.dir)
+    except (SecurityError, OSError) as exc:
+        print(f"hcs-batch keys: {exc}", file=sys.stderr)
+        return 2
     print(
-        f"wrote CurveZMQ keys to {folder}: the server needs server.key_secret and clients/; "
+        f"wrote CurveZMQ keys to {args.dir}: the server needs server.key_secret and clients/; "
         "a client needs server.key and client.key_secret",
         file=sys.stderr,
     )

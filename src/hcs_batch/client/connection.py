@@ -18,6 +18,7 @@ from .._util import collapse_single_exception_group
 from .._zmq import AsyncSocket, new_socket
 from ..errors import (
     ConnectionClosedError,
+    InputError,
     ProtocolError,
     ServerLostError,
     ServerRestartedError,
@@ -122,7 +123,8 @@ class ServerConnection(ExecutionBackend):
     async def _request(self, message: p.Request, expect: type[R]) -> R:
         """Send one request and wait for its reply; map error replies to exceptions.
 
-        Raises: the ``HcsBatchError`` an error reply names; ``ServerLostError``/``ServerRestartedError`` when the
+        Raises: InputError for a request over ``MAX_FRAME_BYTES`` (nothing sent); the ``HcsBatchError`` an error
+        reply names; ``ServerLostError``/``ServerRestartedError`` when the
         server goes away meanwhile; ``ConnectionClosedError`` after :meth:`aclose`. On cancellation the reply,
         if it ever comes, is dropped.
         """
@@ -130,10 +132,17 @@ class ServerConnection(ExecutionBackend):
             raise self._lost
         if self._closed:
             raise ConnectionClosedError(f"the connection to {self.url} is closed")
+        frame = p.encode(message)
+        if len(frame) > p.MAX_FRAME_BYTES:
+            # The server would refuse it with an error reply it cannot address to us (no request id readable).
+            raise InputError(
+                f"the {message.__struct_config__.tag} request is {len(frame)} bytes, over the protocol's "
+                f"{p.MAX_FRAME_BYTES}-byte limit; send less at once (a smaller pipeline, fewer ids per request)"
+            )
         pending = _Pending()
         self._pending[message.rid] = pending
         try:
-            await self._control.send([p.encode(message)])
+            await self._control.send([frame])
             await pending.done.wait()
         finally:
             self._pending.pop(message.rid, None)

@@ -6,7 +6,7 @@ inside the caller's Trio run) and ``hcs-batch serve`` (:func:`hcs_batch.server.m
 
 from __future__ import annotations
 
-import ipaddress
+import contextlib
 import logging
 import math
 import uuid
@@ -21,7 +21,9 @@ import trio_parallel
 
 from .._util import collapse_single_exception_group
 from .._zmq import AsyncSocket, Frames, new_socket
-from ..errors import InputError, SecurityError
+from ..errors import InputError
+from ..protocol import MAX_FRAME_BYTES
+from ..security import ServerKeys, authorized_sockets, check_bind
 from .app import ControlApp, ServerAddress
 from .artifacts import ArtifactStore
 from .events import EVENT_SNDHWM, EventPublisher
@@ -37,15 +39,20 @@ _REPLY_FLUSH = 0.05
 """Seconds the sockets stay open after ``Shutdown`` so the reply and final state events leave (LINGER is 0)."""
 _ROUTER_HWM = 1_000_000
 """A ROUTER drops replies beyond its send high-water mark: far above any number of requests in flight."""
+_MAX_RECEIVE = 8 * MAX_FRAME_BYTES
+"""libzmq drops the connection of a peer that sends a bigger frame, before buffering it: nobody can make the
+server allocate gigabytes. Frames between MAX_FRAME_BYTES and this still get an error reply."""
 
 
-def parse_bind(bind: str) -> tuple[str, int]:
-    """Split ``tcp://HOST:PORT`` into a loopback host to bind and a port (0: any free port).
+def parse_bind(bind: str, keys: ServerKeys | None = None) -> tuple[str, int]:
+    """Split ``tcp://HOST:PORT`` into a host to bind and a port (0: any free port).
+
+    Without ``keys`` only loopback (127.x.x.x, localhost, ::1) is allowed; with CurveZMQ keys any host or
+    interface ZeroMQ accepts (``0.0.0.0``, ``*``, an address, an interface name).
 
     Raises:
         InputError: not a ``tcp://host:port`` URL.
-        SecurityError: the host is not loopback (127.0.0.1, localhost, ::1); remote serving needs CurveZMQ keys,
-            which come later.
+        SecurityError: a non-loopback host without ``keys``.
     """
     try:
         parts = urlsplit(bind)
@@ -55,16 +62,8 @@ def parse_bind(bind: str) -> tuple[str, int]:
         raise InputError(f"cannot parse bind address {bind!r}; use tcp://127.0.0.1:PORT") from None
     if parts.scheme != "tcp" or host is None or port is None:
         raise InputError(f"bind address {bind!r} must look like tcp://127.0.0.1:PORT")
-    host = _LOOPBACK_NAMES.get(host, host)
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback or host not in ("127.0.0.1", "::1"):
-        raise SecurityError(
-            f"refusing to bind {bind}: only 127.0.0.1, localhost or ::1 may be served without CurveZMQ keys"
-        )
-    return host, port
+    check_bind(bind, keys)
+    return _LOOPBACK_NAMES.get(host, host), port
 
 
 def _ignore(frames: Frames) -> None:
@@ -76,9 +75,13 @@ async def serve(
     *,
     workers: int | None = None,
     warm_workers: bool = True,
+    keys: ServerKeys | None = None,
     task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run an execution server until cancelled or asked to shut down.
+
+    With ``keys`` (:func:`hcs_batch.security.load_server_keys`) both sockets are CurveZMQ servers: only the
+    clients ``keys`` authorizes complete a handshake; any other peer gets nothing, and ``bind`` may be any host.
 
     Binds the control ROUTER at ``bind`` (port 0: a free port) and the event PUB at PORT+1 (a free port when
     ``bind`` asks for port 0), then reports ``task_status.started(ServerAddress(...))``. ``workers`` (default: CPU
@@ -86,19 +89,23 @@ async def serve(
 
     Raises:
         InputError: a malformed ``bind``, or the address cannot be bound (e.g. in use).
-        SecurityError: a non-loopback ``bind``.
+        SecurityError: a non-loopback ``bind`` without ``keys``; another ZAP handler owns this process.
 
     On cancellation or ``Shutdown``: every execution is cancelled (its workers killed), idle workers are stopped,
     and both sockets are closed before this returns.
     """
-    host, port = parse_bind(bind)
+    host, port = parse_bind(bind, keys)
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
     ipv6 = {"ipv6": 1} if ":" in host else {}
     url_host = f"[{host}]" if ipv6 else host
-    router = new_socket("ROUTER", sndhwm=_ROUTER_HWM, rcvhwm=_ROUTER_HWM, **ipv6)
-    pub = new_socket("PUB", sndhwm=EVENT_SNDHWM, **ipv6)
+    # The authentication handler is live before the sockets exist and stays so until they are closed:
+    # a CURVE socket with nobody answering authentication lets every client in.
+    zap = contextlib.ExitStack()
+    curve = zap.enter_context(authorized_sockets(keys)) if keys is not None else {}
+    router = new_socket("ROUTER", sndhwm=_ROUTER_HWM, rcvhwm=_ROUTER_HWM, maxmsgsize=_MAX_RECEIVE, **ipv6, **curve)
+    pub = new_socket("PUB", sndhwm=EVENT_SNDHWM, **ipv6, **curve)
     control = AsyncSocket(router)
     events = AsyncSocket(pub)
     try:
@@ -152,13 +159,15 @@ async def serve(
     finally:
         control.close()
         events.close()
+        zap.close()
 
 
 @asynccontextmanager
 async def open_embedded_server(
-    *, workers: int | None = None, warm_workers: bool = True
+    *, workers: int | None = None, warm_workers: bool = True, keys: ServerKeys | None = None
 ) -> AsyncIterator[ServerAddress]:
-    """Run a server on a free loopback port inside the caller's Trio run, for as long as the block lasts.
+    """Run a server on a free loopback port inside the caller's Trio run, for as long as the block lasts
+    (under CurveZMQ ``keys`` when given, see :func:`serve`).
 
     Leaving the block cancels every execution, stops the workers and closes the sockets. Worker processes use
     the ``spawn`` start method: a script that embeds a server must guard its entry point with
@@ -166,7 +175,7 @@ async def open_embedded_server(
     """
     with collapse_single_exception_group():
         async with trio.open_nursery() as nursery:
-            address: Any = await nursery.start(partial(serve, workers=workers, warm_workers=warm_workers))
+            address: Any = await nursery.start(partial(serve, workers=workers, warm_workers=warm_workers, keys=keys))
             try:
                 yield address
             finally:

@@ -11,6 +11,7 @@ import trio
 
 from .._util import collapse_single_exception_group
 from ..errors import InputError, SecurityError
+from ..security import ServerKeys, load_server_keys
 from . import ServerAddress, parse_bind, serve
 
 __all__ = ["main_serve"]
@@ -18,12 +19,12 @@ __all__ = ["main_serve"]
 log = logging.getLogger("hcs_batch.server")
 
 
-async def _serve_until_signalled(bind: str, workers: int | None) -> None:
+async def _serve_until_signalled(bind: str, workers: int | None, keys: ServerKeys | None) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 
             async def run_server(*, task_status: trio.TaskStatus[ServerAddress]) -> None:
-                await serve(bind, workers=workers, task_status=task_status)
+                await serve(bind, workers=workers, keys=keys, task_status=task_status)
                 nursery.cancel_scope.cancel()  # a Shutdown request: stop waiting for signals
 
             address: ServerAddress = await nursery.start(run_server)
@@ -35,21 +36,22 @@ async def _serve_until_signalled(bind: str, workers: int | None) -> None:
 
 
 def main_serve(args: argparse.Namespace) -> int:
-    """Run ``hcs-batch serve``; returns 0 after a clean stop, 2 for a refused or unusable address."""
+    """Run ``hcs-batch serve``; returns 0 after a clean stop, 2 for a refused or unusable address or key folder.
+
+    ``--keys DIR`` (``hcs-batch keys generate``) makes the server accept only the CurveZMQ clients listed in
+    ``DIR/clients``; it is what allows a bind beyond loopback.
+    """
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        parse_bind(args.bind)
-    except SecurityError as exc:
-        hint = "" if args.keys is None else " (CurveZMQ keys are not supported yet)"
-        print(f"hcs-batch serve: {exc}{hint}", file=sys.stderr)
-        return 2
-    except InputError as exc:
+        keys = load_server_keys(args.keys) if args.keys is not None else None
+        parse_bind(args.bind, keys)
+    except (SecurityError, InputError) as exc:
         print(f"hcs-batch serve: {exc}", file=sys.stderr)
         return 2
     try:
         with collapse_single_exception_group():
-            trio.run(_serve_until_signalled, args.bind, args.workers)
-    except InputError as exc:
+            trio.run(_serve_until_signalled, args.bind, args.workers, keys)
+    except (SecurityError, InputError) as exc:
         print(f"hcs-batch serve: {exc}", file=sys.stderr)
         return 2
     return 0
