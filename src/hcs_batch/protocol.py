@@ -84,7 +84,12 @@ class Shutdown(_Request, frozen=True, kw_only=True, tag="shutdown"):
     """Cancel everything and stop the server after replying."""
 
 
-Request = Hello | Compile | Execute | Status | Cancel | ServerInfo | Shutdown
+class Ping(_Request, frozen=True, kw_only=True, tag="ping"):
+    """Publish a heartbeat now, then reply ok: how a client learns that its event subscription is live
+    (a SUB socket misses everything published before its subscription reaches the publisher)."""
+
+
+Request = Hello | Compile | Execute | Status | Cancel | ServerInfo | Shutdown | Ping
 
 # --------------------------------------------------------------------------------------------- replies
 

@@ -65,6 +65,7 @@ class ServerConnection(ExecutionBackend):
         self._lost: TransportError | None = None
         self._closed = False
         self._seen = trio.Event()
+        self._events_port = 0
         self.hello: p.HelloReply | None = None
 
     # ------------------------------------------------------------------ ExecutionBackend
@@ -240,10 +241,28 @@ class ServerConnection(ExecutionBackend):
         self._last_seq = hello.seq
         self._last_seen = trio.current_time()
         sub = new_socket("SUB", rcvhwm=0, subscribe=b"", **self._socket_options)
+        self._events_port = hello.events_port
         sub.connect(f"tcp://{self._host}:{hello.events_port}")
         self._events = AsyncSocket(sub)
         await nursery.start(self._events.run, self._on_event)
+        await self._wait_subscribed(connect_timeout)
         nursery.start_soon(self._watch_liveness)
+
+    async def _wait_subscribed(self, limit: float) -> None:
+        """Ping until an event arrives: a SUB misses what is published before its subscription lands, so
+        without this the first execution's events could be lost to a fresh connection."""
+        wait = 0.01
+        with trio.move_on_after(limit):
+            while not self._seen.is_set():
+                await self._request(p.Ping(rid=next(self._rids)), p.OkReply)
+                with trio.move_on_after(wait):
+                    await self._seen.wait()
+                wait = min(wait * 2, 0.5)
+        if not self._seen.is_set():
+            raise ServerUnreachableError(
+                f"the server at {self.url} answers but its events (port {self._events_port}) never arrived; "
+                "check that the events port is reachable"
+            )
 
     def close(self) -> None:
         """Close both sockets; pending and later requests fail with ConnectionClosedError."""

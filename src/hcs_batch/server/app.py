@@ -161,6 +161,10 @@ class ControlApp:
                     executions=records,
                 ),
             )
+        elif isinstance(request, p.Ping):
+            queued, running, _busy = executor.statistics()
+            self._publisher.heartbeat(queued=queued, running=running)
+            self._send(identity, p.OkReply(rid=request.rid))
         elif isinstance(request, p.Cancel):
             cancelled, terminal, unknown = executor.cancel(request.execution_ids)
             self._send(
