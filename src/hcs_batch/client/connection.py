@@ -167,8 +167,8 @@ class ServerConnection(ExecutionBackend):
         if event.instance != self._instance:
             self._lose(
                 ServerRestartedError(
-                    f"the server at {self.url} restarted (instance {self._instance} is gone, now "
-                    f"{event.instance}); its executions were lost"
+                    f"server restarted: the server at {self.url} is a new instance ({event.instance}, was "
+                    f"{self._instance}); the executions it was running were lost, run their plates again"
                 )
             )
             return
