@@ -89,7 +89,9 @@ async def run_and_fault(
     restarted: Server | None = None
     result: list[BatchSummary] = []
     async with open_connection(server.url, liveness_timeout=liveness_timeout) as conn:
-        service = BatchWorkflowService(host, conn, pipeline_text=GATE_PIPELINE.format(gate_dir=gate_dir), output_dir=out)
+        service = BatchWorkflowService(
+            host, conn, pipeline_text=GATE_PIPELINE.format(gate_dir=gate_dir), output_dir=out
+        )
         async with trio.open_nursery() as nursery:
 
             async def run() -> None:
