@@ -11,6 +11,7 @@ import sys
 from typing import TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from .host import BatchHost
@@ -70,7 +71,7 @@ class TerminalHost(BatchHost):
         self._progress.start()
         self._batch_task = self._progress.add_task("batch", total=total)
         for name in self.plate_execution_states:
-            self._tasks[name] = self._progress.add_task(f"  {name} [queued]", total=100)
+            self._tasks[name] = self._progress.add_task(self._label(name, PlateState.QUEUED), total=100)
 
     def emit_orchestrator_state(self, plate: str, state: PlateState) -> None:
         if not self.live and state is not PlateState.QUEUED:
@@ -84,13 +85,16 @@ class TerminalHost(BatchHost):
             plate = tracker.plates.get(name)
             if plate is None:
                 continue
-            style = _STYLE.get(plate.state)
-            label = f"[{style}]{plate.state.value}[/]" if style else plate.state.value
-            progress.update(task, completed=tracker.plate_percent(name), description=f"  {name} [{label}]")
+            progress.update(task, completed=tracker.plate_percent(name), description=self._label(name, plate.state))
         if self._batch_task is not None:
             done, _total = tracker.counts()
             progress.update(self._batch_task, completed=done)
         progress.refresh()
+
+    def _label(self, name: str, state: PlateState) -> str:
+        width = max(map(len, self._tasks), default=len(name))
+        style = _STYLE.get(state, "default")
+        return f"  {escape(name):<{width}}  [{style}]{state.value:<9}[/]"
 
     def emit_progress_finished(self) -> None:
         if self._progress is not None:

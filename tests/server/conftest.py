@@ -11,10 +11,10 @@ import pytest
 from hcs_batch.server import ServerAddress, open_embedded_server
 from hcs_batch.synth import make_plates
 
-HERE = Path(__file__).parent
+SUPPORT = Path(__file__).parent.parent / "support"
 # Worker processes are spawned with the parent's sys.path: put the test step module (slow_steps) on it first.
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+if str(SUPPORT) not in sys.path:
+    sys.path.insert(0, str(SUPPORT))
 
 
 @pytest.fixture

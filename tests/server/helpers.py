@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,32 +25,6 @@ async def wait_terminal(conn: ServerConnection, execution_ids: Sequence[str]) ->
             if all(r.state in TERMINAL for r in records):
                 return {r.execution_id: r for r in records}
             await events.receive()
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` is a running (not zombie) process."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def children_of(pid: int) -> set[int]:
-    """Direct child pids of ``pid`` (from /proc)."""
-    found: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.add(int(entry))
-    return found
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:

@@ -6,13 +6,14 @@ import os
 from pathlib import Path
 
 import trio
-from helpers import pid_alive, wait_terminal
+from helpers import wait_terminal
 
 from hcs_batch import protocol as p
 from hcs_batch.client import open_connection
 from hcs_batch.pipeline import default_pipeline_text
 from hcs_batch.server import ServerAddress
 from hcs_batch.synth import make_plates
+from tests.support.procs import alive as pid_alive
 
 
 def _read_fifo(path: Path) -> str:

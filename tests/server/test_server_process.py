@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 import trio
-from helpers import children_of, pid_alive, wait_terminal
+from helpers import wait_terminal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,13 +24,14 @@ from hcs_batch.cli import main
 from hcs_batch.client import open_connection
 from hcs_batch.pipeline import default_pipeline_text
 from hcs_batch.synth import make_plates
+from tests.support.procs import descendants, survivors
 
-HERE = Path(__file__).parent
+SUPPORT = Path(__file__).parent.parent / "support"
 LINE = re.compile(r"^hcs-batch server listening on (tcp://127\.0\.0\.1:(\d+)) \(events on (\d+)\)$")
 
 
 def _start_server(workers: int) -> tuple[subprocess.Popen[str], str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen(
         [sys.executable, "-m", "hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0", "--workers", str(workers)],
         stdout=subprocess.PIPE,
@@ -85,7 +86,7 @@ async def test_serve_answers_a_client_and_exits_cleanly_on_sigint(tmp_path: Path
                 assert records[run].state == "completed"
                 info = await conn.server_info()
                 assert info.workers == 2
-        workers = children_of(proc.pid)
+        workers = descendants(proc.pid)
         assert workers, "the server runs its wells in child processes"
         code = await trio.to_thread.run_sync(_stop, proc)
     finally:
@@ -95,7 +96,7 @@ async def test_serve_answers_a_client_and_exits_cleanly_on_sigint(tmp_path: Path
         if proc.stdout is not None:
             proc.stdout.close()
     assert code == 0
-    assert not [pid for pid in workers if pid_alive(pid)], "no worker process may outlive the server"
+    assert survivors(workers) == {}, "no worker process may outlive the server"
     assert (tmp_path / "out" / "plate" / "wells.csv").exists()
 
 

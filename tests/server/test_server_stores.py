@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import trio
-from helpers import pid_alive
 
 from hcs_batch.client import open_connection
 from hcs_batch.errors import ArtifactNotFoundError, PlateError
@@ -19,6 +18,7 @@ from hcs_batch.server.compiler import Plan
 from hcs_batch.server.records import Execution, RecordStore
 from hcs_batch.server.results import plate_output_dir
 from hcs_batch.synth import make_plates
+from tests.support.procs import alive as pid_alive
 
 
 class FakeClock:

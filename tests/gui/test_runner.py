@@ -1,0 +1,173 @@
+"""The guest-mode runner and the tick monitor: results, cancellation, exceptions in Qt callbacks, Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import trio
+
+from guest_mode.runner import GuestRunner
+from guest_mode.tick_monitor import TickMonitor
+
+from .conftest import free_port
+
+
+def test_run_returns_the_result_and_quits_qt_only_after_trio_cleanup(qtbot):
+    order: list[str] = []
+
+    async def main() -> int:
+        try:
+            await trio.sleep(0.01)
+            return 42
+        finally:
+            order.append("trio finally")
+
+    runner = GuestRunner()
+    runner.app.aboutToQuit.connect(lambda: order.append("qt quit"))
+    assert runner.run(main) == 42
+    assert order == ["trio finally", "qt quit"]
+    assert runner.monitor.statistics().ticks > 0
+
+
+def test_cancel_from_a_qt_callback_ends_the_run_with_none(qtbot):
+    from PyQt6.QtCore import QTimer
+
+    cleaned = []
+
+    async def main() -> None:
+        QTimer.singleShot(20, runner.cancel)  # like the window's close button: a Qt callback cancels Trio
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(0.01)  # async cleanup still runs before Qt quits
+            cleaned.append(True)
+
+    runner = GuestRunner()
+    assert runner.run(main) is None
+    assert cleaned == [True]
+    assert runner.cancel_requested
+
+
+def test_an_exception_in_main_propagates_out_of_run(qtbot):
+    async def main() -> None:
+        await trio.lowlevel.checkpoint()
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        GuestRunner().run(main)
+
+
+def test_a_blocking_tick_is_logged_and_counted(qtbot, caplog):
+    async def main() -> None:
+        await trio.lowlevel.checkpoint()
+        # The thing measured: a task that hogs the Qt loop with 30 ms of work before yielding.
+        busy_until = time.perf_counter() + 0.03
+        while time.perf_counter() < busy_until:
+            pass
+        await trio.lowlevel.checkpoint()
+
+    runner = GuestRunner(monitor=TickMonitor(threshold=0.016))
+    with caplog.at_level(logging.WARNING, logger="guest_mode.ticks"):
+        runner.run(main)
+    stats = runner.monitor.statistics()
+    assert stats.longest >= 0.03
+    assert stats.slow_ticks == 1
+    assert any("blocked the Qt event loop" in r.getMessage() for r in caplog.records)
+
+
+def test_tick_monitor_rate_limits_warnings(caplog):
+    monitor = TickMonitor(threshold=0.01, warn_interval=60)
+    with caplog.at_level(logging.WARNING, logger="guest_mode.ticks"):
+        for _ in range(5):
+            monitor.record(0.02)
+        monitor.record(0.001)
+    assert len(caplog.records) == 1
+    stats = monitor.statistics()
+    assert (stats.ticks, stats.slow_ticks) == (6, 5)
+    assert stats.longest == pytest.approx(0.02)
+    assert stats.mean == pytest.approx(0.101 / 6)
+
+
+_RAISING_SLOT = textwrap.dedent(
+    """
+    import sys, trio
+    from PyQt6.QtWidgets import QPushButton
+    from guest_mode.runner import GuestRunner
+
+    async def main():
+        if sys.argv[1] == "default-hook":
+            sys.excepthook = sys.__excepthook__  # what PyQt6 does without our hook: abort
+        button = QPushButton("boom")
+        def slot():
+            raise RuntimeError("a slot that raises")
+        button.clicked.connect(slot)
+        button.click()
+        await trio.sleep(0.01)
+        print("still alive", flush=True)
+        return 0
+
+    sys.exit(GuestRunner().run(main))
+    """
+)
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+
+
+def test_a_slot_that_raises_does_not_abort_the_process():
+    proc = subprocess.run(
+        [sys.executable, "-c", _RAISING_SLOT, "our-hook"], capture_output=True, text=True, timeout=60, env=_env()
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "still alive" in proc.stdout
+    assert "a slot that raises" in proc.stderr  # logged, with its traceback
+    # The control: without the hook PyQt6 aborts, so the test above proves something.
+    control = subprocess.run(
+        [sys.executable, "-c", _RAISING_SLOT, "default-hook"], capture_output=True, text=True, timeout=60, env=_env()
+    )
+    assert control.returncode == -signal.SIGABRT
+    assert "still alive" not in control.stdout
+
+
+def test_ctrl_c_cancels_cleanly_with_exit_130():
+    # An unreachable server keeps the window up (connecting) while we interrupt it.
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "guest_mode",
+            "-v",
+            "--server",
+            f"tcp://127.0.0.1:{free_port()}",
+            "--connect-timeout=30",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    ) as proc:
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if "plate manager ready" in line:
+                    break
+            start = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=20)
+            elapsed = time.monotonic() - start
+            rest = proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert code == 130, rest
+    assert elapsed < 5
+    assert "Traceback" not in rest
