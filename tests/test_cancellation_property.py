@@ -17,7 +17,7 @@ from pathlib import Path
 
 import trio
 import trio.testing
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hcs_batch import PipelineError, PlateRef, PlateState, ServerLostError
@@ -32,7 +32,7 @@ from .support.procs import survivors
 from .support.serverproc import SUPPORT, pids_in
 from .test_service import RecordingHost
 
-# The embedded server's worker processes are spawned with this process's sys.path: they import gate_steps.
+# The embedded server's worker processes are spawned with this process's sys.path: they import slow_steps.
 if str(SUPPORT) not in sys.path:
     sys.path.insert(0, str(SUPPORT))
 
@@ -155,7 +155,7 @@ def test_every_plate_ends_once_whatever_fails_and_whenever_it_stops(s: Scenario)
 BY_SIZE = """
 name = "by_size"
 [[steps]]
-func = "gate_steps:by_size"
+func = "slow_steps:by_size"
 gate_dir = "{gate_dir}"
 hold_size = 24
 fail_size = 32
@@ -225,7 +225,7 @@ async def _real(kinds: list[str], moment: tuple[str, int]) -> None:
                 assert survivors(held, grace=5.0) == {}, "the worker of a stopped plate is killed"
         summary = result[0]
         assert_converged(host, summary, names)
-        assert (info.queued, info.running) == (0, 0)
+        assert (info.queued, info.running) == (0, 0), (summary, info.executions)
         assert all(r.state in ("completed", "failed", "cancelled") for r in info.executions)
         for outcome in summary.plates:
             kind = outcome.plate.name.split("_")[0]
@@ -247,6 +247,7 @@ _kinds = st.lists(st.sampled_from(["fast", "hold", "hold", "fail", "broken"]), m
         st.tuples(st.just("held"), st.integers(1, 2)),
     ),
 )
+@example(["fast", "fast", "fast", "fast", "hold"], ("transition", 16))  # stopped while execute requests were in flight
 def test_stop_at_any_moment_leaves_nothing_running_on_a_real_server(kinds: list[str], moment: tuple[str, int]) -> None:
     if moment[0] == "held":
         moment = ("held", min(moment[1], kinds.count("hold")))

@@ -33,7 +33,7 @@ from .test_service import RecordingHost
 GATE_PIPELINE = """
 name = "gated"
 [[steps]]
-func = "gate_steps:gate"
+func = "slow_steps:gate"
 gate_dir = "{gate_dir}"
 """
 SLACK = 2.0

@@ -25,7 +25,7 @@ from .support.serverproc import Server, env, kill_pids, pids_in, reap, start_ser
 GATE_PIPELINE = """
 name = "gated"
 [[steps]]
-func = "gate_steps:gate"
+func = "slow_steps:gate"
 gate_dir = "{gate_dir}"
 """
 

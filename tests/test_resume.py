@@ -25,7 +25,7 @@ from .support.serverproc import env, kill_pids, pids_in, reap, running_server, s
 PIPELINE = """
 name = "gated"
 [[steps]]
-func = "gate_steps:gate"
+func = "slow_steps:gate"
 gate_dir = "{gate_dir}"
 allow = {allow}
 [[steps]]
