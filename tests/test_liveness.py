@@ -22,11 +22,13 @@ import trio
 from hcs_batch import PlateRef, PlateState
 from hcs_batch import protocol as p
 from hcs_batch.client import ServerConnection, open_connection
+from hcs_batch.client.backend import ConnectionLost, EventGap
 from hcs_batch.client.connection import DEFAULT_LIVENESS_TIMEOUT
 from hcs_batch.server import open_embedded_server
 from hcs_batch.service import BatchSummary, BatchWorkflowService
 from hcs_batch.synth import make_plates
 
+from .support.procs import alive, descendants, survivors
 from .support.serverproc import Server, env, free_port_pair, kill_pids, pids_in, reap, start_server
 from .test_service import RecordingHost
 
@@ -132,6 +134,55 @@ async def test_killed_server_fails_every_live_plate_as_lost_within_the_bound(
     assert elapsed <= DEFAULT_LIVENESS_TIMEOUT + SLACK
 
 
+async def test_a_killed_server_leaves_only_the_workers_busy_in_a_well(
+    plate_refs: list[PlateRef], gate_dir: Path, tmp_path: Path
+) -> None:
+    # Workers of a SIGKILLed server are orphans: an idle one sees its job pipe close and exits; one busy in a well
+    # finishes that well (writing its result file atomically) and then exits. Here the busy ones are held at the
+    # gate; once released they must go too.
+    pipeline = GATE_PIPELINE.format(gate_dir=gate_dir)
+    server = await trio.to_thread.run_sync(functools.partial(start_server, workers=3))
+    try:
+        await _kill_with_busy_workers(server, plate_refs[:2], gate_dir, pipeline, tmp_path / "out")
+    finally:
+        await trio.to_thread.run_sync(reap, server)
+        kill_pids(pids_in(gate_dir))
+    written = sorted((tmp_path / "out").glob("*/wells/A01.json"))
+    assert len(written) == 2, "a well released after the kill still writes its result"
+
+
+def _is_resource_tracker(pid: int) -> bool:
+    try:
+        return b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+async def _kill_with_busy_workers(
+    server: Server, plate_refs: list[PlateRef], gate_dir: Path, pipeline: str, out: Path
+) -> None:
+    with trio.fail_after(60):
+        async with open_connection(server.url) as conn:
+            for ref in plate_refs:
+                compiled = await conn.compile(plate_path=str(ref.path), plate_name=ref.name, pipeline=pipeline)
+                await conn.execute(compiled.artifact_id, output_dir=str(out))
+            held = await wait_for_pids(gate_dir, 2)
+            # The third worker is warmed up at start: wait until the pool has all three processes.
+            while len(workers := descendants(server.pid)) < 4:  # noqa: ASYNC110
+                await trio.sleep(0.02)
+            assert held <= workers
+            os.kill(server.pid, signal.SIGKILL)
+            await trio.to_thread.run_sync(server.proc.wait)
+        # multiprocessing's resource tracker lives as long as any worker holds its pipe: it goes with the last.
+        tracker = {pid for pid in workers if _is_resource_tracker(pid)}
+        idle = workers - held - tracker
+        assert idle, "the pool had idle workers when the server was killed"
+        assert await trio.to_thread.run_sync(functools.partial(survivors, idle, grace=10.0)) == {}
+        assert all(alive(pid) for pid in held)
+        (gate_dir / "release").touch()
+        assert await trio.to_thread.run_sync(functools.partial(survivors, held | tracker, grace=10.0)) == {}
+
+
 async def test_frozen_server_fails_every_live_plate_as_lost_within_the_bound(
     server: Server, plate_refs: list[PlateRef], gate_dir: Path, tmp_path: Path
 ) -> None:
@@ -218,3 +269,30 @@ async def test_a_missed_event_on_a_real_socket_triggers_a_poll_not_a_hang(
     assert summary.counts == {"completed": 3}
     assert len(dropped) == 3
     assert elapsed < 10, "the gap (seen at the next heartbeat, within 1 s) must trigger a poll"
+
+
+async def test_a_burst_of_progress_events_never_loses_a_terminal_state(tmp_path: Path) -> None:
+    # The anchors' publisher overflowed on bursts and lost the terminal record. Inline noop plates publish one
+    # progress event per (well, step) in one synchronous burst: 4 plates x 384 wells x 25 steps = 38,400 events
+    # within milliseconds, then the terminal state. Every one must arrive, with no gap.
+    steps = 25
+    pipeline = 'name = "burst"\n' + '[[steps]]\nfunc = "hcs_batch.steps:noop"\n' * steps
+    folders = make_plates(tmp_path / "plates", plates=4, wells=384, sites=1, channels=1, size=16, seed=1)
+    with trio.fail_after(60):
+        async with open_embedded_server(workers=1, warm_workers=False) as address:
+            async with open_connection(address.control_url) as conn, conn.open_event_stream() as events:
+                ids = set()
+                for folder in folders:
+                    compiled = await conn.compile(plate_path=str(folder), plate_name=folder.name, pipeline=pipeline)
+                    ids.add(await conn.execute(compiled.artifact_id, output_dir=str(tmp_path / "out")))
+                progress = 0
+                finished: set[str] = set()
+                async for item in events:
+                    assert not isinstance(item, EventGap | ConnectionLost), item
+                    if isinstance(item, p.ProgressEvent):
+                        progress += 1
+                    elif isinstance(item, p.StateEvent) and item.state == "completed":
+                        finished.add(item.execution_id)
+                        if finished == ids:
+                            break
+    assert progress == 4 * 384 * steps
