@@ -163,3 +163,43 @@ async def test_attach_to_a_server_that_dies_exits_1_saying_server_lost(
     assert attach.returncode == 1
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and "server lost" in lines[0] and "Traceback" not in lines[0], err
+
+
+async def test_status_and_records_stay_answerable_with_thousands_of_executions(tmp_path: Path) -> None:
+    # A long-lived server keeps up to 100,000 finished records. One reply must not outgrow the frame limit
+    # (1 MiB): a dropped oversize reply left `hcs-batch status` and status polls waiting forever.
+    from hcs_batch.client import open_connection
+    from hcs_batch.server import open_embedded_server
+
+    n = 3000
+    folder = make_plates(tmp_path / "plates", plates=1, wells=1, sites=1, channels=1, size=16, seed=1)[0]
+    noop = 'name = "noop"\n[[steps]]\nfunc = "hcs_batch.steps:noop"\n'
+    with trio.fail_after(60):
+        async with open_embedded_server(workers=1, warm_workers=False) as address:
+            async with open_connection(address.control_url) as conn:
+                compiled = await conn.compile(
+                    plate_path=str(folder), plate_name="plate with a long descriptive name " * 3, pipeline=noop
+                )
+                ids = [await conn.execute(compiled.artifact_id, output_dir=str(tmp_path / "out")) for _ in range(n)]
+                records, unknown = await conn.status(ids)
+                assert len(records) == n and not unknown
+                info = await conn.server_info(records=True)
+                assert info.executions and len(info.executions) + info.executions_omitted == n
+                assert info.executions[-1].execution_id == ids[-1], "the newest records are the ones kept"
+
+
+def test_the_largest_possible_status_reply_fits_in_a_frame() -> None:
+    # STATUS_CHUNK records of the largest size a server can make (every field at its limit, 4-byte characters,
+    # a huge error) must decode on the client, or a poll would be dropped and never answered.
+    from hcs_batch import protocol as p
+    from hcs_batch.client.connection import STATUS_CHUNK
+    from hcs_batch.server.records import Execution
+
+    wide = "\U0001f600"
+    execution = Execution(
+        artifact_id="a" * 128, plate_name=wide * 128, wells_total=2**62, output=wide * 4096, client_tag=""
+    )
+    execution.error = wide * 1_000_000
+    execution.wells_done = execution.wells_skipped = 2**62
+    reply = p.StatusReply(rid=2**63, executions=[execution.record()] * STATUS_CHUNK, unknown=[])
+    assert p.decode_reply(p.encode(reply)) == reply

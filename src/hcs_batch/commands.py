@@ -156,6 +156,8 @@ async def _status(args: argparse.Namespace) -> int:
             f"{record.wells_done}/{record.wells_total} wells"
         )
         print(line + (f"  {record.error}" if record.error else ""))
+    if info.executions_omitted:
+        print(f"  ({info.executions_omitted} older finished executions not shown)")
     return EXIT_OK
 
 

@@ -32,6 +32,11 @@ __all__ = ["DEFAULT_LIVENESS_TIMEOUT", "ServerConnection", "open_connection"]
 DEFAULT_LIVENESS_TIMEOUT = 5.0
 """Seconds without a heartbeat or reply after which the server counts as lost."""
 
+STATUS_CHUNK = 32
+"""Ids per ``Status`` request. A record is at most about 22 kB (ids, plate name, a 4 kB output path, an error
+capped at 8,192 characters of UTF-8), so 32 of them always fit in one reply frame (1 MiB); typical records are
+~400 bytes."""
+
 R = TypeVar("R", bound=p.Reply)
 
 
@@ -88,9 +93,17 @@ class ServerConnection(ExecutionBackend):
         return (await self._request(msg, p.ExecuteReply)).execution_id
 
     async def status(self, execution_ids: Sequence[str]) -> tuple[list[p.ExecutionRecord], list[str]]:
-        msg = p.Status(rid=next(self._rids), execution_ids=list(execution_ids))
-        reply = await self._request(msg, p.StatusReply)
-        return reply.executions, reply.unknown
+        """Records of many executions, asked :data:`STATUS_CHUNK` ids per request (one after the other), so that
+        no reply can outgrow the frame limit however many ids are asked for."""
+        ids = list(execution_ids)
+        executions: list[p.ExecutionRecord] = []
+        unknown: list[str] = []
+        for start in range(0, max(len(ids), 1), STATUS_CHUNK):
+            msg = p.Status(rid=next(self._rids), execution_ids=ids[start : start + STATUS_CHUNK])
+            reply = await self._request(msg, p.StatusReply)
+            executions.extend(reply.executions)
+            unknown.extend(reply.unknown)
+        return executions, unknown
 
     async def cancel(self, execution_ids: Sequence[str]) -> p.CancelReply:
         return await self._request(p.Cancel(rid=next(self._rids), execution_ids=list(execution_ids)), p.CancelReply)
