@@ -49,7 +49,7 @@ class Scenario:
     execute_delay: float
     workers: int | None
     fail_fast: bool
-    how: str  # "none", "stop", "stop_twice", "caller_cancel", "lose"
+    how: str  # "none", "stop", "stop_twice", "caller_cancel", "lose", "freeze_then_stop"
     at: float
 
 
@@ -66,7 +66,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         execute_delay=draw(st.sampled_from([0.0, 1.0, 10.0])),
         workers=draw(st.sampled_from([None, 1, 3])),
         fail_fast=draw(st.booleans()),
-        how=draw(st.sampled_from(["none", "stop", "stop_twice", "caller_cancel", "lose"])),
+        how=draw(st.sampled_from(["none", "stop", "stop_twice", "caller_cancel", "lose", "freeze_then_stop"])),
         at=draw(st.floats(0.0, 30.0) | st.sampled_from([0.0, 0.5, 2.0, 2.5])),
     )
 
@@ -96,6 +96,7 @@ async def _in_memory(s: Scenario) -> None:
         service = BatchWorkflowService(host, backend, pipeline_text=PIPELINE, output_dir="/out", fail_fast=s.fail_fast)
         result: list[BatchSummary] = []
         caller = trio.CancelScope()
+        stopped_at: list[float] = []
 
         async def run() -> None:
             with caller:
@@ -114,11 +115,16 @@ async def _in_memory(s: Scenario) -> None:
                     caller.cancel()
                 elif s.how == "lose":
                     backend.lose(ServerLostError("server lost: no heartbeat for 5 s"))
+                elif s.how == "freeze_then_stop":
+                    backend.freeze()  # a hung server: requests in flight never answer
+                    service.stop()
+                stopped_at.append(trio.current_time())
 
             if s.how != "none":
                 nursery.start_soon(fault)
             while service.active or not (result or caller.cancelled_caught):  # noqa: ASYNC110
                 await trio.sleep(0.5)  # virtual time: the batch's end, not a delay, ends this loop
+            ended_at = trio.current_time()
             nursery.cancel_scope.cancel()
 
         assert len(host.all_done) == 1
@@ -129,7 +135,11 @@ async def _in_memory(s: Scenario) -> None:
         failing = {names[i] for i in s.compile_failing | s.execute_failing | s.rejected}
         for name in failing:
             assert states[name].state is not PlateState.COMPLETED
-        if s.how == "lose":
+        if s.how == "freeze_then_stop" and stopped_at:
+            # Bounded even against a hung server: a submit in flight waits at most request_timeout (10 s), the
+            # targeted cancel at most cancel_timeout (5 s); the 0.5 s is this loop's own granularity.
+            assert ended_at - stopped_at[0] <= 10 + 5 + 0.5
+        elif s.how == "lose":
             # A lost server is never reported as a cancel, unless fail-fast stopped the batch after a failure.
             if not s.fail_fast:
                 assert all(o.state is not PlateState.CANCELLED for o in summary.plates), summary.plates
