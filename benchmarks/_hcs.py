@@ -1,0 +1,84 @@
+"""The few hcs_batch calls the benchmark cases make, in one place: a silent host, plates, a service on a backend.
+
+Keeping them here means an API change on main is fixed once, not in every case.
+"""
+
+from __future__ import annotations
+
+import collections
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from hcs_batch.host import BatchHost
+from hcs_batch.model import PlateRef, PlateState
+
+
+class SilentHost(BatchHost):
+    """A host that shows nothing and counts outcomes; ``all_done`` is set when the batch reports every plate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outcomes: collections.Counter[str] = collections.Counter()
+        self.all_done = trio.Event()
+        self.running = 0
+        self.running_target = 1
+        self.running_reached = trio.Event()
+        """Set once ``running_target`` plates have entered ``running``."""
+
+    def emit_orchestrator_state(self, plate: str, state: PlateState) -> None:
+        if state == PlateState.RUNNING:
+            self.running += 1
+            if self.running >= self.running_target:
+                self.running_reached.set()
+
+    def on_plate_completed(self, plate: str, state: PlateState, error: str) -> None:
+        self.outcomes[str(state)] += 1
+
+    def on_all_plates_completed(self, summary: Any) -> None:
+        self.all_done.set()
+
+
+def make_plate_refs(
+    root: Path, *, plates: int, wells: int = 1, sites: int = 1, channels: int = 1, size: int = 16, seed: int = 0
+) -> list[PlateRef]:
+    """Synthetic plates on disk (``hcs_batch.synth.make_plates``) as ``PlateRef``s."""
+    from hcs_batch.synth import make_plates
+
+    paths = make_plates(root, plates=plates, wells=wells, sites=sites, channels=channels, size=size, seed=seed)
+    return [PlateRef.from_path(p) for p in paths]
+
+
+def noop_pipeline() -> str:
+    from hcs_batch.pipeline import noop_pipeline_text
+
+    return noop_pipeline_text()
+
+
+def default_pipeline() -> str:
+    from hcs_batch.pipeline import default_pipeline_text
+
+    return default_pipeline_text()
+
+
+@asynccontextmanager
+async def open_backend(server_url: str | None = None, *, workers: int | None = None) -> AsyncIterator[Any]:
+    """An embedded local server and a connection to it (``server_url=None``), or a connection to ``server_url``."""
+    from hcs_batch.embedded import open_backend as _open_backend
+
+    async with _open_backend(server_url, workers=workers) as backend:
+        yield backend
+
+
+def make_service(host: BatchHost, backend: Any, *, pipeline_text: str, output_dir: Path) -> Any:
+    from hcs_batch.service import BatchWorkflowService
+
+    return BatchWorkflowService(host, backend, pipeline_text=pipeline_text, output_dir=str(output_dir))
+
+
+def temp_dir(prefix: str) -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix=f"hcs-bench-{prefix}-")
