@@ -18,9 +18,9 @@ from typing import Any
 import msgspec
 import trio
 
-from .cli import EXIT_CANCELLED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from .cli import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from .embedded import open_backend
-from .errors import InputError, PlateError, SecurityError, ServerUnreachableError
+from .errors import InputError, PlateError, SecurityError, ServerUnreachableError, TransportError
 from .model import PlateRef
 from .pipeline import default_pipeline_text, load_pipeline_file
 from .protocol import StateEvent
@@ -48,6 +48,9 @@ def run_command(args: argparse.Namespace) -> int:
     except ServerUnreachableError as exc:
         _error(str(exc))
         return EXIT_UNREACHABLE
+    except TransportError as exc:  # lost or restarted while status/attach was talking to it: one line, exit 1
+        _error(str(exc))
+        return EXIT_FAILED
     except (InputError, SecurityError) as exc:
         _error(str(exc))
         return EXIT_USAGE
@@ -153,16 +156,23 @@ async def _status(args: argparse.Namespace) -> int:
             f"{record.wells_done}/{record.wells_total} wells"
         )
         print(line + (f"  {record.error}" if record.error else ""))
+    if info.executions_omitted:
+        print(f"  ({info.executions_omitted} older finished executions not shown)")
     return EXIT_OK
 
 
 async def _attach(args: argparse.Namespace) -> int:
-    """Follow the executions still live on a server until each is terminal, then print their outcomes."""
+    """Follow the executions still live on a server until each is terminal, then print their outcomes.
+
+    Executions whose client died keep running on the server: this is how a restarted client finds them.
+    Returns 0 when every followed execution completed, 1 when one failed or was cancelled; a server lost or
+    restarted meanwhile raises its ``TransportError`` (one line on stderr, exit 1).
+    """
     async with open_backend(args.server, keys=args.keys) as backend:
         info = await backend.server_info(records=True)
         live = [r.execution_id for r in info.executions if r.state in ("queued", "running")]
-        if not args.json:
-            print(f"following {len(live)} live executions on {args.server}", file=sys.stderr)
+        # On stderr even with --json (stdout stays one JSON object): tells a watcher that attach is following.
+        print(f"following {len(live)} live executions on {args.server}", file=sys.stderr, flush=True)
         final: dict[str, Any] = {}
         async with backend.open_event_stream() as events:
             pending = set(live)

@@ -159,6 +159,8 @@ class ServerInfoReply(_Reply, frozen=True, kw_only=True, tag="server_info_reply"
     running: int
     busy_workers: int = 0
     executions: list[ExecutionRecord] = []
+    executions_omitted: int = 0
+    """Records left out of ``executions`` to keep the reply under the frame limit (the oldest finished ones)."""
 
 
 class OkReply(_Reply, frozen=True, kw_only=True, tag="ok"):

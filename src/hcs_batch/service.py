@@ -444,16 +444,12 @@ class BatchWorkflowService:
         async def submit(job: tuple[_Slot, CompiledPlate]) -> str:
             slot, plate = job
             try:
-                execution_id = await self.backend.execute(
-                    plate.artifact_id, output_dir=str(self.output_dir), force=self.force
-                )
+                execution_id = await self._submit_execution(plate.artifact_id)
             except ArtifactNotFoundError:
                 # The server forgot the artifact (restart, expiry): compile once more, then submit that.
                 plate = await self._compile_one(batch, slot, reuse=False)
                 slot.artifact_id = plate.artifact_id
-                execution_id = await self.backend.execute(
-                    plate.artifact_id, output_dir=str(self.output_dir), force=self.force
-                )
+                execution_id = await self._submit_execution(plate.artifact_id)
             slot.execution_id = execution_id
             slot.output = str(self.output_dir / slot.plate.name)
             batch.by_execution[execution_id] = slot
@@ -478,6 +474,18 @@ class BatchWorkflowService:
             on_error=lambda job, exc: self._fail(batch, job[0], exc),
         )
         await engine.run(compiled)
+
+    async def _submit_execution(self, artifact_id: str) -> str:
+        """Submit one execution and return its id, shielded from a stop: the server starts the execution whether
+        or not anyone waits for its reply, so an abandoned reply would leave it running with an id nobody knows and
+        the settle step could not cancel it. The wait is bounded by ``request_timeout`` (and the connection's own
+        liveness watchdog); the stop takes effect at the next checkpoint after the id is recorded.
+
+        Raises what ``backend.execute`` raises, or ``ServerLostError`` when no reply came in time.
+        """
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self._request_timeout):
+            return await self.backend.execute(artifact_id, output_dir=str(self.output_dir), force=self.force)
+        raise ServerLostError(f"server lost: no reply to an execute request within {self._request_timeout:g} s")
 
     async def _fetch_statuses(self, execution_ids: Sequence[str]) -> dict[str, _Status]:
         records, _unknown = await self.backend.status(execution_ids)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,3 +38,39 @@ def explode(image: Any, *, message: str = "boom") -> None:
 
 def typed(image: Any, *, count: int = 1, scale: float = 1.0, label: str = "", flag: bool = False) -> None:
     """Takes parameters of simple types, for the compile-time type checks."""
+
+
+def _wait_for(path: Path) -> None:
+    # Unbounded on purpose: the test always creates the file or kills the worker.
+    while not path.exists():
+        time.sleep(0.02)
+
+
+def gate(image: np.ndarray, *, gate_dir: str, allow: int = 0) -> np.ndarray:
+    """The first ``allow`` calls (over all workers) pass at once; later ones record their pid and wait until
+    ``gate_dir/release`` exists (and pass then). Tokens are claimed with O_EXCL, so exactly ``allow`` pass."""
+    folder = Path(gate_dir)
+    release = folder / "release"
+    if release.exists():
+        return image
+    for i in range(allow):
+        try:
+            os.close(os.open(folder / f"token_{i}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return image
+        except FileExistsError:
+            continue
+    (folder / f"{os.getpid()}.pid").write_text(str(os.getpid()))
+    _wait_for(release)
+    return image
+
+
+def by_size(image: np.ndarray, *, gate_dir: str, hold_size: int = 0, fail_size: int = 0) -> np.ndarray:
+    """Plates of one pipeline that behave differently by image size: ``hold_size`` images record the worker's
+    pid and block until the process is killed; ``fail_size`` images fail the well; others pass at once."""
+    side = int(image.shape[0])
+    if side == fail_size:
+        raise RuntimeError(f"planned failure for {side}px images")
+    if side == hold_size:
+        Path(gate_dir, f"{os.getpid()}.pid").write_text(str(os.getpid()))
+        threading.Event().wait()  # until the worker is killed
+    return image

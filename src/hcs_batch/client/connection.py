@@ -33,6 +33,11 @@ __all__ = ["DEFAULT_LIVENESS_TIMEOUT", "ServerConnection", "open_connection"]
 DEFAULT_LIVENESS_TIMEOUT = 5.0
 """Seconds without a heartbeat or reply after which the server counts as lost."""
 
+STATUS_CHUNK = 32
+"""Ids per ``Status`` request. A record is at most about 22 kB (ids, plate name, a 4 kB output path, an error
+capped at 8,192 characters of UTF-8), so 32 of them always fit in one reply frame (1 MiB); typical records are
+~400 bytes."""
+
 R = TypeVar("R", bound=p.Reply)
 
 
@@ -90,9 +95,17 @@ class ServerConnection(ExecutionBackend):
         return (await self._request(msg, p.ExecuteReply)).execution_id
 
     async def status(self, execution_ids: Sequence[str]) -> tuple[list[p.ExecutionRecord], list[str]]:
-        msg = p.Status(rid=next(self._rids), execution_ids=list(execution_ids))
-        reply = await self._request(msg, p.StatusReply)
-        return reply.executions, reply.unknown
+        """Records of many executions, asked :data:`STATUS_CHUNK` ids per request (one after the other), so that
+        no reply can outgrow the frame limit however many ids are asked for."""
+        ids = list(execution_ids)
+        executions: list[p.ExecutionRecord] = []
+        unknown: list[str] = []
+        for start in range(0, max(len(ids), 1), STATUS_CHUNK):
+            msg = p.Status(rid=next(self._rids), execution_ids=ids[start : start + STATUS_CHUNK])
+            reply = await self._request(msg, p.StatusReply)
+            executions.extend(reply.executions)
+            unknown.extend(reply.unknown)
+        return executions, unknown
 
     async def cancel(self, execution_ids: Sequence[str]) -> p.CancelReply:
         return await self._request(p.Cancel(rid=next(self._rids), execution_ids=list(execution_ids)), p.CancelReply)
@@ -177,8 +190,8 @@ class ServerConnection(ExecutionBackend):
         if event.instance != self._instance:
             self._lose(
                 ServerRestartedError(
-                    f"the server at {self.url} restarted (instance {self._instance} is gone, now "
-                    f"{event.instance}); its executions were lost"
+                    f"server restarted: the server at {self.url} is a new instance ({event.instance}, was "
+                    f"{self._instance}); the executions it was running were lost, run their plates again"
                 )
             )
             return

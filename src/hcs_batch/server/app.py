@@ -35,6 +35,8 @@ log = logging.getLogger("hcs_batch.server")
 
 CAPABILITIES = ["compile", "execute", "status", "cancel", "server_info", "shutdown", "inline_noop", "skip_done_wells"]
 _MAX_MESSAGE = 60 * 1024
+_RECORDS_BUDGET = p.MAX_FRAME_BYTES * 3 // 4
+"""Bytes of execution records in one ``ServerInfoReply``: the rest of the frame limit is room for the envelope."""
 _PIPELINE_CACHE = 256
 _LOG_EVERY = 1000
 """After the first few, only every this-many bad frames is logged, so a flood cannot fill the log."""
@@ -146,7 +148,7 @@ class ControlApp:
             )
         elif isinstance(request, p.ServerInfo):
             queued, running, busy = executor.statistics()
-            records = [e.record() for e in executor.records.all()] if request.records else []
+            records, omitted = self._records_within_budget() if request.records else ([], 0)
             self._send(
                 identity,
                 p.ServerInfoReply(
@@ -159,6 +161,7 @@ class ControlApp:
                     running=running,
                     busy_workers=busy,
                     executions=records,
+                    executions_omitted=omitted,
                 ),
             )
         elif isinstance(request, p.Ping):
@@ -185,6 +188,22 @@ class ControlApp:
             self._send(identity, p.OkReply(rid=request.rid))
             self.stopping = True
             self._shutdown.set()
+
+    def _records_within_budget(self) -> tuple[list[p.ExecutionRecord], int]:
+        """Execution records for ``ServerInfo``: live ones first, then finished ones newest first, as many as fit in
+        :data:`_RECORDS_BUDGET` bytes; returned oldest first, with how many were left out. A reply over the frame
+        limit would be dropped by the client, leaving it waiting."""
+        everything = self._executor.records.all()  # finished (oldest first), then live
+        kept: list[p.ExecutionRecord] = []
+        size = 0
+        for execution in reversed(everything):
+            record = execution.record()
+            size += len(p.encode(record))
+            if size > _RECORDS_BUDGET:
+                break
+            kept.append(record)
+        kept.reverse()
+        return kept, len(everything) - len(kept)
 
     async def _compile(self, identity: bytes, request: p.Compile) -> None:
         try:

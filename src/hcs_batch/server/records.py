@@ -16,7 +16,16 @@ import trio
 from .. import protocol as p
 from ..model import ExecutionState
 
-__all__ = ["Execution", "RecordStore"]
+__all__ = ["MAX_RECORD_ERROR", "Execution", "RecordStore"]
+
+MAX_RECORD_ERROR = 8192
+"""UTF-8 bytes of an execution's error kept in its record: bounds a record's size (see ``STATUS_CHUNK``)."""
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_RECORD_ERROR // 4:
+        return text  # cannot be over the limit: the common case costs no encoding
+    return text.encode()[:MAX_RECORD_ERROR].decode(errors="ignore")
 
 
 class Execution:
@@ -61,7 +70,7 @@ class Execution:
             artifact_id=self.artifact_id,
             plate_name=self.plate_name,
             state=self.state.value,
-            error=self.error,
+            error=_clip(self.error),
             wells_done=self.wells_done,
             wells_total=self.wells_total,
             wells_skipped=self.wells_skipped,

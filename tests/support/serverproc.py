@@ -1,0 +1,129 @@
+"""``hcs-batch serve`` as a subprocess for the fault tests: start (on a chosen or free port), kill, freeze, reap.
+
+The server prints exactly one line once it listens; :func:`start_server` reads it, so a returned server answers.
+Worker processes of a killed server are not reaped by anyone: tests that kill a server collect the pids of the
+workers blocked in a step (from the files the step writes) and end them with :func:`kill_pids`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SUPPORT = Path(__file__).parent
+LINE = re.compile(r"^hcs-batch server listening on (tcp://127\.0\.0\.1:(\d+)) \(events on (\d+)\)$")
+
+
+def env() -> dict[str, str]:
+    """The environment for hcs-batch subprocesses: tests/support importable (by workers too), no COLUMNS."""
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), environment.get("PYTHONPATH", "")])
+    environment.pop("COLUMNS", None)
+    return environment
+
+
+def free_port_pair() -> int:
+    """A loopback port P with P+1 free too (the server binds events on P+1 for an explicit port)."""
+    for _ in range(100):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = int(a.getsockname()[1])
+            if port >= 65535:
+                continue
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no two consecutive free loopback ports")
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[str]
+    url: str
+    events_port: int
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+def start_server(*, workers: int = 2, port: int = 0) -> Server:
+    """Start ``hcs-batch serve`` on ``port`` (0: free ports) and return once it listens. Blocking: call it in a
+    thread from Trio code."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hcs_batch", "serve", "--bind", f"tcp://127.0.0.1:{port}", "--workers", str(workers)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env(),
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    match = LINE.match(line)
+    if match is None:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        raise AssertionError(f"unexpected first line from hcs-batch serve: {line!r}")
+    return Server(proc=proc, url=match.group(1), events_port=int(match.group(3)))
+
+
+def reap(server: Server) -> None:
+    """Make sure the server process is gone (SIGCONT, SIGKILL if still there) and close its pipe."""
+    if server.proc.poll() is None:
+        os.kill(server.pid, signal.SIGCONT)
+        server.proc.kill()
+    server.proc.wait(timeout=30)
+    if server.proc.stdout is not None:
+        server.proc.stdout.close()
+
+
+def stop(server: Server) -> int:
+    """SIGINT (a clean stop), then the exit code."""
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGINT)
+    try:
+        return server.proc.wait(timeout=30)
+    finally:
+        reap(server)
+
+
+@contextmanager
+def running_server(*, workers: int = 2, port: int = 0) -> Iterator[Server]:
+    """A server for the block; stopped cleanly if it is still running at the end, killed if that fails."""
+    server = start_server(workers=workers, port=port)
+    try:
+        yield server
+    finally:
+        if server.proc.poll() is None:
+            try:
+                stop(server)
+            except subprocess.TimeoutExpired:
+                reap(server)
+        else:
+            reap(server)
+
+
+def pids_in(folder: Path) -> set[int]:
+    """The pids recorded by blocked steps (``<pid>.pid`` files) in ``folder``."""
+    return {int(p.stem) for p in folder.glob("*.pid")}
+
+
+def kill_pids(pids: Iterable[int]) -> None:
+    """SIGKILL processes this test started (directly or through a server it started), ignoring gone ones."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
