@@ -16,6 +16,13 @@ Rules kept here:
 - Row updates are coalesced: host callbacks only mark the rows dirty, a single-shot timer repaints them at most
   every :data:`REFRESH_INTERVAL_MS`.
 - Button states follow the service's ``batch_state`` (re-read on every change), never a guess.
+
+Executions started elsewhere (issue 6, reattach): on every connect, before the window counts as connected, it
+lists the server's execution records and follows the live ones (``queued``/``running``) in a separate section
+under the plate list, "Started elsewhere (attached)": plate name, state, progress, execution id, followed live to
+their terminal state by one :class:`guest_mode.attached.AttachedExecutions` (events first, batched polls as the
+fallback). Stop cancels them (a targeted cancel of exactly those ids) as well as this window's own batch; closing
+the window or connecting elsewhere leaves them running, as the window found them.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from guest_mode.attached import AttachedExecutions, AttachedRow
 from hcs_batch.embedded import open_backend as _open_backend
 from hcs_batch.errors import (
     BatchAlreadyRunningError,
@@ -229,6 +237,9 @@ class PlateManagerWindow(QMainWindow):
         self._reconnect = trio.Event()
         self._connection_changed = trio.Event()
         self._status_changed = trio.Event()
+        self._attached: AttachedExecutions | None = None
+        self._attached_items: dict[str, tuple[QTableWidgetItem, QProgressBar]] = {}
+        self._attached_cancelling = False
         self.last_summary: Any = None
         """The ``BatchSummary`` of the latest finished batch."""
         self._build()
@@ -278,11 +289,34 @@ class PlateManagerWindow(QMainWindow):
         self.log_pane.setReadOnly(True)
         self.log_pane.setMaximumBlockCount(5000)
         self.log_pane.setPlaceholderText("errors and tracebacks of failed plates appear here")
+        # Executions started elsewhere get their own table: they are not plates of this window (Run and Compile
+        # never act on them) and the plate table's row order must stay the plate order.
+        self.attached_box = QWidget()
+        attached_layout = QVBoxLayout(self.attached_box)
+        attached_layout.setContentsMargins(0, 0, 0, 0)
+        self.attached_label = QLabel("Started elsewhere (attached): Stop cancels them")
+        self.attached_table = QTableWidget(0, 4)
+        self.attached_table.setHorizontalHeaderLabels(["Plate", "State", "Progress", "Execution"])
+        self.attached_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.attached_table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.attached_table.verticalHeader().setVisible(False)  # type: ignore[union-attr]
+        attached_header = self.attached_table.horizontalHeader()
+        assert attached_header is not None
+        attached_header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column, width in ((1, 110), (2, 200), (3, 150)):
+            attached_header.setSectionResizeMode(column, QHeaderView.ResizeMode.Fixed)
+            attached_header.resizeSection(column, width)
+        attached_layout.addWidget(self.attached_label)
+        attached_layout.addWidget(self.attached_table)
+        self.attached_box.setVisible(False)
+
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.table)
+        splitter.addWidget(self.attached_box)
         splitter.addWidget(self.log_pane)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 1)
+        splitter.setStretchFactor(2, 1)
         layout.addWidget(splitter, 1)
 
         pipe_bar = QHBoxLayout()
@@ -527,6 +561,64 @@ class PlateManagerWindow(QMainWindow):
             )
             self.batch_bar.setRange(0, len(self._batch_names))
             self.batch_bar.setValue(done)
+        self._paint_attached()
+
+    def _paint_attached(self) -> None:
+        follower = self._attached
+        rows = follower.rows() if follower is not None else []
+        for row in rows:
+            items = self._attached_items.get(row.execution_id)
+            if items is None:
+                index = self.attached_table.rowCount()
+                self.attached_table.insertRow(index)
+                state_item = QTableWidgetItem()
+                bar = QProgressBar()
+                bar.setRange(0, 100)
+                self.attached_table.setItem(index, 0, QTableWidgetItem(row.plate_name))
+                self.attached_table.setItem(index, 1, state_item)
+                self.attached_table.setCellWidget(index, 2, bar)
+                self.attached_table.setItem(index, 3, QTableWidgetItem(row.execution_id))
+                items = self._attached_items[row.execution_id] = (state_item, bar)
+            state_item, bar = items
+            if state_item.text() != row.state:
+                state_item.setText(row.state)
+                state_item.setToolTip(row.error)
+                color = _STATE_COLORS.get(row.state)
+                state_item.setForeground(color if color is not None else self.palette().text())
+            if bar.value() != row.percent:
+                bar.setValue(row.percent)
+        self.attached_box.setVisible(bool(self._attached_items))
+        if rows:
+            self.update_buttons()  # Stop follows whether an attached execution is still live
+
+    def _clear_attached(self) -> None:
+        self._attached = None
+        self._attached_items.clear()
+        self.attached_table.setRowCount(0)
+        self.attached_box.setVisible(False)
+
+    def attached_rows(self) -> list[AttachedRow]:
+        """The executions started elsewhere that the window follows (as last seen; empty when none)."""
+        follower = self._attached
+        return follower.rows() if follower is not None else []
+
+    def attached_row_state(self, execution_id: str) -> str:
+        """The state text the attached row of ``execution_id`` shows (repaint first with :meth:`refresh_now`)."""
+        return self._attached_items[execution_id][0].text()
+
+    def attached_row_percent(self, execution_id: str) -> int:
+        """The progress bar value (0 to 100) of the attached row of ``execution_id``."""
+        return self._attached_items[execution_id][1].value()
+
+    async def wait_attached_settled(self) -> None:
+        """Wait until no execution attached on the current connection is live (at once when none is followed)."""
+        follower = self._attached
+        if follower is not None:
+            await follower.settled.wait()
+
+    def _attached_live(self) -> bool:
+        follower = self._attached
+        return self.service is not None and follower is not None and bool(follower.live_ids())
 
     def _percent(self, name: str, state: str, tracker: Any) -> int:
         if state == PlateState.COMPLETED or (state == PlateState.COMPILED and self._batch_kind == "compile"):
@@ -565,7 +657,8 @@ class PlateManagerWindow(QMainWindow):
         can_start = connected and idle and bool(self._rows)
         self.compile_button.setEnabled(can_start)
         self.run_button.setEnabled(can_start)
-        self.stop_button.setEnabled(state in _ACTIVE and not self._closing)
+        can_cancel_attached = self._attached_live() and not self._attached_cancelling
+        self.stop_button.setEnabled((state in _ACTIVE or can_cancel_attached) and not self._closing)
         self.add_button.setEnabled(idle)
         self.remove_button.setEnabled(idle and bool(self._rows))
         self.pipeline_combo.setEnabled(idle)
@@ -667,11 +760,37 @@ class PlateManagerWindow(QMainWindow):
 
     @_slot
     def stop_batch(self) -> None:
-        """Stop the active batch (one call; the service cancels every live execution on the server)."""
+        """Stop: the active batch (one call; the service cancels every live execution on the server) and the
+        live executions attached on connect (one targeted cancel of exactly their ids)."""
+        self._stop_own_batch()
+        self._cancel_attached()
+        self.update_buttons()
+
+    def _stop_own_batch(self) -> None:
         if self.service is not None and self.batch_state() in _ACTIVE:
             self.log("stopping the batch…")
             self.service.stop()
-        self.update_buttons()
+
+    def _cancel_attached(self) -> None:
+        follower, nursery = self._attached, self._service_nursery
+        if self._attached_cancelling or nursery is None or not self._attached_live() or follower is None:
+            return
+        self._attached_cancelling = True
+        self.log(f"cancelling {len(follower.live_ids())} executions started elsewhere…")
+        nursery.start_soon(self._cancel_attached_task, follower)
+
+    async def _cancel_attached_task(self, follower: AttachedExecutions) -> None:
+        try:
+            cancelled = await follower.cancel()
+            self.log(f"cancel asked for {len(cancelled)} executions started elsewhere")
+        except (HcsBatchError, TimeoutError) as exc:
+            self.log_error(f"could not cancel the executions started elsewhere: {exc}; press Stop to try again")
+        except Exception as exc:
+            logger.exception("cancelling attached executions failed")
+            self.log("cancelling attached executions failed:\n" + "".join(traceback.format_exception(exc)))
+        finally:
+            self._attached_cancelling = False
+            self.update_buttons()
 
     def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
         nursery = self._window_nursery
@@ -761,7 +880,8 @@ class PlateManagerWindow(QMainWindow):
         done = self._batch_done
         if self.service is None or done is None or done.is_set():
             return
-        self.stop_batch()
+        self._stop_own_batch()  # not the attached executions: closing leaves them as the window found them
+        self.update_buttons()
         with trio.move_on_after(self.close_timeout) as scope:
             await done.wait()
         if scope.cancelled_caught:
@@ -828,6 +948,13 @@ class PlateManagerWindow(QMainWindow):
                     self.host, backend, pipeline_text=self._initial_pipeline_text(), output_dir=self.output_dir
                 )
                 await nursery.start(service.serve)
+                # Before the window counts as connected (Run enabled), so that no execution of its own can be
+                # listed among those started elsewhere.
+                self._clear_attached()
+                follower = self._attached = AttachedExecutions(
+                    backend, on_change=self.schedule_refresh, on_message=self.log
+                )
+                await nursery.start(follower.serve)
                 hello = getattr(backend, "hello", None)
                 self._workers_seen = int(getattr(hello, "workers", 0) or 0)
                 self.service = service
@@ -855,6 +982,8 @@ class PlateManagerWindow(QMainWindow):
             self._backend = None
             self._service_nursery = None
             self._starting = False
+            self._attached_cancelling = False
+            self.refresh_now()
             self.update_buttons()
         if self._connection == ConnectionState.CONNECTED:
             self._set_connection(ConnectionState.CONNECTING if self._reconnect.is_set() else ConnectionState.LOST)
@@ -932,6 +1061,15 @@ class PlateManagerWindow(QMainWindow):
         if not self.grab().save(str(target)):
             raise OSError(f"could not write the screenshot {str(target)!r}: check the folder exists and is writable")
         return target
+
+
+_STATE_COLORS = {
+    "failed": Qt.GlobalColor.red,
+    "lost": Qt.GlobalColor.red,
+    "unknown": Qt.GlobalColor.red,
+    "cancelled": Qt.GlobalColor.darkYellow,
+    "completed": Qt.GlobalColor.darkGreen,
+}
 
 
 def _first_message(group: BaseExceptionGroup[Any]) -> str:

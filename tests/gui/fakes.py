@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import trio
@@ -26,7 +27,18 @@ class FakeHello:
 
 @dataclass
 class FakeBackend:
+    """Lists no executions (nothing to attach to) and publishes no events."""
+
     hello: FakeHello = field(default_factory=FakeHello)
+
+    async def server_info(self, *, records: bool = False) -> Any:
+        return SimpleNamespace(executions=[])
+
+    @asynccontextmanager
+    async def open_event_stream(self) -> AsyncIterator[trio.MemoryReceiveChannel[Any]]:
+        send, receive = trio.open_memory_channel[Any](0)
+        async with send, receive:
+            yield receive
 
 
 @asynccontextmanager
