@@ -242,6 +242,7 @@ async def test_fuzzing_clients_never_stop_the_server_for_a_real_client(server_ur
     fuzzers = 4
     results: list[tuple[int, int]] = []
     rounds = 0
+    executions: list[str] = []
 
     async def fuzzer(seed: int) -> None:
         results.append(await trio.to_thread.run_sync(_fuzz, server_url, seed))
@@ -258,10 +259,18 @@ async def test_fuzzing_clients_never_stop_the_server_for_a_real_client(server_ur
                     compiled = await conn.compile(plate_path=str(plate), plate_name=name, pipeline=noop_pipeline_text())
                     assert compiled.plate_name == name and len(compiled.wells) == 2
                     execution = await conn.execute(compiled.artifact_id, output_dir=str(tmp_path / "out"))
+                    executions.append(execution)
                     records, unknown = await conn.status([execution, "no-such-execution"])
                     assert [r.execution_id for r in records] == [execution] and unknown == ["no-such-execution"]
                     with pytest.raises(ArtifactNotFoundError, match="compile the plate again"):
                         await conn.execute("no-such-artifact", output_dir=str(tmp_path / "out"))
+            # The executions finish on their own time: wait (on events) until the server reports them all done.
+            async with conn.open_event_stream() as events:
+                while True:
+                    records, _ = await conn.status(executions)
+                    if all(r.state == "completed" for r in records):
+                        break
+                    await events.receive()
             assert conn.lost is None
     assert len(results) == fuzzers
     for sent, errors in results:
