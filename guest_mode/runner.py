@@ -1,6 +1,6 @@
 """Run Trio as a guest on the Qt event loop: one thread, Qt owns the loop, Trio runs in short ticks.
 
-``GuestRunner.run(async_fn)`` starts ``trio.lowlevel.start_guest_run`` and then ``QApplication.exec()``. Trio asks
+``GuestRunner.run(async_fn)`` starts ``trio.lowlevel.start_guest_run`` and then runs the Qt application loop. Trio asks
 to be re-entered through ``run_sync_soon_threadsafe``; the runner posts a custom ``QEvent`` to a private
 ``QObject`` whose ``event()`` runs the callback (``postEvent`` is thread-safe, and Trio's I/O thread calls it).
 
@@ -17,7 +17,7 @@ Promises:
   Trio owns the signal wakeup fd (``host_uses_signal_set_wakeup_fd=False``), so a Ctrl-C wakes the loop promptly.
 - Every re-entry is timed by a :class:`~guest_mode.tick_monitor.TickMonitor`.
 
-Never call a modal ``exec()`` or ``processEvents()`` from a Trio task: both block every other Trio task.
+Never run a modal dialog loop or pump Qt events by hand from a Trio task: either blocks every other Trio task.
 """
 
 from __future__ import annotations

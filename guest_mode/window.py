@@ -11,7 +11,7 @@ the server (an embedded one by default), runs the service's long-lived tasks, st
 Rules kept here:
 
 - Slots never raise: each one is wrapped by :func:`_slot` and reports a failure in the log pane.
-- No modal ``exec()`` and no ``processEvents()``: dialogs are opened with ``.open()`` and awaited through a
+- No modal dialog loops and no hand-pumped Qt events: dialogs are opened with ``.open()`` and awaited through a
   ``trio.Event`` set by their ``finished`` signal.
 - Row updates are coalesced: host callbacks only mark the rows dirty, a single-shot timer repaints them at most
   every :data:`REFRESH_INTERVAL_MS`.

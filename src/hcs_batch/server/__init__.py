@@ -48,7 +48,7 @@ def parse_bind(bind: str, keys: ServerKeys | None = None) -> tuple[str, int]:
     """Split ``tcp://HOST:PORT`` into a host to bind and a port (0: any free port).
 
     Without ``keys`` only loopback (127.x.x.x, localhost, ::1) is allowed; with CurveZMQ keys any host or
-    interface ZeroMQ accepts (``0.0.0.0``, ``*``, an address, an interface name).
+    interface ZeroMQ accepts (the any-address, an address, an interface name).
 
     Raises:
         InputError: not a ``tcp://host:port`` URL.
