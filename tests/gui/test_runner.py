@@ -12,6 +12,7 @@ import time
 
 import pytest
 import trio
+import trio.lowlevel
 
 from guest_mode.runner import GuestRunner
 from guest_mode.tick_monitor import TickMonitor
@@ -40,7 +41,7 @@ def test_run_freezes_the_start_up_objects_out_of_the_cyclic_gc_unless_told_not_t
     import gc
 
     async def freeze_count() -> int:
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         return gc.get_freeze_count()
 
     gc.unfreeze()
