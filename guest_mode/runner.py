@@ -16,12 +16,17 @@ Promises:
   :attr:`GuestRunner.interrupted`; a second Ctrl-C while cleanup is still running exits at once with 130.
   Trio owns the signal wakeup fd (``host_uses_signal_set_wakeup_fd=False``), so a Ctrl-C wakes the loop promptly.
 - Every re-entry is timed by a :class:`~guest_mode.tick_monitor.TickMonitor`.
+- With ``freeze_gc=True`` (the default) ``run`` collects garbage once and then ``gc.freeze()``-s every object alive
+  at start-up (imported modules, Qt wrappers, the window): CPython's cyclic GC never scans them again, so a full
+  collection no longer stalls one guest tick for tens of milliseconds. Frozen objects are still freed when their
+  reference count drops to zero; only a reference cycle among them is never reclaimed.
 
 Never run a modal dialog loop or pump Qt events by hand from a Trio task: either blocks every other Trio task.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -98,6 +103,7 @@ class GuestRunner:
         app: the application (default: the existing instance, or a new ``QApplication``).
         monitor: the tick monitor (default: a new one with the 16 ms threshold).
         handle_sigint: turn Ctrl-C into cancellation (only from the main thread with Python's default handler).
+        freeze_gc: collect and ``gc.freeze()`` once when :meth:`run` starts (see the module docstring).
     """
 
     def __init__(
@@ -106,11 +112,13 @@ class GuestRunner:
         *,
         monitor: TickMonitor | None = None,
         handle_sigint: bool = True,
+        freeze_gc: bool = True,
     ) -> None:
         existing = QCoreApplication.instance()
         self.app: QCoreApplication = app or existing or QApplication(sys.argv[:1])
         self.monitor = monitor or TickMonitor()
         self.handle_sigint = handle_sigint
+        self.freeze_gc = freeze_gc
         self.interrupted = False
         """True once a Ctrl-C cancelled the run."""
         self._token: trio.lowlevel.TrioToken | None = None
@@ -142,6 +150,11 @@ class GuestRunner:
         def post(fn: Callable[[], object]) -> None:
             QCoreApplication.postEvent(reenter, _ReenterEvent(fn))
 
+        if self.freeze_gc:
+            # Once, before the loop runs (a full collection of everything imported takes ~25 ms here): afterwards
+            # a gen-2 collection only scans what the run itself creates, not the ~55,000 start-up objects.
+            gc.collect()
+            gc.freeze()
         previous_sigint = self._install_sigint()
         try:
             trio.lowlevel.start_guest_run(

@@ -12,6 +12,7 @@ import time
 
 import pytest
 import trio
+import trio.lowlevel
 
 from guest_mode.runner import GuestRunner
 from guest_mode.tick_monitor import TickMonitor
@@ -34,6 +35,21 @@ def test_run_returns_the_result_and_quits_qt_only_after_trio_cleanup(qtbot):
     assert runner.run(main) == 42
     assert order == ["trio finally", "qt quit"]
     assert runner.monitor.statistics().ticks > 0
+
+
+def test_run_freezes_the_start_up_objects_out_of_the_cyclic_gc_unless_told_not_to(qtbot):
+    import gc
+
+    async def freeze_count() -> int:
+        await trio.lowlevel.checkpoint()
+        return gc.get_freeze_count()
+
+    gc.unfreeze()
+    try:
+        assert GuestRunner(freeze_gc=False).run(freeze_count) == 0
+        assert GuestRunner().run(freeze_count) > 1000  # the imported modules, at least
+    finally:
+        gc.unfreeze()
 
 
 def test_cancel_from_a_qt_callback_ends_the_run_with_none(qtbot):

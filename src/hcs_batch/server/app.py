@@ -2,7 +2,8 @@
 
 ``Hello``, ``Status``, ``Cancel``, ``ServerInfo``, ``Execute`` and ``Shutdown`` are answered inside the socket's
 receive callback (no task switch, no allocation beyond the reply); ``Compile`` lists the plate folder and imports
-steps, so it runs as a task (the listing, and a pipeline's first check, in a thread).
+steps, so it runs as a task (the listing on the server's :class:`~hcs_batch.runtime.thread_lane.ThreadLane`, a
+pipeline's first check in a thread of its own).
 
 A frame that does not decode (garbage, oversize, unknown kind, wrong version) gets an ``ErrorReply`` with code
 ``protocol`` and the best-effort request id, and is logged; the server keeps serving. A message without a usable
@@ -24,6 +25,7 @@ from .. import protocol as p
 from .._zmq import AsyncSocket, Frames
 from ..errors import ConnectionClosedError, HcsBatchError
 from ..model import safe_plate_name
+from ..runtime.thread_lane import ThreadLane
 from .compiler import CompiledPipeline, compile_pipeline, compile_plate
 from .events import EventPublisher
 from .executor import Executor
@@ -62,8 +64,10 @@ class ControlApp:
         publisher: EventPublisher,
         events_port: int,
         shutdown: trio.Event,
+        lane: ThreadLane,
     ) -> None:
         self._router = router
+        self._lane = lane
         self._nursery = nursery
         self._executor = executor
         self._publisher = publisher
@@ -217,9 +221,10 @@ class ControlApp:
                 if len(self._pipelines) >= _PIPELINE_CACHE:
                     self._pipelines.clear()
                 self._pipelines[key] = pipeline
-            # Only the listdir runs in a thread. The rest is pure computation, kept on the Trio thread: Python work
-            # in threads makes the event loop wait for the GIL (measured: noop plates/s halved).
-            names = await trio.to_thread.run_sync(list_folder, request.plate_path)
+            # Only the listdir runs in a thread (the server's lane: the listings of many compiles share one hop).
+            # The rest is pure computation, kept on the Trio thread: Python work in threads makes the event loop
+            # wait for the GIL (measured: noop plates/s halved).
+            names = await self._lane.run(list_folder, request.plate_path)
             listing = listing_from_names(request.plate_path, names)
             plan = compile_plate(listing, request.plate_name, request.pipeline, request.config, pipeline)
         except HcsBatchError as exc:

@@ -8,13 +8,16 @@
   one worker call, so they are reported together when the well is done). Wells skipped because their result file
   already exists for the same artifact count as done and publish nothing.
 - A plan whose steps are all marked noops (:func:`hcs_batch.steps.inline_noop`) runs inline: no images are read
-  and no worker is used; each (well, site, channel) gets a row without measurements. Its two small result
-  files are written on the Trio thread: a thread hop per plate costs more than the write (Python work in threads
-  makes the event loop wait for the GIL), and per-plate overhead is what noop plates measure.
+  and no worker is used; each (well, site, channel) gets a row without measurements.
+- Every file-system call of an execution (finding done wells, writing the plate's results) runs on the server's
+  :class:`~hcs_batch.runtime.thread_lane.ThreadLane`: never on the Trio thread (a slow or hung drive cannot stall
+  the event loop, or a GUI hosting an embedded server), and many plates finishing together share one thread hop
+  (a hop per plate cost more than the write itself).
 - :meth:`Executor.cancel` cancels exactly the named executions: their worker processes are killed (and waited
   for) before the execution reports ``cancelled``; every other execution goes on.
-- On completion ``wells.csv`` and ``manifest.json`` are written (see :mod:`.results`); a failed or cancelled
-  execution leaves only the per-well files of the wells that finished.
+- On completion ``wells.csv`` and ``manifest.json`` are written (see :mod:`.results`), and only once both are on
+  disk does the execution report ``completed``; a failed or cancelled execution leaves only the per-well files of
+  the wells that finished (one cancelled while its results were being written may leave those too).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import trio
 from .. import protocol as p
 from ..errors import HcsBatchError
 from ..model import ExecutionState
+from ..runtime.thread_lane import ThreadLane
 from .artifacts import ArtifactStore
 from .compiler import Plan
 from .events import EventPublisher
@@ -61,8 +65,10 @@ class Executor:
         publisher: EventPublisher,
         records: RecordStore,
         artifacts: ArtifactStore,
+        lane: ThreadLane,
     ) -> None:
         self._nursery = nursery
+        self._lane = lane
         self.workers = workers
         self._context = worker_context
         self.limiter = trio.CapacityLimiter(workers)
@@ -152,11 +158,7 @@ class Executor:
                 else:
                     rows = await self._run_wells(execution, plan, plate_dir, force)
                 manifest = self._manifest(execution, plan, len(rows), started)
-                if plan.inline:
-                    write_plate_results(plate_dir, rows, manifest)  # small; see the module docstring
-                    await trio.lowlevel.checkpoint()
-                else:
-                    await trio.to_thread.run_sync(write_plate_results, plate_dir, rows, manifest)
+                await self._lane.run(write_plate_results, plate_dir, rows, manifest)
                 state = ExecutionState.COMPLETED
         except _WellFailed as exc:
             state, error = ExecutionState.FAILED, exc.message
@@ -200,7 +202,7 @@ class Executor:
     async def _run_wells(self, execution: Execution, plan: Plan, plate_dir: Path, force: bool) -> list[Row]:
         done: dict[str, list[Row]] = {}
         if not force:
-            done = await trio.to_thread.run_sync(load_done_wells, plate_dir, plan.wells, plan.artifact_id)
+            done = await self._lane.run(load_done_wells, plate_dir, plan.wells, plan.artifact_id)
         execution.wells_skipped = len(done)
         execution.wells_done = len(done)
         todo = iter([well for well in plan.wells if well not in done])
