@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
+import gc
 import logging
 import traceback
 from collections.abc import Callable, Sequence
@@ -1021,6 +1022,11 @@ class PlateManagerWindow(QMainWindow):
         chosen = list(plates) if plates is not None else self.selected_plates()
         if not chosen:
             raise InputError("no plates to process: add plate folders first")
+        # The plates' rows and records are alive for the whole batch: collect once now, at the click, and move
+        # everything alive into the permanent generation, so no full collection scans them mid-batch (a 10-30 ms
+        # guest tick with ~1,000 plates). Only garbage cycles made before this point are collected here.
+        gc.collect()
+        gc.freeze()
         done = self._batch_done = trio.Event()
         self._starting = True
         self._batch_kind = kind
