@@ -3,5 +3,16 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture
+def gate_dir(tmp_path: Path) -> Path:
+    """An empty folder for the ``slow_steps:gate`` step (see ``tests/support/serverproc.GATE_PIPELINE``)."""
+    folder = tmp_path / "gate"
+    folder.mkdir()
+    return folder

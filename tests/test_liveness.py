@@ -29,24 +29,22 @@ from hcs_batch.service import BatchSummary, BatchWorkflowService
 from hcs_batch.synth import make_plates
 
 from .support.procs import alive, descendants, survivors
-from .support.serverproc import Server, env, free_port_pair, kill_pids, pids_in, reap, start_server
+from .support.serverproc import (
+    GATE_PIPELINE,
+    Server,
+    env,
+    free_port_pair,
+    gated_server,
+    kill_pids,
+    pids_in,
+    reap,
+    start_server,
+    wait_for_pids,
+)
 from .test_service import RecordingHost
 
-GATE_PIPELINE = """
-name = "gated"
-[[steps]]
-func = "slow_steps:gate"
-gate_dir = "{gate_dir}"
-"""
 SLACK = 2.0
 """Seconds allowed beyond the liveness bound for scheduling on a loaded 2-core machine."""
-
-
-@pytest.fixture
-def gate_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "gate"
-    folder.mkdir()
-    return folder
 
 
 @pytest.fixture
@@ -58,20 +56,8 @@ def plate_refs(tmp_path: Path) -> list[PlateRef]:
 @pytest.fixture
 async def server(gate_dir: Path) -> AsyncIterator[Server]:
     """A real server process with two workers; afterwards it and every worker blocked at the gate are killed."""
-    srv = await trio.to_thread.run_sync(functools.partial(start_server, workers=2))
-    try:
+    async with gated_server(gate_dir, stop_cleanly=False) as srv:
         yield srv
-    finally:
-        await trio.to_thread.run_sync(reap, srv)
-        kill_pids(pids_in(gate_dir))
-
-
-async def wait_for_pids(folder: Path, count: int) -> set[int]:
-    """Wait until ``count`` workers have recorded their pid (written by the worker processes: a bounded poll,
-    the caller's ``fail_after`` is the bound)."""
-    while len(pids := pids_in(folder)) < count:  # noqa: ASYNC110
-        await trio.sleep(0.02)
-    return pids
 
 
 async def run_and_fault(

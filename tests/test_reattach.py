@@ -20,48 +20,19 @@ import trio
 
 from hcs_batch.synth import make_plates
 
-from .support.serverproc import Server, env, kill_pids, pids_in, reap, start_server, stop
-
-GATE_PIPELINE = """
-name = "gated"
-[[steps]]
-func = "slow_steps:gate"
-gate_dir = "{gate_dir}"
-"""
-
-
-@pytest.fixture
-def gate_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "gate"
-    folder.mkdir()
-    return folder
+from .support.serverproc import GATE_PIPELINE, Server, env, gated_server, wait_for_pids
 
 
 @pytest.fixture
 async def server(gate_dir: Path) -> AsyncIterator[Server]:
-    srv = await trio.to_thread.run_sync(functools.partial(start_server, workers=2))
-    try:
+    async with gated_server(gate_dir, stop_cleanly=True) as srv:
         yield srv
-    finally:
-        if srv.proc.poll() is None:
-            (gate_dir / "release").touch()  # let held wells finish, so the clean stop has nothing to kill
-            code = await trio.to_thread.run_sync(stop, srv)
-            assert code == 0
-        await trio.to_thread.run_sync(reap, srv)
-        kill_pids(pids_in(gate_dir))  # a killed server's workers held at the gate
 
 
 def hcs(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hcs_batch", *args], capture_output=True, text=True, env=env(), timeout=60
     )
-
-
-async def wait_for_pids(folder: Path, count: int) -> set[int]:
-    """Bounded by the caller's ``fail_after``: the files are written by worker processes."""
-    while len(pids := pids_in(folder)) < count:  # noqa: ASYNC110
-        await trio.sleep(0.02)
-    return pids
 
 
 async def start_orphans(server: Server, gate_dir: Path, tmp_path: Path, plates: int) -> None:

@@ -17,38 +17,16 @@ from guest_mode.window import PlateManagerWindow
 from hcs_batch.client import open_connection
 from hcs_batch.synth import make_plates
 
-from ..support.serverproc import Server, env, kill_pids, pids_in, reap, start_server, stop
+from ..support.serverproc import GATE_PIPELINE, Server, env, gated_server, wait_for_pids
 from .conftest import buttons, guest, serving
 
 pytestmark = pytest.mark.slow
 
-GATE_PIPELINE = """
-name = "gated"
-[[steps]]
-func = "slow_steps:gate"
-gate_dir = "{gate_dir}"
-"""
-
-
-@pytest.fixture
-def gate_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "gate"
-    folder.mkdir()
-    return folder
-
 
 @pytest.fixture
 async def server(gate_dir: Path) -> AsyncIterator[Server]:
-    srv = await trio.to_thread.run_sync(functools.partial(start_server, workers=2))
-    try:
+    async with gated_server(gate_dir, stop_cleanly=True) as srv:
         yield srv
-    finally:
-        if srv.proc.poll() is None:
-            (gate_dir / "release").touch()  # let held wells finish, so the clean stop has nothing to kill
-            code = await trio.to_thread.run_sync(stop, srv)
-            assert code == 0
-        await trio.to_thread.run_sync(reap, srv)
-        kill_pids(pids_in(gate_dir))
 
 
 async def start_orphans(server: Server, gate_dir: Path, tmp_path: Path, plates: int) -> None:
@@ -63,8 +41,7 @@ async def start_orphans(server: Server, gate_dir: Path, tmp_path: Path, plates: 
             trio.run_process, cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False
         )
         client = await nursery.start(run)
-        while len(pids_in(gate_dir)) < plates:  # noqa: ASYNC110 -- files written by worker processes
-            await trio.sleep(0.02)
+        await wait_for_pids(gate_dir, plates)
         client.send_signal(signal.SIGKILL)
     assert client.returncode == -signal.SIGKILL
 

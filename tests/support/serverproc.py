@@ -7,16 +7,19 @@ workers blocked in a step (from the files the step writes) and end them with :fu
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import trio
 
 SUPPORT = Path(__file__).parent
 LINE = re.compile(r"^hcs-batch server listening on (tcp://127\.0\.0\.1:(\d+)) \(events on (\d+)\)$")
@@ -127,3 +130,39 @@ def kill_pids(pids: Iterable[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+GATE_PIPELINE = """
+name = "gated"
+[[steps]]
+func = "slow_steps:gate"
+gate_dir = "{gate_dir}"
+"""
+"""A pipeline whose wells wait at ``slow_steps:gate`` in ``gate_dir`` (format it with ``gate_dir=``)."""
+
+
+@asynccontextmanager
+async def gated_server(gate_dir: Path, *, stop_cleanly: bool) -> AsyncIterator[Server]:
+    """A ``hcs-batch serve`` process with two workers, for tests whose wells wait at the gate in ``gate_dir``.
+
+    On exit, with ``stop_cleanly`` a server still running has its gate released and is stopped with SIGINT (it
+    must exit 0); in every case it is reaped and the workers still held at the gate (a killed server's) are
+    killed by pid.
+    """
+    srv = await trio.to_thread.run_sync(functools.partial(start_server, workers=2))
+    try:
+        yield srv
+    finally:
+        if stop_cleanly and srv.proc.poll() is None:
+            (gate_dir / "release").touch()  # let held wells finish, so the clean stop has nothing to kill
+            assert await trio.to_thread.run_sync(stop, srv) == 0
+        await trio.to_thread.run_sync(reap, srv)
+        kill_pids(pids_in(gate_dir))
+
+
+async def wait_for_pids(folder: Path, count: int) -> set[int]:
+    """Wait until ``count`` workers have recorded their pid in ``folder``. The files are written by worker
+    processes, so this is a bounded poll: the caller's ``trio.fail_after`` is the bound."""
+    while len(pids := pids_in(folder)) < count:  # noqa: ASYNC110
+        await trio.sleep(0.02)
+    return pids
