@@ -41,6 +41,7 @@ from .support.serverproc import (
     start_server,
     wait_for_pids,
 )
+from .support.slow_steps import release_gate
 from .test_service import RecordingHost
 
 SLACK = 2.0
@@ -165,7 +166,7 @@ async def _kill_with_busy_workers(
         assert idle, "the pool had idle workers when the server was killed"
         assert await trio.to_thread.run_sync(functools.partial(survivors, idle, grace=10.0)) == {}
         assert all(alive(pid) for pid in held)
-        (gate_dir / "release").touch()
+        release_gate(gate_dir)
         assert await trio.to_thread.run_sync(functools.partial(survivors, held | tracker, grace=10.0)) == {}
 
 

@@ -21,6 +21,7 @@ import trio
 from hcs_batch.synth import make_plates
 
 from .support.serverproc import GATE_PIPELINE, Server, env, gated_server, wait_for_pids
+from .support.slow_steps import release_gate
 
 
 @pytest.fixture
@@ -98,7 +99,7 @@ async def test_attach_follows_the_executions_of_a_killed_client_to_completion(
             assert attach.stderr is not None and attach.stdout is not None
             # attach says what it follows before it waits: only then may the wells finish.
             assert (await read_line(attach.stderr)).startswith("following 2 live executions")
-            (gate_dir / "release").touch()
+            release_gate(gate_dir)
             out = b""
             while chunk := await attach.stdout.receive_some():
                 out += chunk

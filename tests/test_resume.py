@@ -21,6 +21,7 @@ from hcs_batch.client import open_connection
 from hcs_batch.synth import make_plates
 
 from .support.serverproc import env, kill_pids, pids_in, reap, running_server, start_server
+from .support.slow_steps import release_gate
 
 PIPELINE = """
 name = "gated"
@@ -95,7 +96,7 @@ async def test_killed_server_mid_plate_then_rerun_skips_done_wells_unless_forced
     assert len(written) == 3 and not (out / plate.name / "wells.csv").exists()
     before = {p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in written}
 
-    (gate_dir / "release").touch()  # not part of the pipeline: the artifact stays the same
+    release_gate(gate_dir)  # not part of the pipeline: the artifact stays the same
     pipeline = tmp_path / "gated.toml"
     pipeline.write_text(pipeline_text)
     with running_server(workers=2) as second:

@@ -18,6 +18,7 @@ from hcs_batch.client import open_connection
 from hcs_batch.synth import make_plates
 
 from ..support.serverproc import GATE_PIPELINE, Server, env, gated_server, wait_for_pids
+from ..support.slow_steps import release_gate
 from .conftest import buttons, guest, serving
 
 pytestmark = pytest.mark.slow
@@ -88,7 +89,7 @@ async def test_window_shows_executions_of_a_killed_client_and_follows_them_to_co
             assert window.plates == []  # not plates of this window: Run and Compile never act on them
             assert buttons(window) == (False, False, True)  # Stop would cancel them
 
-            (gate_dir / "release").touch()
+            release_gate(gate_dir)
             await window.wait_attached_settled()
             rows_after = shown(window)
             assert set(rows_after) == set(rows)
@@ -141,6 +142,6 @@ async def test_connect_lists_again_and_attaches_to_what_started_meanwhile(qtbot,
             await window.wait_connection("connecting")
             assert await window.wait_connection() == "connected"
             assert [(plate, state) for plate, state, _ in shown(window).values()] == [("plate_001", "running")]
-            (gate_dir / "release").touch()
+            release_gate(gate_dir)
             await window.wait_attached_settled()
             assert [state for _, state, _ in shown(window).values()] == ["completed"]

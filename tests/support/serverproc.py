@@ -21,6 +21,8 @@ from pathlib import Path
 
 import trio
 
+from .slow_steps import release_gate
+
 SUPPORT = Path(__file__).parent
 LINE = re.compile(r"^hcs-batch server listening on (tcp://127\.0\.0\.1:(\d+)) \(events on (\d+)\)$")
 
@@ -154,7 +156,7 @@ async def gated_server(gate_dir: Path, *, stop_cleanly: bool) -> AsyncIterator[S
         yield srv
     finally:
         if stop_cleanly and srv.proc.poll() is None:
-            (gate_dir / "release").touch()  # let held wells finish, so the clean stop has nothing to kill
+            release_gate(gate_dir)  # let held wells finish, so the clean stop has nothing to kill
             assert await trio.to_thread.run_sync(stop, srv) == 0
         await trio.to_thread.run_sync(reap, srv)
         kill_pids(pids_in(gate_dir))

@@ -5,8 +5,8 @@ FIFO blocks until the other side opens it."""
 from __future__ import annotations
 
 import os
+import select
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +40,38 @@ def typed(image: Any, *, count: int = 1, scale: float = 1.0, label: str = "", fl
     """Takes parameters of simple types, for the compile-time type checks."""
 
 
-def _wait_for(path: Path) -> None:
-    # Unbounded on purpose: the test always creates the file or kills the worker.
-    while not path.exists():
-        time.sleep(0.02)
+def _wait_for_release(folder: Path) -> None:
+    """Block until :func:`release_gate` runs for ``folder`` (or the process is killed), without polling.
+
+    Readers hold ``release.fifo`` open; release_gate creates ``release`` and then opens and closes the FIFO for
+    writing, which wakes every reader blocked in ``select``. A reader that opens the FIFO after that finds
+    ``release`` already there. (Linux: a FIFO that never had a writer is not readable, so ``select`` blocks.)
+    """
+    fifo = folder / "release.fifo"
+    try:
+        os.mkfifo(fifo)
+    except FileExistsError:
+        pass
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not (folder / "release").exists():
+            select.select([fd], [], [])
+    finally:
+        os.close(fd)
+
+
+def release_gate(folder: Path) -> None:
+    """Let every ``gate`` call in ``folder`` pass, those waiting now and those to come."""
+    (folder / "release").touch()
+    try:
+        os.close(os.open(folder / "release.fifo", os.O_WRONLY | os.O_NONBLOCK))
+    except (FileNotFoundError, OSError):
+        pass  # no FIFO or no reader yet: later readers see the release file
 
 
 def gate(image: np.ndarray, *, gate_dir: str, allow: int = 0) -> np.ndarray:
     """The first ``allow`` calls (over all workers) pass at once; later ones record their pid and wait until
-    ``gate_dir/release`` exists (and pass then). Tokens are claimed with O_EXCL, so exactly ``allow`` pass."""
+    :func:`release_gate` (and pass then). Tokens are claimed with O_EXCL, so exactly ``allow`` pass."""
     folder = Path(gate_dir)
     release = folder / "release"
     if release.exists():
@@ -60,7 +83,7 @@ def gate(image: np.ndarray, *, gate_dir: str, allow: int = 0) -> np.ndarray:
         except FileExistsError:
             continue
     (folder / f"{os.getpid()}.pid").write_text(str(os.getpid()))
-    _wait_for(release)
+    _wait_for_release(folder)
     return image
 
 
