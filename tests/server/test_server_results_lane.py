@@ -78,3 +78,41 @@ async def test_a_hung_results_write_does_not_block_cancelling(
             assert records[execution_id].state == "cancelled"
     finally:
         gate.release.set()
+
+
+async def test_a_hung_plate_folder_does_not_hold_up_other_plates_results(
+    control_server: ServerAddress, plates: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Plate folders (input) and result files (output) are on separate lanes: a listing stuck on a dead network
+    # share must not keep another plate's results from being written.
+    from hcs_batch.server import app as app_module
+    from hcs_batch.server.plates import list_folder
+
+    release, entered = threading.Event(), threading.Event()
+
+    def listing(path: str) -> list[str]:
+        if path.endswith("hung"):
+            entered.set()
+            release.wait(30)
+        return list_folder(path)
+
+    monkeypatch.setattr(app_module, "list_folder", listing)
+    hung = tmp_path / "hung"
+    hung.mkdir()
+    try:
+        async with open_connection(control_server.control_url) as conn, trio.open_nursery() as nursery:
+            compiled = await conn.compile(plate_path=str(plates[0]), plate_name="p", pipeline=noop_pipeline_text())
+            nursery.start_soon(
+                lambda: conn.compile(plate_path=str(hung), plate_name="hung", pipeline=noop_pipeline_text())
+            )
+            with trio.fail_after(10):
+                await trio.to_thread.run_sync(entered.wait)
+                # The hung listing holds the input lane; plate p executes and writes its results meanwhile.
+                execution_id = await conn.execute(compiled.artifact_id, output_dir=str(tmp_path / "out"))
+                records = await wait_terminal(conn, [execution_id])
+                assert not release.is_set()
+            nursery.cancel_scope.cancel()
+    finally:
+        release.set()
+    assert records[execution_id].state == "completed"
+    assert (tmp_path / "out" / "p" / "wells.csv").is_file()

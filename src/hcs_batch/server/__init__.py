@@ -44,7 +44,7 @@ _MAX_RECEIVE = 8 * MAX_FRAME_BYTES
 """libzmq drops the connection of a peer that sends a bigger frame, before buffering it: nobody can make the
 server allocate gigabytes. Frames between MAX_FRAME_BYTES and this still get an error reply."""
 _LANE_BATCH = 64
-"""Calls per thread hop on the server's file-system lane. Every caller of a batch wakes in the same Trio tick (in
+"""Calls per thread hop on each of the server's file-system lanes. Every caller of a batch wakes in the same Trio tick (in
 guest mode, one GUI tick): 64 no-op plates finishing at once stay well under a 16 ms tick."""
 
 
@@ -126,14 +126,17 @@ async def serve(
         address = ServerAddress(control_url=f"tcp://{url_host}:{port}", events_port=events_port)
         publisher = EventPublisher(events, uuid.uuid4().hex)
         records = RecordStore()
-        # One worker thread for the server's small blocking file-system calls (plate folder listings, results
-        # files): many plates share one thread hop, and nothing touches the disk on the Trio thread.
-        lane = ThreadLane(max_batch=_LANE_BATCH)
+        # Worker threads for the server's small blocking file-system calls: many plates share one thread hop,
+        # and nothing touches the disk on the Trio thread. Two lanes, so that a plate folder on a hung network
+        # share (input) cannot hold up the result files of other plates (output), nor the other way round.
+        input_lane = ThreadLane(max_batch=_LANE_BATCH)
+        output_lane = ThreadLane(max_batch=_LANE_BATCH)
         async with trio_parallel.open_worker_context(idle_timeout=math.inf, grace_period=5.0) as context:
             async with trio.open_nursery() as io_nursery:
                 await io_nursery.start(events.run, _ignore)
                 # In io_nursery: it outlives every execution and compile (the work nursery ends first).
-                await io_nursery.start(lane.serve)
+                await io_nursery.start(input_lane.serve)
+                await io_nursery.start(output_lane.serve)
                 shutdown = trio.Event()
                 async with trio.open_nursery() as work:
                     executor = Executor(
@@ -143,7 +146,7 @@ async def serve(
                         publisher=publisher,
                         records=records,
                         artifacts=ArtifactStore(),
-                        lane=lane,
+                        lane=output_lane,
                     )
                     app = ControlApp(
                         router=control,
@@ -152,7 +155,7 @@ async def serve(
                         publisher=publisher,
                         events_port=events_port,
                         shutdown=shutdown,
-                        lane=lane,
+                        lane=input_lane,
                     )
                     await io_nursery.start(control.run, app.on_frames)
                     io_nursery.start_soon(publisher.run_heartbeat, lambda: (records.queued, records.running))
