@@ -44,8 +44,8 @@ _MAX_RECEIVE = 8 * MAX_FRAME_BYTES
 """libzmq drops the connection of a peer that sends a bigger frame, before buffering it: nobody can make the
 server allocate gigabytes. Frames between MAX_FRAME_BYTES and this still get an error reply."""
 _LANE_BATCH = 64
-"""Calls per thread hop on each of the server's file-system lanes. Every caller of a batch wakes in the same Trio tick (in
-guest mode, one GUI tick): 64 no-op plates finishing at once stay well under a 16 ms tick."""
+"""Calls per thread hop on each of the server's file-system lanes. Every caller of a batch wakes in the same Trio
+tick (in guest mode, one GUI tick): 64 no-op plates finishing at once stay well under a 16 ms tick."""
 
 
 def parse_bind(bind: str, keys: ServerKeys | None = None) -> tuple[str, int]:
