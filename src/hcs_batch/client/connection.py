@@ -95,14 +95,16 @@ class ServerConnection(ExecutionBackend):
         return (await self._request(msg, p.ExecuteReply)).execution_id
 
     async def status(self, execution_ids: Sequence[str]) -> tuple[list[p.ExecutionRecord], list[str]]:
-        """Records of many executions, asked :data:`STATUS_CHUNK` ids per request (one after the other), so that
-        no reply can outgrow the frame limit however many ids are asked for."""
+        """Records of many executions, asked :data:`STATUS_CHUNK` ids per request so that no reply can outgrow
+        the frame limit; the requests are all in flight at once, so this costs about one round trip."""
         ids = list(execution_ids)
+        messages = [
+            p.Status(rid=next(self._rids), execution_ids=ids[start : start + STATUS_CHUNK])
+            for start in range(0, max(len(ids), 1), STATUS_CHUNK)
+        ]
         executions: list[p.ExecutionRecord] = []
         unknown: list[str] = []
-        for start in range(0, max(len(ids), 1), STATUS_CHUNK):
-            msg = p.Status(rid=next(self._rids), execution_ids=ids[start : start + STATUS_CHUNK])
-            reply = await self._request(msg, p.StatusReply)
+        for reply in await self._requests(messages, p.StatusReply):
             executions.extend(reply.executions)
             unknown.extend(reply.unknown)
         return executions, unknown
@@ -135,17 +137,38 @@ class ServerConnection(ExecutionBackend):
     # ------------------------------------------------------------------ requests
 
     async def _request(self, message: p.Request, expect: type[R]) -> R:
-        """Send one request and wait for its reply; map error replies to exceptions.
+        """Send one request and wait for its reply; see :meth:`_requests`."""
+        return (await self._requests([message], expect))[0]
+
+    async def _requests(self, messages: Sequence[p.Request], expect: type[R]) -> list[R]:
+        """Send requests back to back (all in flight at once), wait for every reply, return them in order;
+        map error replies to exceptions.
 
         Raises: InputError for a request over ``MAX_FRAME_BYTES`` (nothing sent); the ``HcsBatchError`` an error
-        reply names; ``ServerLostError``/``ServerRestartedError`` when the
-        server goes away meanwhile; ``ConnectionClosedError`` after :meth:`aclose`. On cancellation the reply,
-        if it ever comes, is dropped.
+        reply names (the first, in order); ``ServerLostError``/``ServerRestartedError`` when the server goes
+        away meanwhile; ``ConnectionClosedError`` after :meth:`close`. On cancellation the replies, if they ever
+        come, are dropped.
         """
         if self._lost is not None:
             raise self._lost
         if self._closed:
             raise ConnectionClosedError(f"the connection to {self.url} is closed")
+        frames = [self._frame(message) for message in messages]
+        pendings = [_Pending() for _ in messages]
+        for message, pending in zip(messages, pendings, strict=True):
+            self._pending[message.rid] = pending
+        try:
+            for frame in frames:
+                await self._control.send([frame])
+            for pending in pendings:
+                await pending.done.wait()
+        finally:
+            for message in messages:
+                self._pending.pop(message.rid, None)
+        return [self._reply_of(m, pending, expect) for m, pending in zip(messages, pendings, strict=True)]
+
+    @staticmethod
+    def _frame(message: p.Request) -> bytes:
         frame = p.encode(message)
         if len(frame) > p.MAX_FRAME_BYTES:
             # The server would refuse it with an error reply it cannot address to us (no request id readable).
@@ -153,13 +176,10 @@ class ServerConnection(ExecutionBackend):
                 f"the {message.__struct_config__.tag} request is {len(frame)} bytes, over the protocol's "
                 f"{p.MAX_FRAME_BYTES}-byte limit; send less at once (a smaller pipeline, fewer ids per request)"
             )
-        pending = _Pending()
-        self._pending[message.rid] = pending
-        try:
-            await self._control.send([frame])
-            await pending.done.wait()
-        finally:
-            self._pending.pop(message.rid, None)
+        return frame
+
+    @staticmethod
+    def _reply_of(message: p.Request, pending: _Pending, expect: type[R]) -> R:
         if pending.error is not None:
             raise pending.error
         reply = pending.reply
