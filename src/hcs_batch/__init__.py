@@ -6,6 +6,7 @@ The public API is what ``__all__`` lists; everything else is private.
 from __future__ import annotations
 
 from .client import ConnectionLost, EventGap, ExecutionBackend, ServerConnection, open_connection
+from .embedded import open_backend
 from .errors import (
     ArtifactNotFoundError,
     BatchAlreadyRunningError,
@@ -26,6 +27,8 @@ from .errors import (
 )
 from .host import BatchHost
 from .model import TERMINAL_STATES, CompiledPlate, CompileJob, ExecutionState, PlateRef, PlateState
+from .progress import ProgressTracker
+from .service import BatchKind, BatchState, BatchSummary, BatchWorkflowService, PlateOutcome
 
 __version__ = "0.1.0"
 
@@ -35,6 +38,10 @@ __all__ = [
     "BatchAlreadyRunningError",
     "BatchError",
     "BatchHost",
+    "BatchKind",
+    "BatchState",
+    "BatchSummary",
+    "BatchWorkflowService",
     "CompileJob",
     "CompiledPlate",
     "ConnectionClosedError",
@@ -47,8 +54,10 @@ __all__ = [
     "InputError",
     "PipelineError",
     "PlateError",
+    "PlateOutcome",
     "PlateRef",
     "PlateState",
+    "ProgressTracker",
     "ProtocolError",
     "RemoteError",
     "SecurityError",
@@ -57,5 +66,6 @@ __all__ = [
     "ServerRestartedError",
     "ServerUnreachableError",
     "TransportError",
+    "open_backend",
     "open_connection",
 ]
