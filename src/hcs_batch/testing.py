@@ -42,13 +42,13 @@ import hashlib
 import itertools
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import trio
 
-from .client.backend import ConnectionLost, EventGap, ExecutionBackend, StreamItem
+from .client.backend import EventFanout, EventGap, ExecutionBackend, StreamItem
 from .errors import ArtifactNotFoundError, TransportError
 from .model import ExecutionState
 from .protocol import (
@@ -192,7 +192,7 @@ class InMemoryBackend(ExecutionBackend):
         self._ids = itertools.count(1)
         self._seq = 0
         self._last_delivered = 0
-        self._streams: set[trio.MemorySendChannel[StreamItem]] = set()
+        self._fanout = EventFanout()
         self._request_scopes: set[trio.CancelScope] = set()
         self._lost: TransportError | None = None
         self._frozen = False
@@ -232,13 +232,7 @@ class InMemoryBackend(ExecutionBackend):
         self._lost = error
         for scope in self._request_scopes:
             scope.cancel()
-        for stream in self._streams:
-            try:
-                stream.send_nowait(ConnectionLost(error=error))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-            stream.close()
-        self._streams.clear()
+        self._fanout.end(error)
         for ex in self._executions.values():
             ex.scope.cancel()
 
@@ -396,20 +390,8 @@ class InMemoryBackend(ExecutionBackend):
 
         return await self._guard(body)
 
-    @asynccontextmanager
-    async def open_event_stream(self) -> AsyncIterator[trio.MemoryReceiveChannel[StreamItem]]:
-        send, receive = trio.open_memory_channel[StreamItem](math.inf)
-        if self._lost is not None:
-            send.send_nowait(ConnectionLost(error=self._lost))
-            send.close()
-        else:
-            self._streams.add(send)
-        try:
-            async with receive:
-                yield receive
-        finally:
-            self._streams.discard(send)
-            send.close()
+    def open_event_stream(self) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[StreamItem]]:
+        return self._fanout.open(self._lost)
 
     # ------------------------------------------------------------------ serving
 
@@ -547,17 +529,10 @@ class InMemoryBackend(ExecutionBackend):
         if drop:
             return
         if self.gap_markers and event.seq > self._last_delivered + 1:
-            self._publish(EventGap(expected=self._last_delivered + 1, received=event.seq))
+            self._fanout.publish(EventGap(expected=self._last_delivered + 1, received=event.seq))
         self._last_delivered = event.seq
         self.published.append(event)
-        self._publish(event)
-
-    def _publish(self, item: StreamItem) -> None:
-        for stream in list(self._streams):
-            try:
-                stream.send_nowait(item)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._streams.discard(stream)
+        self._fanout.publish(event)
 
     def _record(self, ex: _Execution) -> ExecutionRecord:
         return ExecutionRecord(

@@ -7,8 +7,9 @@ policy tests. One contract test runs against both.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
+import math
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import trio
@@ -16,7 +17,7 @@ import trio
 from ..errors import TransportError
 from ..protocol import CancelReply, CompileReply, Event, ExecutionRecord, ServerInfoReply
 
-__all__ = ["ConnectionLost", "EventGap", "ExecutionBackend", "StreamItem"]
+__all__ = ["ConnectionLost", "EventFanout", "EventGap", "ExecutionBackend", "StreamItem"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,6 +36,46 @@ class ConnectionLost:
 
 
 StreamItem = Event | EventGap | ConnectionLost
+
+
+class EventFanout:
+    """The subscribers of one backend's events: each gets every item published while it is open, unbounded
+    (a slow reader never makes the backend block or drop), and a final ``ConnectionLost`` when the backend ends."""
+
+    def __init__(self) -> None:
+        self._streams: set[trio.MemorySendChannel[StreamItem]] = set()
+
+    @asynccontextmanager
+    async def open(self, lost: TransportError | None) -> AsyncIterator[trio.MemoryReceiveChannel[StreamItem]]:
+        """A new subscription; when the backend is already ``lost`` it holds just that ``ConnectionLost``."""
+        send, receive = trio.open_memory_channel[StreamItem](math.inf)
+        if lost is not None:
+            send.send_nowait(ConnectionLost(error=lost))
+            send.close()
+        else:
+            self._streams.add(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            self._streams.discard(send)
+            send.close()
+
+    def publish(self, item: StreamItem) -> None:
+        """Give ``item`` to every open subscription (closed ones are forgotten)."""
+        for stream in list(self._streams):
+            try:
+                stream.send_nowait(item)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._streams.discard(stream)
+
+    def end(self, lost: TransportError | None = None) -> None:
+        """End every subscription, after a final ``ConnectionLost(lost)`` when a reason is given."""
+        if lost is not None:
+            self.publish(ConnectionLost(error=lost))
+        for stream in self._streams:
+            stream.close()
+        self._streams.clear()
 
 
 class ExecutionBackend(abc.ABC):

@@ -5,9 +5,8 @@ that turns a silent server into ``ServerLostError`` instead of a hang.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -26,7 +25,7 @@ from ..errors import (
     TransportError,
     error_from_code,
 )
-from .backend import ConnectionLost, EventGap, ExecutionBackend, StreamItem
+from .backend import EventFanout, EventGap, ExecutionBackend, StreamItem
 
 __all__ = ["DEFAULT_LIVENESS_TIMEOUT", "ServerConnection", "open_connection"]
 
@@ -63,7 +62,7 @@ class ServerConnection(ExecutionBackend):
         self._events: AsyncSocket | None = None
         self._rids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
-        self._streams: set[trio.MemorySendChannel[StreamItem]] = set()
+        self._fanout = EventFanout()
         self._instance = ""
         self._last_seq = 0
         self._last_seen = trio.current_time()
@@ -119,20 +118,8 @@ class ServerConnection(ExecutionBackend):
         """Ask the server to cancel everything and exit."""
         await self._request(p.Shutdown(rid=next(self._rids)), p.OkReply)
 
-    @asynccontextmanager
-    async def open_event_stream(self) -> AsyncIterator[trio.MemoryReceiveChannel[StreamItem]]:
-        send, receive = trio.open_memory_channel[StreamItem](math.inf)
-        if self._lost is not None:
-            send.send_nowait(ConnectionLost(error=self._lost))
-            send.close()
-        else:
-            self._streams.add(send)
-        try:
-            async with receive:
-                yield receive
-        finally:
-            self._streams.discard(send)
-            send.close()
+    def open_event_stream(self) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[StreamItem]]:
+        return self._fanout.open(self._lost)
 
     # ------------------------------------------------------------------ requests
 
@@ -217,17 +204,10 @@ class ServerConnection(ExecutionBackend):
             return
         self._last_seen = trio.current_time()
         if event.seq > self._last_seq + 1:
-            self._publish(EventGap(expected=self._last_seq + 1, received=event.seq))
+            self._fanout.publish(EventGap(expected=self._last_seq + 1, received=event.seq))
         self._last_seq = max(self._last_seq, event.seq)
         self._seen.set()
-        self._publish(event)
-
-    def _publish(self, item: StreamItem) -> None:
-        for stream in list(self._streams):
-            try:
-                stream.send_nowait(item)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._streams.discard(stream)
+        self._fanout.publish(event)
 
     def _lose(self, error: TransportError) -> None:
         if self._lost is not None or self._closed:
@@ -237,10 +217,7 @@ class ServerConnection(ExecutionBackend):
             if not pending.done.is_set():
                 pending.error = error
                 pending.done.set()
-        self._publish(ConnectionLost(error=error))
-        for stream in self._streams:
-            stream.close()
-        self._streams.clear()
+        self._fanout.end(error)
 
     async def _watch_liveness(self) -> None:
         while self._lost is None:
@@ -307,9 +284,7 @@ class ServerConnection(ExecutionBackend):
             if not pending.done.is_set():
                 pending.error = error
                 pending.done.set()
-        for stream in self._streams:
-            stream.close()
-        self._streams.clear()
+        self._fanout.end()
         self._control.close()
         if self._events is not None:
             self._events.close()
