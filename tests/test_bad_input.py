@@ -6,10 +6,7 @@ garbage, and a real client that must keep getting correct answers meanwhile.
 
 from __future__ import annotations
 
-import os
 import random
-import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,14 +26,9 @@ from hcs_batch.model import PlateRef, safe_plate_name
 from hcs_batch.pipeline import noop_pipeline_text
 from hcs_batch.synth import make_plates
 
-LINE = re.compile(r"^hcs-batch server listening on (tcp://127\.0\.0\.1:\d+) \(events on \d+\)$")
+from .support.serverproc import env, reap, start_server, stop
+
 ESCAPES = ["../x", "..", "../../etc/passwd", "/abs", "/", "a/b", "a\\b", "", ".", ".hidden", "x/../../y", "a\x00b"]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("COLUMNS", None)
-    return env
 
 
 def _tree(root: Path) -> set[Path]:
@@ -70,7 +62,7 @@ def test_the_cli_refuses_an_escaping_plate_name_with_exit_2_and_one_line(path: s
         capture_output=True,
         text=True,
         timeout=60,
-        env=_env(),
+        env=env(),
         cwd=tmp_path,
     )
     assert result.returncode == 2
@@ -84,27 +76,13 @@ def test_the_cli_refuses_an_escaping_plate_name_with_exit_2_and_one_line(path: s
 @pytest.fixture(scope="module")
 def server_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``hcs-batch serve`` on a free loopback port, one worker; must still be serving at the end."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0", "--workers", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=_env(),
-    )
-    assert proc.stdout is not None
+    server = start_server(workers=1)
     try:
-        line = proc.stdout.readline().strip()
-        match = LINE.match(line)
-        assert match is not None, f"unexpected first line {line!r}"
-        yield proc, match.group(1)
-        assert proc.poll() is None, "the server must survive every test"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        yield server.proc, server.url
+        assert server.proc.poll() is None, "the server must survive every test"
+        assert stop(server) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        reap(server)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import functools
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -18,6 +17,7 @@ import trio
 from hcs_batch.synth import make_plates
 
 from .support.procs import descendants, survivors
+from .support.serverproc import env
 
 SUPPORT = Path(__file__).parent / "support"
 SLOW_PIPELINE = """
@@ -28,16 +28,9 @@ pid_dir = "{pid_dir}"
 """
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), env.get("PYTHONPATH", "")])
-    env.pop("COLUMNS", None)
-    return env
-
-
 def _hcs(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hcs_batch", *args], capture_output=True, text=True, env=_env(), timeout=timeout
+        [sys.executable, "-m", "hcs_batch", *args], capture_output=True, text=True, env=env(), timeout=timeout
     )
 
 
@@ -119,7 +112,7 @@ async def test_ctrl_c_mid_run_exits_130_with_every_plate_cancelled_and_no_worker
     stdout_path, stderr_path = tmp_path / "stdout", tmp_path / "stderr"
     with trio.fail_after(90), stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
         async with trio.open_nursery() as nursery:
-            run = functools.partial(trio.run_process, cmd, env=_env(), stdout=stdout, stderr=stderr, check=False)
+            run = functools.partial(trio.run_process, cmd, env=env(), stdout=stdout, stderr=stderr, check=False)
             proc = await nursery.start(run)
             # Another process writes these files; there is no event to wait on, so poll (bounded by fail_after).
             while not any(pid_dir.iterdir()):  # noqa: ASYNC110

@@ -37,6 +37,8 @@ from hcs_batch.security import (
 from hcs_batch.server import open_embedded_server
 from hcs_batch.synth import make_plates
 
+from .support.serverproc import env
+
 LINE = re.compile(r"^hcs-batch server listening on tcp://0\.0\.0\.0:(\d+) \(events on (\d+)\)$")
 KEY_FILES = ["server.key", "server.key_secret", "client.key", "client.key_secret", "clients/client.key"]
 
@@ -112,14 +114,14 @@ def test_non_loopback_bind_without_keys_is_refused(bind: str, capsys: pytest.Cap
 
 
 def test_serve_process_refuses_0000_without_keys_and_a_bad_key_folder(tmp_path: Path) -> None:
-    env = _env()
+    environment = env()
     for extra in ([], ["--keys", str(tmp_path / "nokeys")]):
         result = subprocess.run(
             [sys.executable, "-m", "hcs_batch", "serve", "--bind", "tcp://0.0.0.0:0", *extra],
             capture_output=True,
             text=True,
             timeout=60,
-            env=env,
+            env=environment,
         )
         assert result.returncode == 2
         assert result.stdout == ""
@@ -140,12 +142,6 @@ class KeyedServer:
     log: Path
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("COLUMNS", None)
-    return env
-
-
 @pytest.fixture(scope="module")
 def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServer]:
     """``hcs-batch serve --keys`` bound on every interface (0.0.0.0, a free port), reached via 127.0.0.1."""
@@ -159,7 +155,7 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServ
             stdout=subprocess.PIPE,
             stderr=log_file,
             text=True,
-            env=_env(),
+            env=env(),
         )
     assert proc.stdout is not None
     try:
@@ -208,7 +204,7 @@ def test_the_cli_runs_a_plate_against_the_keyed_server(keyed_server: KeyedServer
     args = ["run", str(folders[0]), "--server", keyed_server.url, "--keys", str(keyed_server.keys)]
     args += ["--pipeline", str(pipeline), "--output", str(tmp_path / "out")]
     result = subprocess.run(
-        [sys.executable, "-m", "hcs_batch", *args], capture_output=True, text=True, timeout=60, env=_env()
+        [sys.executable, "-m", "hcs_batch", *args], capture_output=True, text=True, timeout=60, env=env()
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / folders[0].name / "wells.csv").is_file()
@@ -218,7 +214,7 @@ def test_the_cli_runs_a_plate_against_the_keyed_server(keyed_server: KeyedServer
         capture_output=True,
         text=True,
         timeout=60,
-        env=_env(),
+        env=env(),
     )
     assert result.returncode == 3
     assert "no execution server answered" in result.stderr
