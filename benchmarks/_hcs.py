@@ -14,8 +14,8 @@ from typing import Any
 
 import trio
 
-from hcs_batch.host import BatchHost
 from hcs_batch.model import PlateRef, PlateState
+from hcs_batch.workflow.host import BatchHost
 
 
 class SilentHost(BatchHost):
@@ -46,8 +46,8 @@ class SilentHost(BatchHost):
 def make_plate_refs(
     root: Path, *, plates: int, wells: int = 1, sites: int = 1, channels: int = 1, size: int = 16, seed: int = 0
 ) -> list[PlateRef]:
-    """Synthetic plates on disk (``hcs_batch.synth.make_plates``) as ``PlateRef``s."""
-    from hcs_batch.synth import make_plates
+    """Synthetic plates on disk (``hcs_batch.testing.plates.make_plates``) as ``PlateRef``s."""
+    from hcs_batch.testing.plates import make_plates
 
     paths = make_plates(root, plates=plates, wells=wells, sites=sites, channels=channels, size=size, seed=seed)
     return [PlateRef.from_path(p) for p in paths]
@@ -68,14 +68,14 @@ def default_pipeline() -> str:
 @asynccontextmanager
 async def open_backend(server_url: str | None = None, *, workers: int | None = None) -> AsyncIterator[Any]:
     """An embedded local server and a connection to it (``server_url=None``), or a connection to ``server_url``."""
-    from hcs_batch.embedded import open_backend as _open_backend
+    from hcs_batch.connect import open_backend as _open_backend
 
     async with _open_backend(server_url, workers=workers) as backend:
         yield backend
 
 
 def make_service(host: BatchHost, backend: Any, *, pipeline_text: str, output_dir: Path) -> Any:
-    from hcs_batch.service import BatchWorkflowService
+    from hcs_batch.workflow.service import BatchWorkflowService
 
     return BatchWorkflowService(host, backend, pipeline_text=pipeline_text, output_dir=str(output_dir))
 

@@ -27,7 +27,7 @@ from hcs_batch import protocol as p
 from hcs_batch._zmq import new_socket
 from hcs_batch.client import ServerConnection, open_connection
 from hcs_batch.pipeline import noop_pipeline_text
-from hcs_batch.synth import make_plates
+from hcs_batch.testing.plates import make_plates
 
 LINE = re.compile(r"listening on (tcp://\S+) ")
 

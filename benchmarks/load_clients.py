@@ -31,7 +31,7 @@ import trio
 
 from hcs_batch.client import ServerConnection, open_connection
 from hcs_batch.pipeline import noop_pipeline_text
-from hcs_batch.synth import make_plates
+from hcs_batch.testing.plates import make_plates
 
 LINE = re.compile(r"listening on (tcp://\S+) ")
 RESULTS = Path(__file__).parent / "results" / "load.json"

@@ -33,12 +33,12 @@ def _resolve(func: str) -> Callable[..., Any]:
 def tiled_plates(root: Path, *, plates: int, wells: int, sites: int, size: int) -> list[Any]:
     """Plates of ``size``-pixel images made by tiling one 512-pixel synthetic image (``make_plates`` draws every blob
     over the whole image, which takes seconds per large image); every well holds the same picture, so every well
-    costs the same work. Layout as ``hcs_batch.synth``: ``<plate>/<well>_s<site>_w1.tif``."""
+    costs the same work. Layout as ``hcs_batch.testing.plates``: ``<plate>/<well>_s<site>_w1.tif``."""
     import numpy as np
     import tifffile
 
     from hcs_batch.model import PlateRef
-    from hcs_batch.synth import make_plates, well_names
+    from hcs_batch.testing.plates import make_plates, well_names
 
     base = min(size, 512)
     [seed_plate] = make_plates(root / "_seed", plates=1, wells=1, sites=1, channels=1, size=base, seed=3)

@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.server is None:
         # The embedded server imports numpy/scipy and the steps (0.2-1 s): do it before the Qt loop runs, so it
         # delays the window instead of freezing it in one guest tick.
-        import hcs_batch.server  # noqa: F401
+        import hcs_batch.server.serve  # noqa: F401
 
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "guest_mode"])
     # Build the window before the Qt loop runs: its construction is one-time work, not a GUI freeze.

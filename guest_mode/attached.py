@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import trio
 
-from hcs_batch.client.backend import ConnectionLost, EventGap, ExecutionBackend, StreamItem
+from hcs_batch.backend import ConnectionLost, EventGap, ExecutionBackend, StreamItem
 from hcs_batch.errors import HcsBatchError
 from hcs_batch.model import ExecutionState
 from hcs_batch.protocol import ExecutionRecord, ProgressEvent, StateEvent

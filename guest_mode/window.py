@@ -60,7 +60,7 @@ from PyQt6.QtWidgets import (
 )
 
 from guest_mode.attached import AttachedExecutions, AttachedRow
-from hcs_batch.embedded import open_backend as _open_backend
+from hcs_batch.connect import open_backend as _open_backend
 from hcs_batch.errors import (
     BatchAlreadyRunningError,
     HcsBatchError,
@@ -70,10 +70,10 @@ from hcs_batch.errors import (
     ServerUnreachableError,
     TransportError,
 )
-from hcs_batch.host import BatchHost
 from hcs_batch.model import PlateRef, PlateState
 from hcs_batch.pipeline import default_pipeline_text
-from hcs_batch.service import BatchState, BatchWorkflowService
+from hcs_batch.workflow.host import BatchHost
+from hcs_batch.workflow.service import BatchState, BatchWorkflowService
 
 __all__ = ["REFRESH_INTERVAL_MS", "ConnectionState", "PlateManagerWindow", "QtBatchHost"]
 
@@ -188,8 +188,8 @@ class PlateManagerWindow(QMainWindow):
         workers: worker processes of an embedded server (default: the server's choice).
         connect_timeout: seconds to wait for the server's handshake.
         close_timeout: seconds closing waits for a stopped batch to be confirmed before it gives up.
-        open_backend, service_factory: seams for tests; default to ``hcs_batch.embedded.open_backend`` and
-            ``hcs_batch.service.BatchWorkflowService``.
+        open_backend, service_factory: seams for tests; default to ``hcs_batch.connect.open_backend`` and
+            ``hcs_batch.workflow.service.BatchWorkflowService``.
 
     Raises:
         PipelineError (an ``InputError``): ``pipeline_file`` cannot be read.

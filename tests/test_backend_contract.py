@@ -14,8 +14,8 @@ from hcs_batch.client import open_connection
 from hcs_batch.pipeline import noop_pipeline_text
 from hcs_batch.protocol import StateEvent
 from hcs_batch.server import open_embedded_server
-from hcs_batch.synth import make_plates
 from hcs_batch.testing import open_in_memory_backend
+from hcs_batch.testing.plates import make_plates
 
 
 @pytest.fixture(params=["in-memory", "zmq"])

@@ -24,7 +24,7 @@ from hcs_batch.client import open_connection
 from hcs_batch.errors import ArtifactNotFoundError, InputError, PlateError
 from hcs_batch.model import PlateRef, safe_plate_name
 from hcs_batch.pipeline import noop_pipeline_text
-from hcs_batch.synth import make_plates
+from hcs_batch.testing.plates import make_plates
 
 from .support.serverproc import env, reap, start_server, stop
 

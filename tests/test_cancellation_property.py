@@ -24,9 +24,9 @@ from hcs_batch import PipelineError, PlateRef, PlateState, ServerLostError
 from hcs_batch.client import open_connection
 from hcs_batch.errors import RemoteError
 from hcs_batch.server import open_embedded_server
-from hcs_batch.service import BatchState, BatchSummary, BatchWorkflowService
-from hcs_batch.synth import make_plates
 from hcs_batch.testing import open_in_memory_backend
+from hcs_batch.testing.plates import make_plates
+from hcs_batch.workflow.service import BatchState, BatchSummary, BatchWorkflowService
 
 from .support.procs import survivors
 from .support.serverproc import SUPPORT, pids_in

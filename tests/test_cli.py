@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from hcs_batch.synth import make_plates
+from hcs_batch.testing.plates import make_plates
 
 from .support.procs import descendants, survivors
 from .support.serverproc import env

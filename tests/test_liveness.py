@@ -21,12 +21,12 @@ import trio
 
 from hcs_batch import PlateRef, PlateState
 from hcs_batch import protocol as p
+from hcs_batch.backend import ConnectionLost, EventGap
 from hcs_batch.client import ServerConnection, open_connection
-from hcs_batch.client.backend import ConnectionLost, EventGap
 from hcs_batch.client.connection import DEFAULT_LIVENESS_TIMEOUT
 from hcs_batch.server import open_embedded_server
-from hcs_batch.service import BatchSummary, BatchWorkflowService
-from hcs_batch.synth import make_plates
+from hcs_batch.testing.plates import make_plates
+from hcs_batch.workflow.service import BatchSummary, BatchWorkflowService
 
 from .support.procs import alive, descendants, survivors
 from .support.serverproc import (

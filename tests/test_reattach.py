@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from hcs_batch.synth import make_plates
+from hcs_batch.testing.plates import make_plates
 
 from .support.serverproc import GATE_PIPELINE, Server, env, gated_server, wait_for_pids
 from .support.slow_steps import release_gate
@@ -165,7 +165,7 @@ def test_the_largest_possible_status_reply_fits_in_a_frame() -> None:
     # a huge error) must decode on the client, or a poll would be dropped and never answered.
     from hcs_batch import protocol as p
     from hcs_batch.client.connection import STATUS_CHUNK
-    from hcs_batch.server.records import Execution
+    from hcs_batch.server.stores import Execution
 
     wide = "\U0001f600"
     execution = Execution(

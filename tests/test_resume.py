@@ -18,7 +18,7 @@ import msgspec
 import trio
 
 from hcs_batch.client import open_connection
-from hcs_batch.synth import make_plates
+from hcs_batch.testing.plates import make_plates
 
 from .support.serverproc import env, kill_pids, pids_in, reap, running_server, start_server
 from .support.slow_steps import release_gate

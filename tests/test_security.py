@@ -25,7 +25,7 @@ import zmq
 from hcs_batch import protocol as p
 from hcs_batch.cli import main
 from hcs_batch.client import open_connection
-from hcs_batch.embedded import open_backend
+from hcs_batch.connect import open_backend
 from hcs_batch.errors import SecurityError, ServerUnreachableError
 from hcs_batch.pipeline import noop_pipeline_text
 from hcs_batch.security import (
@@ -35,7 +35,7 @@ from hcs_batch.security import (
     load_server_keys,
 )
 from hcs_batch.server import open_embedded_server
-from hcs_batch.synth import make_plates
+from hcs_batch.testing.plates import make_plates
 
 from .support.serverproc import env
 

@@ -11,8 +11,8 @@ import trio.testing
 
 from hcs_batch import BatchAlreadyRunningError, BatchHost, PipelineError, PlateRef, PlateState, ServerLostError
 from hcs_batch.errors import RemoteError
-from hcs_batch.service import BatchState, BatchSummary, BatchWorkflowService
 from hcs_batch.testing import InMemoryBackend, open_in_memory_backend
+from hcs_batch.workflow.service import BatchState, BatchSummary, BatchWorkflowService
 
 PIPELINE = 'name = "p"\n[[steps]]\nfunc = "hcs_batch.steps:noop"\n'
 

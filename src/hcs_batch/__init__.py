@@ -5,30 +5,35 @@ The public API is what ``__all__`` lists; everything else is private.
 
 from __future__ import annotations
 
-from .client import ConnectionLost, EventGap, ExecutionBackend, ServerConnection, open_connection
-from .embedded import open_backend
-from .errors import (
-    ArtifactNotFoundError,
-    BatchAlreadyRunningError,
-    BatchError,
-    ConnectionClosedError,
-    ExecutionNotFoundError,
-    HcsBatchError,
-    InputError,
-    PipelineError,
-    PlateError,
-    ProtocolError,
-    RemoteError,
-    SecurityError,
-    ServerLostError,
-    ServerRestartedError,
-    ServerUnreachableError,
-    TransportError,
-)
-from .host import BatchHost
-from .model import TERMINAL_STATES, CompiledPlate, CompileJob, ExecutionState, PlateRef, PlateState
-from .progress import ProgressTracker
-from .service import BatchKind, BatchState, BatchSummary, BatchWorkflowService, PlateOutcome
+import typing as _typing
+from importlib import import_module as _import_module
+
+if _typing.TYPE_CHECKING:
+    from .backend import ConnectionLost, EventGap, ExecutionBackend
+    from .client.connection import ServerConnection, open_connection
+    from .connect import open_backend
+    from .errors import (
+        ArtifactNotFoundError,
+        BatchAlreadyRunningError,
+        BatchError,
+        ConnectionClosedError,
+        ExecutionNotFoundError,
+        HcsBatchError,
+        InputError,
+        PipelineError,
+        PlateError,
+        ProtocolError,
+        RemoteError,
+        SecurityError,
+        ServerLostError,
+        ServerRestartedError,
+        ServerUnreachableError,
+        TransportError,
+    )
+    from .model import TERMINAL_STATES, CompiledPlate, CompileJob, ExecutionState, PlateRef, PlateState
+    from .workflow.host import BatchHost
+    from .workflow.progress import ProgressTracker
+    from .workflow.service import BatchKind, BatchState, BatchSummary, BatchWorkflowService, PlateOutcome
 
 __version__ = "0.1.0"
 
@@ -69,3 +74,56 @@ __all__ = [
     "open_backend",
     "open_connection",
 ]
+
+_HOMES: dict[str, str] = {
+    "ArtifactNotFoundError": ".errors",
+    "BatchAlreadyRunningError": ".errors",
+    "BatchError": ".errors",
+    "BatchHost": ".workflow.host",
+    "BatchKind": ".workflow.service",
+    "BatchState": ".workflow.service",
+    "BatchSummary": ".workflow.service",
+    "BatchWorkflowService": ".workflow.service",
+    "CompileJob": ".model",
+    "CompiledPlate": ".model",
+    "ConnectionClosedError": ".errors",
+    "ConnectionLost": ".backend",
+    "EventGap": ".backend",
+    "ExecutionBackend": ".backend",
+    "ExecutionNotFoundError": ".errors",
+    "ExecutionState": ".model",
+    "HcsBatchError": ".errors",
+    "InputError": ".errors",
+    "PipelineError": ".errors",
+    "PlateError": ".errors",
+    "PlateOutcome": ".workflow.service",
+    "PlateRef": ".model",
+    "PlateState": ".model",
+    "ProgressTracker": ".workflow.progress",
+    "ProtocolError": ".errors",
+    "RemoteError": ".errors",
+    "SecurityError": ".errors",
+    "ServerConnection": ".client.connection",
+    "ServerLostError": ".errors",
+    "ServerRestartedError": ".errors",
+    "ServerUnreachableError": ".errors",
+    "TERMINAL_STATES": ".model",
+    "TransportError": ".errors",
+    "open_backend": ".connect",
+    "open_connection": ".client.connection",
+}
+"""Each public name -> the module that defines it, imported on first use: ``import hcs_batch`` loads nothing else,
+and importing the model, the policy or a worker's step module loads neither ZeroMQ nor Qt."""
+
+
+def __getattr__(name: str) -> _typing.Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_import_module(home, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

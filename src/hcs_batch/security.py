@@ -13,12 +13,10 @@ sockets inside :func:`authorized_sockets`, which answers ZeroMQ's authentication
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import ipaddress
 import logging
 import os
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -40,7 +38,6 @@ __all__ = [
     "is_loopback",
     "load_client_keys",
     "load_server_keys",
-    "main_keys",
 ]
 
 log = logging.getLogger("hcs_batch.security")
@@ -293,18 +290,3 @@ def generate_keys(folder: str | Path) -> None:
         )
         if name == "client":
             _write_new(folder / "clients" / "client.key", _PUBLIC_TEMPLATE.format(date=date, public=public), 0o644)
-
-
-def main_keys(args: argparse.Namespace) -> int:
-    """``hcs-batch keys generate DIR``; returns 0, or 2 (one line on stderr) when keys exist there already."""
-    try:
-        generate_keys(args.dir)
-    except (SecurityError, OSError) as exc:
-        print(f"hcs-batch keys: {exc}", file=sys.stderr)
-        return 2
-    print(
-        f"wrote CurveZMQ keys to {args.dir}: the server needs server.key_secret and clients/; "
-        "a client needs server.key and client.key_secret",
-        file=sys.stderr,
-    )
-    return 0

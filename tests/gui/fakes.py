@@ -16,8 +16,8 @@ import trio
 import trio_util
 
 from hcs_batch.errors import BatchAlreadyRunningError, ServerUnreachableError
-from hcs_batch.host import BatchHost
 from hcs_batch.model import PlateRef, PlateState
+from hcs_batch.workflow.host import BatchHost
 
 
 @dataclass

@@ -15,7 +15,7 @@ import trio
 
 from guest_mode.window import PlateManagerWindow
 from hcs_batch.client import open_connection
-from hcs_batch.synth import make_plates
+from hcs_batch.testing.plates import make_plates
 
 from ..support.serverproc import GATE_PIPELINE, Server, env, gated_server, wait_for_pids
 from ..support.slow_steps import release_gate

@@ -18,9 +18,9 @@ from hcs_batch.model import PlateState
 
 from .conftest import buttons, free_port, guest, serving
 
-service_module = pytest.importorskip("hcs_batch.service", reason="BatchWorkflowService has not landed yet")
-pytest.importorskip("hcs_batch.embedded", reason="the embedded server helper has not landed yet")
-synth = pytest.importorskip("hcs_batch.synth")
+service_module = pytest.importorskip("hcs_batch.workflow.service", reason="BatchWorkflowService has not landed yet")
+pytest.importorskip("hcs_batch.connect", reason="the embedded server helper has not landed yet")
+synth = pytest.importorskip("hcs_batch.testing.plates")
 
 pytestmark = pytest.mark.slow
 

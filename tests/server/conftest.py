@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hcs_batch.server import ServerAddress, open_embedded_server
-from hcs_batch.synth import make_plates
+from hcs_batch.testing.plates import make_plates
 
 SUPPORT = Path(__file__).parent.parent / "support"
 # Worker processes are spawned with the parent's sys.path: put the test step module (slow_steps) on it first.

@@ -10,6 +10,7 @@ import pytest
 import tifffile
 
 from hcs_batch import steps
+from hcs_batch.cli.plates import main_make_plates
 from hcs_batch.errors import PipelineError
 from hcs_batch.pipeline import (
     PipelineSpec,
@@ -19,7 +20,7 @@ from hcs_batch.pipeline import (
     noop_pipeline_text,
     parse_pipeline,
 )
-from hcs_batch.synth import main_make_plates, make_plates, well_names
+from hcs_batch.testing.plates import make_plates, well_names
 
 
 def test_builtin_pipelines_parse() -> None:

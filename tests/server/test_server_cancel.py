@@ -12,7 +12,7 @@ from hcs_batch import protocol as p
 from hcs_batch.client import open_connection
 from hcs_batch.pipeline import default_pipeline_text
 from hcs_batch.server import ServerAddress
-from hcs_batch.synth import make_plates
+from hcs_batch.testing.plates import make_plates
 from tests.support.procs import alive as pid_alive
 
 

@@ -23,7 +23,7 @@ from hcs_batch._zmq import new_socket
 from hcs_batch.cli import main
 from hcs_batch.client import open_connection
 from hcs_batch.pipeline import default_pipeline_text
-from hcs_batch.synth import make_plates
+from hcs_batch.testing.plates import make_plates
 from tests.support.procs import descendants, survivors
 
 SUPPORT = Path(__file__).parent.parent / "support"

@@ -14,7 +14,7 @@ from helpers import wait_terminal
 from hcs_batch.client import open_connection
 from hcs_batch.pipeline import noop_pipeline_text
 from hcs_batch.server import ServerAddress
-from hcs_batch.server import executor as executor_module
+from hcs_batch.server.executor import base as executor_module
 from hcs_batch.server.results import write_plate_results
 
 
@@ -85,8 +85,8 @@ async def test_a_hung_plate_folder_does_not_hold_up_other_plates_results(
 ) -> None:
     # Plate folders (input) and result files (output) are on separate lanes: a listing stuck on a dead network
     # share must not keep another plate's results from being written.
-    from hcs_batch.server import app as app_module
-    from hcs_batch.server.plates import list_folder
+    from hcs_batch.server import control as app_module
+    from hcs_batch.server.layouts.flat import list_folder
 
     release, entered = threading.Event(), threading.Event()
 

@@ -12,12 +12,11 @@ import trio
 from hcs_batch.client import open_connection
 from hcs_batch.errors import ArtifactNotFoundError, PlateError
 from hcs_batch.model import ExecutionState
-from hcs_batch.server import serve
-from hcs_batch.server.artifacts import ArtifactStore
 from hcs_batch.server.compiler import Plan
-from hcs_batch.server.records import Execution, RecordStore
 from hcs_batch.server.results import plate_output_dir
-from hcs_batch.synth import make_plates
+from hcs_batch.server.serve import serve
+from hcs_batch.server.stores import ArtifactStore, Execution, RecordStore
+from hcs_batch.testing.plates import make_plates
 from tests.support.procs import alive as pid_alive
 
 

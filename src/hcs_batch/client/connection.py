@@ -15,6 +15,7 @@ import trio
 from .. import protocol as p
 from .._util import collapse_single_exception_group
 from .._zmq import AsyncSocket, new_socket
+from ..backend import EventFanout, EventGap, ExecutionBackend, StreamItem
 from ..errors import (
     ConnectionClosedError,
     InputError,
@@ -25,7 +26,6 @@ from ..errors import (
     TransportError,
     error_from_code,
 )
-from .backend import EventFanout, EventGap, ExecutionBackend, StreamItem
 
 __all__ = ["DEFAULT_LIVENESS_TIMEOUT", "ServerConnection", "open_connection"]
 

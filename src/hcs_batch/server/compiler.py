@@ -26,7 +26,7 @@ from ..errors import PipelineError
 from ..model import safe_plate_name
 from ..pipeline import StepSpec, parse_pipeline
 from ..steps import is_inline_noop
-from .plates import PlateListing
+from .layouts.flat import PlateListing
 
 __all__ = ["CompiledPipeline", "CompiledStep", "Plan", "compile_pipeline", "compile_plate"]
 

@@ -48,10 +48,10 @@ from typing import Any, TypeVar
 
 import trio
 
-from .client.backend import EventFanout, EventGap, ExecutionBackend, StreamItem
-from .errors import ArtifactNotFoundError, TransportError
-from .model import ExecutionState
-from .protocol import (
+from ..backend import EventFanout, EventGap, ExecutionBackend, StreamItem
+from ..errors import ArtifactNotFoundError, TransportError
+from ..model import ExecutionState
+from ..protocol import (
     HEARTBEAT_INTERVAL,
     PROTOCOL_VERSION,
     CancelReply,

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from .host import BatchHost
-from .model import PlateState
+from ..model import PlateState
+from ..workflow.host import BatchHost
 
 __all__ = ["TerminalHost"]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 from typing import TYPE_CHECKING, Any
 
-from .model import CompiledPlate, PlateState
+from ..model import CompiledPlate, PlateState
 
 if TYPE_CHECKING:
     from .progress import ProgressTracker

@@ -29,7 +29,7 @@ from ..runtime.thread_lane import ThreadLane
 from .compiler import CompiledPipeline, compile_pipeline, compile_plate
 from .events import EventPublisher
 from .executor import Executor
-from .plates import list_folder, listing_from_names
+from .layouts.flat import list_folder, listing_from_names
 
 __all__ = ["CAPABILITIES", "ControlApp", "ServerAddress"]
 

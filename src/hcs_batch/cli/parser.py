@@ -1,24 +1,14 @@
-"""The ``hcs-batch`` command: argument parsing and dispatch. Each command's body lives with what it drives.
-
-Exit codes: 0 all plates succeeded; 1 some failed; 2 bad usage or input found before any work; 3 server
-unreachable; 130 cancelled by Ctrl-C.
-"""
+"""The ``hcs-batch`` argument parser: every command and flag."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 
-__all__ = ["EXIT_CANCELLED", "EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "build_parser", "main"]
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_CANCELLED = 130
+__all__ = ["build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``hcs-batch``; one sub-command per command."""
     parser = argparse.ArgumentParser(
         prog="hcs-batch", description="Batch compile and run high-content-screening plates on an execution server."
     )
@@ -73,23 +63,3 @@ def build_parser() -> argparse.ArgumentParser:
     gen = keys_sub.add_parser("generate", help="write a server and a client key pair into DIR")
     gen.add_argument("dir")
     return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    if args.command == "serve":
-        from .server.main import main_serve
-
-        return main_serve(args)
-    if args.command == "make-plates":
-        from .synth import main_make_plates
-
-        return main_make_plates(args)
-    if args.command == "keys":
-        from .security import main_keys
-
-        return main_keys(args)
-    from .commands import run_command
-
-    return run_command(args)

@@ -1,7 +1,8 @@
-"""Execution records: the live state of every execution, kept for ``Status`` and ``ServerInfo(records=True)``.
+"""The server's stores: compile artifacts (bounded in number, evicted by age) and execution records (the live
+state of every execution, kept for ``Status`` and ``ServerInfo(records=True)``).
 
 Live executions are always kept; finished ones are evicted after ``max_age`` seconds or, beyond ``max_finished``,
-oldest first.
+oldest first. Neither store is thread-safe: Trio thread only.
 """
 
 from __future__ import annotations
@@ -14,9 +15,60 @@ from collections.abc import Callable, Iterator
 import trio
 
 from .. import protocol as p
+from ..errors import ArtifactNotFoundError
 from ..model import ExecutionState
+from .compiler import Plan
 
-__all__ = ["MAX_RECORD_ERROR", "Execution", "RecordStore"]
+__all__ = ["MAX_RECORD_ERROR", "ArtifactStore", "Execution", "RecordStore"]
+
+class ArtifactStore:
+    """Plans by artifact id. An artifact lives ``max_age`` seconds from its last compile; beyond ``max_items``
+    the oldest go first. Executing an artifact does not extend its life. Not thread-safe: Trio thread only.
+    """
+
+    def __init__(
+        self, *, max_items: int = 100_000, max_age: float = 24 * 3600.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._plans: OrderedDict[str, tuple[float, Plan]] = OrderedDict()
+        self._max_items = max_items
+        self._max_age = max_age
+        self._clock = clock
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+    def put(self, plan: Plan) -> None:
+        """Store ``plan`` (again): its age restarts, and the oldest artifacts beyond the bound are dropped."""
+        self._plans[plan.artifact_id] = (self._clock(), plan)
+        self._plans.move_to_end(plan.artifact_id)
+        self.evict()
+
+    def get(self, artifact_id: str) -> Plan:
+        """The plan stored under ``artifact_id``.
+
+        Raises:
+            ArtifactNotFoundError: never compiled here, evicted, or expired.
+        """
+        self.evict()
+        entry = self._plans.get(artifact_id)
+        if entry is None:
+            raise ArtifactNotFoundError(
+                f"compile artifact {artifact_id} is unknown or expired on this server; compile the plate again"
+            )
+        return entry[1]
+
+    def evict(self) -> None:
+        """Drop artifacts older than ``max_age`` and the oldest beyond ``max_items``."""
+        plans = self._plans
+        while len(plans) > self._max_items:
+            plans.popitem(last=False)
+        horizon = self._clock() - self._max_age
+        while plans:
+            stored_at, _ = next(iter(plans.values()))
+            if stored_at >= horizon:
+                break
+            plans.popitem(last=False)
+
 
 MAX_RECORD_ERROR = 8192
 """UTF-8 bytes of an execution's error kept in its record: bounds a record's size (see ``STATUS_CHUNK``)."""

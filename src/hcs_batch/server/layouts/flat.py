@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import PlateError
+from ...errors import PlateError
 
 __all__ = ["IMAGE_PATTERN", "ImageFile", "PlateListing", "discover_plate", "list_folder", "listing_from_names"]
 

@@ -12,7 +12,8 @@ import trio
 from .._util import collapse_single_exception_group
 from ..errors import InputError, SecurityError
 from ..security import ServerKeys, load_server_keys
-from . import ServerAddress, parse_bind, serve
+from ..server.control import ServerAddress
+from ..server.serve import parse_bind, serve
 
 __all__ = ["main_serve"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from .model import TERMINAL_STATES, PlateState
-from .protocol import ProgressEvent
+from ..model import TERMINAL_STATES, PlateState
+from ..protocol import ProgressEvent
 
 __all__ = ["PlateProgress", "ProgressTracker"]
 

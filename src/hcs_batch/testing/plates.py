@@ -7,16 +7,14 @@ on a flat background with Gaussian noise. ``<dir>/ground_truth.csv`` lists the c
 
 from __future__ import annotations
 
-import argparse
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
 import tifffile
 from numpy.typing import NDArray
 
-__all__ = ["ROWS", "main_make_plates", "make_plates", "well_names"]
+__all__ = ["ROWS", "make_plates", "well_names"]
 
 ROWS = "ABCDEFGHIJKLMNOP"
 _COLS = 24
@@ -93,23 +91,3 @@ def make_plates(
         writer.writerow(["plate", "well", "site", "channel", "object_count"])
         writer.writerows(truth)
     return folders
-
-
-def main_make_plates(args: argparse.Namespace) -> int:
-    """``hcs-batch make-plates DIR ...``: write the plates, print their folders; 2 on bad arguments."""
-    try:
-        folders = make_plates(
-            args.dir,
-            plates=args.plates,
-            wells=args.wells,
-            sites=args.sites,
-            channels=args.channels,
-            size=args.size,
-            seed=args.seed,
-        )
-    except (ValueError, OSError) as exc:
-        print(f"hcs-batch make-plates: {exc}", file=sys.stderr)
-        return 2
-    for folder in folders:
-        print(folder)
-    return 0

@@ -32,19 +32,19 @@ from typing import Any
 import trio
 from trio_util import AsyncValue
 
-from .client.backend import ConnectionLost, EventGap, ExecutionBackend, StreamItem
-from .errors import (
+from ..backend import ConnectionLost, EventGap, ExecutionBackend, StreamItem
+from ..errors import (
     ArtifactNotFoundError,
     BatchAlreadyRunningError,
     HcsBatchError,
     InputError,
     ServerLostError,
 )
+from ..model import TERMINAL_STATES, CompiledPlate, ExecutionState, PlateRef, PlateState
+from ..protocol import ExecutionRecord, ProgressEvent, ServerInfoReply, StateEvent
+from ..runtime import BatchSubmitWaitEngine, ExecutionStatusPoller, IntervalSnapshotPoller, Snapshot
 from .host import BatchHost
-from .model import TERMINAL_STATES, CompiledPlate, ExecutionState, PlateRef, PlateState
 from .progress import ProgressTracker
-from .protocol import ExecutionRecord, ProgressEvent, ServerInfoReply, StateEvent
-from .runtime import BatchSubmitWaitEngine, ExecutionStatusPoller, IntervalSnapshotPoller, Snapshot
 
 __all__ = ["BatchKind", "BatchState", "BatchSummary", "BatchWorkflowService", "PlateOutcome"]
 

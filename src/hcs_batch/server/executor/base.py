@@ -1,29 +1,26 @@
-"""Executions: ``queued → running → completed | failed | cancelled``, each plate's wells on worker processes.
+"""The executor seam: an execution's life (``queued → running → completed | failed | cancelled``) written once;
+an executor only says how one well runs (:meth:`Executor.run_well`).
 
-- Every well of a non-inline plan runs in a worker process through ``trio_parallel`` (``kill_on_cancel=True``),
-  under one :class:`trio.CapacityLimiter` shared by all plates. Each execution drives at most ``workers`` wells
-  at once, and a driver that finishes a well queues again at the back of the limiter's FIFO, so concurrent
-  plates take turns on the workers instead of the first plate holding all of them.
 - Progress: when a well finishes, one ``progress`` event per (well, step) is published (steps of a well run in
-  one worker call, so they are reported together when the well is done). Wells skipped because their result file
+  one call, so they are reported together when the well is done). Wells skipped because their result file
   already exists for the same artifact count as done and publish nothing.
 - A plan whose steps are all marked noops (:func:`hcs_batch.steps.inline_noop`) runs inline: no images are read
-  and no worker is used; each (well, site, channel) gets a row without measurements.
+  and no well runs on the executor; each (well, site, channel) gets a row without measurements.
+- Each execution drives at most ``workers`` wells at once; the first failing well cancels the others.
 - Every file-system call of an execution (finding done wells, writing the plate's results) runs on the server's
   :class:`~hcs_batch.runtime.thread_lane.ThreadLane`: never on the Trio thread (a slow or hung drive cannot stall
-  the event loop, or a GUI hosting an embedded server), and many plates finishing together share one thread hop
-  (a hop per plate cost more than the write itself).
-- :meth:`Executor.cancel` cancels exactly the named executions: their worker processes are killed (and waited
-  for) before the execution reports ``cancelled``; every other execution goes on.
-- On completion ``wells.csv`` and ``manifest.json`` are written (see :mod:`.results`), and only once both are on
+  the event loop, or a GUI hosting an embedded server), and many plates finishing together share one thread hop.
+- :meth:`Executor.cancel` cancels exactly the named executions: :meth:`Executor.run_well` must stop the well's
+  work before it returns on cancellation; every other execution goes on.
+- On completion ``wells.csv`` and ``manifest.json`` are written (see :mod:`..results`), and only once both are on
   disk does the execution report ``completed``; a failed or cancelled execution leaves only the per-well files of
   the wells that finished (one cancelled while its results were being written may leave those too).
 """
 
 from __future__ import annotations
 
+import abc
 import logging
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,18 +28,16 @@ from typing import Any
 
 import trio
 
-from .. import protocol as p
-from ..errors import HcsBatchError
-from ..model import ExecutionState
-from ..runtime.thread_lane import ThreadLane
-from .artifacts import ArtifactStore
-from .compiler import Plan
-from .events import EventPublisher
-from .records import Execution, RecordStore
-from .results import Row, load_done_wells, plate_output_dir, write_plate_results
-from .worker import run_well, warm_up
+from ... import protocol as p
+from ...errors import HcsBatchError
+from ...model import ExecutionState
+from ...runtime.thread_lane import ThreadLane
+from ..compiler import Plan
+from ..events import EventPublisher
+from ..results import Row, load_done_wells, plate_output_dir, write_plate_results
+from ..stores import ArtifactStore, Execution, RecordStore
 
-__all__ = ["Executor", "default_workers"]
+__all__ = ["Executor"]
 
 log = logging.getLogger("hcs_batch.server")
 
@@ -53,15 +48,17 @@ class _WellFailed(Exception):
         self.message = message
 
 
-class Executor:
-    """Runs executions as tasks of ``nursery``; all methods are called from the Trio thread."""
+class Executor(abc.ABC):
+    """Runs executions as tasks of ``nursery``; all methods are called from the Trio thread.
+
+    A subclass implements :meth:`run_well` (and may override :meth:`warm_up` and :meth:`busy_workers`).
+    """
 
     def __init__(
         self,
         *,
         nursery: trio.Nursery,
         workers: int,
-        worker_context: Any,
         publisher: EventPublisher,
         records: RecordStore,
         artifacts: ArtifactStore,
@@ -70,29 +67,25 @@ class Executor:
         self._nursery = nursery
         self._lane = lane
         self.workers = workers
-        self._context = worker_context
-        self.limiter = trio.CapacityLimiter(workers)
         self._publisher = publisher
         self.records = records
         self.artifacts = artifacts
 
-    # ------------------------------------------------------------------ workers
+    @abc.abstractmethod
+    async def run_well(self, plan: Plan, well: str, plate_dir: Path) -> list[Row]:
+        """Run ``plan``'s steps on ``well``, write its result file below ``plate_dir``, return its rows.
 
-    async def warm_up(self) -> None:
-        """Start every worker process now (in parallel), so no well pays for process start-up or imports.
-
-        A worker that fails to start is logged; wells will start one on demand.
+        Raises any exception for a failed well (its text becomes the execution's error). On cancellation the
+        well's work is stopped (a hung step killed) before this returns.
         """
 
-        async def one() -> None:
-            try:
-                await self._context.run_sync(warm_up, kill_on_cancel=True, limiter=self.limiter)
-            except Exception:
-                log.exception("warming up a worker process failed")
+    async def warm_up(self) -> None:
+        """Make the first wells fast (start workers now); by default nothing to do."""
+        await trio.lowlevel.checkpoint()
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(self.workers):
-                nursery.start_soon(one)
+    def busy_workers(self) -> int:
+        """Wells running right now."""
+        return self.records.running
 
     # ------------------------------------------------------------------ requests
 
@@ -229,17 +222,7 @@ class Executor:
         # The drivers share one iterator: each next() hands out a different well.
         for well in todo:
             try:
-                rows: list[Row] = await self._context.run_sync(
-                    run_well,
-                    plan.plate_path,
-                    well,
-                    plan.well_images[well],
-                    plan.worker_steps,
-                    str(plate_dir),
-                    plan.artifact_id,
-                    kill_on_cancel=True,
-                    limiter=self.limiter,
-                )
+                rows = await self.run_well(plan, well, plate_dir)
             except Exception as exc:  # StepFailure, BrokenWorkerError, OSError from the worker
                 if not failure:
                     failure.append(f"plate {plan.plate_name}: {exc}" if str(exc) else repr(exc))
@@ -271,9 +254,4 @@ class Executor:
 
     def statistics(self) -> tuple[int, int, int]:
         """(queued, running, busy workers)."""
-        return self.records.queued, self.records.running, int(self.limiter.borrowed_tokens)
-
-
-def default_workers() -> int:
-    """One worker process per CPU."""
-    return max(1, os.cpu_count() or 1)
+        return self.records.queued, self.records.running, self.busy_workers()

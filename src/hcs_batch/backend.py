@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import trio
 
-from ..errors import TransportError
-from ..protocol import CancelReply, CompileReply, Event, ExecutionRecord, ServerInfoReply
+from .errors import TransportError
+from .protocol import CancelReply, CompileReply, Event, ExecutionRecord, ServerInfoReply
 
 __all__ = ["ConnectionLost", "EventFanout", "EventGap", "ExecutionBackend", "StreamItem"]
 

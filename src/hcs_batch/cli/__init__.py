@@ -1,0 +1,38 @@
+"""The ``hcs-batch`` command: the parser (:mod:`.parser`), exit codes (:mod:`.exits`) and one module per group of
+commands (:mod:`.batch` compile/run/demo, :mod:`.observe` status/attach, :mod:`.serve`, :mod:`.plates`
+make-plates, :mod:`.keys`), each imported only when its command runs.
+
+Exit codes: 0 all plates succeeded; 1 some failed; 2 bad usage or input found before any work; 3 server
+unreachable; 130 cancelled by Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from importlib import import_module
+
+from .exits import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, guarded
+from .parser import build_parser
+
+__all__ = ["EXIT_CANCELLED", "EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "build_parser", "main"]
+
+_COMMANDS = {
+    "serve": ("serve", "main_serve", False),
+    "make-plates": ("plates", "main_make_plates", False),
+    "keys": ("keys", "main_keys", False),
+    "compile": ("batch", "main_batch", True),
+    "run": ("batch", "main_batch", True),
+    "demo": ("batch", "main_demo", True),
+    "status": ("observe", "main_status", True),
+    "attach": ("observe", "main_attach", True),
+}
+"""command -> (module of this package, its function, whether :func:`guarded` reports its errors)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    module, function, wrap = _COMMANDS[args.command]
+    body: Callable[[argparse.Namespace], int] = getattr(import_module(f".{module}", __name__), function)
+    return guarded(lambda: body(args)) if wrap else body(args)

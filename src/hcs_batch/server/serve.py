@@ -1,0 +1,195 @@
+"""The execution server: compile plates against pipelines, execute them on worker processes, publish events.
+
+Entry point: :func:`serve` (a long-running task for ``nursery.start``) and :func:`open_embedded_server` (a server
+inside the caller's Trio run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+import trio_parallel
+
+from .._util import collapse_single_exception_group
+from .._zmq import AsyncSocket, Frames, new_socket
+from ..errors import InputError
+from ..protocol import MAX_FRAME_BYTES
+from ..runtime.thread_lane import ThreadLane
+from ..security import ServerKeys, authorized_sockets, check_bind
+from .control import ControlApp, ServerAddress
+from .events import EVENT_SNDHWM, EventPublisher
+from .executor import LocalExecutor, default_workers
+from .stores import ArtifactStore, RecordStore
+
+__all__ = ["ServerAddress", "open_embedded_server", "parse_bind", "serve"]
+
+log = logging.getLogger("hcs_batch.server")
+
+_LOOPBACK_NAMES = {"localhost": "127.0.0.1"}
+_REPLY_FLUSH = 0.05
+"""Seconds the sockets stay open after ``Shutdown`` so the reply and final state events leave (LINGER is 0)."""
+_ROUTER_HWM = 1_000_000
+"""A ROUTER drops replies beyond its send high-water mark: far above any number of requests in flight."""
+_MAX_RECEIVE = 8 * MAX_FRAME_BYTES
+"""libzmq drops the connection of a peer that sends a bigger frame, before buffering it: nobody can make the
+server allocate gigabytes. Frames between MAX_FRAME_BYTES and this still get an error reply."""
+_LANE_BATCH = 64
+"""Calls per thread hop on each of the server's file-system lanes. Every caller of a batch wakes in the same Trio
+tick (in guest mode, one GUI tick): 64 no-op plates finishing at once stay well under a 16 ms tick."""
+
+
+def parse_bind(bind: str, keys: ServerKeys | None = None) -> tuple[str, int]:
+    """Split ``tcp://HOST:PORT`` into a host to bind and a port (0: any free port).
+
+    Without ``keys`` only loopback (127.x.x.x, localhost, ::1) is allowed; with CurveZMQ keys any host or
+    interface ZeroMQ accepts (the any-address, an address, an interface name).
+
+    Raises:
+        InputError: not a ``tcp://host:port`` URL.
+        SecurityError: a non-loopback host without ``keys``.
+    """
+    try:
+        parts = urlsplit(bind)
+        port = parts.port
+        host = parts.hostname
+    except ValueError:
+        raise InputError(f"cannot parse bind address {bind!r}; use tcp://127.0.0.1:PORT") from None
+    if parts.scheme != "tcp" or host is None or port is None:
+        raise InputError(f"bind address {bind!r} must look like tcp://127.0.0.1:PORT")
+    check_bind(bind, keys)
+    return _LOOPBACK_NAMES.get(host, host), port
+
+
+def _ignore(frames: Frames) -> None:
+    """A PUB socket receives nothing."""
+
+
+async def serve(
+    bind: str = "tcp://127.0.0.1:0",
+    *,
+    workers: int | None = None,
+    warm_workers: bool = True,
+    keys: ServerKeys | None = None,
+    task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run an execution server until cancelled or asked to shut down.
+
+    With ``keys`` (:func:`hcs_batch.security.load_server_keys`) both sockets are CurveZMQ servers: only the
+    clients ``keys`` authorizes complete a handshake; any other peer gets nothing, and ``bind`` may be any host.
+
+    Binds the control ROUTER at ``bind`` (port 0: a free port) and the event PUB at PORT+1 (a free port when
+    ``bind`` asks for port 0), then reports ``task_status.started(ServerAddress(...))``. ``workers`` (default: CPU
+    count) worker processes are started in the background right away (``warm_workers=False``: on first use).
+
+    Raises:
+        InputError: a malformed ``bind``, or the address cannot be bound (e.g. in use).
+        SecurityError: a non-loopback ``bind`` without ``keys``; another ZAP handler owns this process.
+
+    On cancellation or ``Shutdown``: every execution is cancelled (its workers killed), idle workers are stopped,
+    and both sockets are closed before this returns.
+    """
+    host, port = parse_bind(bind, keys)
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise InputError(f"workers must be at least 1, got {workers}")
+    ipv6 = {"ipv6": 1} if ":" in host else {}
+    url_host = f"[{host}]" if ipv6 else host
+    # The authentication handler is live before the sockets exist and stays so until they are closed:
+    # a CURVE socket with nobody answering authentication lets every client in.
+    zap = contextlib.ExitStack()
+    curve = zap.enter_context(authorized_sockets(keys)) if keys is not None else {}
+    router = new_socket("ROUTER", sndhwm=_ROUTER_HWM, rcvhwm=_ROUTER_HWM, maxmsgsize=_MAX_RECEIVE, **ipv6, **curve)
+    pub = new_socket("PUB", sndhwm=EVENT_SNDHWM, **ipv6, **curve)
+    control = AsyncSocket(router)
+    events = AsyncSocket(pub)
+    try:
+        try:
+            if port == 0:
+                port = router.bind_to_random_port(f"tcp://{url_host}")
+                events_port = pub.bind_to_random_port(f"tcp://{url_host}")
+            else:
+                router.bind(f"tcp://{url_host}:{port}")
+                events_port = port + 1
+                pub.bind(f"tcp://{url_host}:{events_port}")
+        except Exception as exc:  # zmq.ZMQError; only _zmq may name zmq
+            raise InputError(f"cannot bind {bind} (events on the next port): {exc}") from None
+        address = ServerAddress(control_url=f"tcp://{url_host}:{port}", events_port=events_port)
+        publisher = EventPublisher(events, uuid.uuid4().hex)
+        records = RecordStore()
+        # Worker threads for the server's small blocking file-system calls: many plates share one thread hop,
+        # and nothing touches the disk on the Trio thread. Two lanes, so that a plate folder on a hung network
+        # share (input) cannot hold up the result files of other plates (output), nor the other way round.
+        input_lane = ThreadLane(max_batch=_LANE_BATCH)
+        output_lane = ThreadLane(max_batch=_LANE_BATCH)
+        async with trio_parallel.open_worker_context(idle_timeout=math.inf, grace_period=5.0) as context:
+            async with trio.open_nursery() as io_nursery:
+                await io_nursery.start(events.run, _ignore)
+                # In io_nursery: it outlives every execution and compile (the work nursery ends first).
+                await io_nursery.start(input_lane.serve)
+                await io_nursery.start(output_lane.serve)
+                shutdown = trio.Event()
+                async with trio.open_nursery() as work:
+                    executor = LocalExecutor(
+                        nursery=work,
+                        workers=workers,
+                        worker_context=context,
+                        publisher=publisher,
+                        records=records,
+                        artifacts=ArtifactStore(),
+                        lane=output_lane,
+                    )
+                    app = ControlApp(
+                        router=control,
+                        nursery=work,
+                        executor=executor,
+                        publisher=publisher,
+                        events_port=events_port,
+                        shutdown=shutdown,
+                        lane=input_lane,
+                    )
+                    await io_nursery.start(control.run, app.on_frames)
+                    io_nursery.start_soon(publisher.run_heartbeat, lambda: (records.queued, records.running))
+                    if warm_workers:
+                        work.start_soon(executor.warm_up)
+                    log.info("serving on %s (events on %d), %d workers", address.control_url, events_port, workers)
+                    task_status.started(address)
+                    await shutdown.wait()
+                    log.info("shutdown requested: cancelling every execution")
+                    app.stopping = True
+                    work.cancel_scope.cancel()
+                # Every execution has published its final state by now; let it and the reply leave.
+                await trio.sleep(_REPLY_FLUSH)
+                io_nursery.cancel_scope.cancel()
+    finally:
+        control.close()
+        events.close()
+        zap.close()
+
+
+@asynccontextmanager
+async def open_embedded_server(
+    *, workers: int | None = None, warm_workers: bool = True, keys: ServerKeys | None = None
+) -> AsyncIterator[ServerAddress]:
+    """Run a server on a free loopback port inside the caller's Trio run, for as long as the block lasts
+    (under CurveZMQ ``keys`` when given, see :func:`serve`).
+
+    Leaving the block cancels every execution, stops the workers and closes the sockets. Worker processes use
+    the ``spawn`` start method: a script that embeds a server must guard its entry point with
+    ``if __name__ == "__main__":``.
+    """
+    with collapse_single_exception_group():
+        async with trio.open_nursery() as nursery:
+            address: Any = await nursery.start(partial(serve, workers=workers, warm_workers=warm_workers, keys=keys))
+            try:
+                yield address
+            finally:
+                nursery.cancel_scope.cancel()
