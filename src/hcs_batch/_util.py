@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-__all__ = ["collapse_single_exception_group"]
+__all__ = ["call_logged", "collapse_single_exception_group"]
+
+
+def call_logged(log: logging.Logger, what: str, callback: Callable[..., object], *args: object) -> None:
+    """Call ``callback(*args)``; an ``Exception`` it raises is logged on ``log`` (with ``what`` goes on) and swallowed.
+
+    For callbacks into code we do not own (a host, a widget): a broken one must not wedge the caller.
+    """
+    try:
+        callback(*args)
+    except Exception:
+        name = getattr(callback, "__qualname__", None) or getattr(callback, "__name__", repr(callback))
+        log.exception("callback %s raised; %s goes on", name, what)
 
 
 def _single_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

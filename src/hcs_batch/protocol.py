@@ -16,6 +16,7 @@ from typing import Annotated, Any, Final
 import msgspec
 
 from .errors import ProtocolError
+from .model import ExecutionState
 
 PROTOCOL_VERSION: Final = 1
 MAX_FRAME_BYTES: Final = 1 << 20
@@ -124,12 +125,12 @@ class ExecuteReply(_Reply, frozen=True, kw_only=True, tag="execute_reply"):
 
 
 class ExecutionRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """What the server knows of one execution; ``state`` is an ``ExecutionState`` value."""
+    """What the server knows of one execution."""
 
     execution_id: Id
     artifact_id: Id
     plate_name: Name
-    state: str
+    state: ExecutionState
     error: str = ""
     wells_done: int = 0
     wells_total: int = 0
@@ -200,7 +201,7 @@ class StateEvent(_Event, frozen=True, kw_only=True, tag="state"):
 
     execution_id: Id
     plate_name: Name
-    state: str
+    state: ExecutionState
     error: str = ""
 
 

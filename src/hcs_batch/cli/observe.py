@@ -11,8 +11,9 @@ import msgspec
 import trio
 
 from ..connect import open_backend
-from ..protocol import StateEvent
-from .exits import EXIT_OK
+from ..model import ExecutionState
+from ..workflow.follow import LIVE_STATES, ExecutionFollower
+from .exits import EXIT_FAILED, EXIT_OK
 
 __all__ = ["main_attach", "main_status"]
 
@@ -56,34 +57,29 @@ async def _attach(args: argparse.Namespace) -> int:
     Returns 0 when every followed execution completed, 1 when one failed or was cancelled; a server lost or
     restarted meanwhile raises its ``TransportError`` (one line on stderr, exit 1).
     """
-    async with open_backend(args.server, keys=args.keys) as backend:
+    async with open_backend(args.server, keys=args.keys) as backend, backend.open_event_stream() as events:
         info = await backend.server_info(records=True)
-        live = [r.execution_id for r in info.executions if r.state in ("queued", "running")]
+        ended: list[str] = []  # in the order they ended, as printed
+
+        def note_ends() -> None:
+            ended.extend(r.execution_id for r in follower.rows() if not r.live and r.execution_id not in ended)
+
+        # Wakes on the state events of followed executions; polls again at least every second.
+        follower = ExecutionFollower(backend, on_change=note_ends, poll_interval=1.0, max_poll_interval=1.0)
+        for record in info.executions:
+            if record.state in LIVE_STATES:
+                follower.follow_record(record)
         # On stderr even with --json (stdout stays one JSON object): tells a watcher that attach is following.
-        print(f"following {len(live)} live executions on {args.server}", file=sys.stderr, flush=True)
-        final: dict[str, Any] = {}
-        async with backend.open_event_stream() as events:
-            pending = set(live)
-            while pending:
-                records, unknown = await backend.status(sorted(pending))
-                for record in records:
-                    if record.state not in ("queued", "running"):
-                        final[record.execution_id] = msgspec.to_builtins(record)
-                        pending.discard(record.execution_id)
-                pending -= set(unknown)
-                if pending:
-                    # Wake on the first state event of a followed execution; poll again at least every second.
-                    with trio.move_on_after(1.0):
-                        async for item in events:
-                            if isinstance(item, StateEvent) and item.execution_id in pending:
-                                break
-                if backend.lost is not None:
-                    raise backend.lost
-        records_out = list(final.values())
+        print(f"following {len(follower.live_ids())} live executions on {args.server}", file=sys.stderr, flush=True)
+        await follower.serve(events, until_settled=True)
+        if backend.lost is not None:
+            raise backend.lost
+        records, _unknown = await backend.status(ended) if ended else ([], [])
+        records_out: list[dict[str, Any]] = [msgspec.to_builtins(record) for record in records]
     if args.json:
         print(json.dumps({"executions": records_out}, indent=2))
     else:
-        for record in records_out:
-            print(f"{record['execution_id']}  {record['plate_name']}  {record['state']}  {record['error']}")
-    failed = any(r["state"] != "completed" for r in records_out)
-    return 1 if failed else EXIT_OK
+        for out in records_out:
+            print(f"{out['execution_id']}  {out['plate_name']}  {out['state']}  {out['error']}")
+    failed = any(out["state"] != ExecutionState.COMPLETED for out in records_out)
+    return EXIT_FAILED if failed else EXIT_OK

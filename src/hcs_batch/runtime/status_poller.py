@@ -205,6 +205,13 @@ class ExecutionStatusPoller(Generic[S]):
         for execution_id in list(self._pending):
             self.fail(execution_id, error)
 
+    def forget(self, execution_id: str) -> None:
+        """Stop following ``execution_id`` without delivering it: no longer polled, later pushes ignored.
+
+        For callers that learn the end some other way (they keep their own view of each id) and never ``wait``.
+        """
+        self._forget(execution_id)
+
     def status(self, execution_id: str) -> S | None:
         """The latest status known for a tracked id (terminal or not), or None."""
         entry = self._entries.get(execution_id)

@@ -15,6 +15,7 @@ import trio
 from .. import protocol as p
 from .._zmq import AsyncSocket
 from ..errors import ConnectionClosedError
+from ..model import ExecutionState
 
 __all__ = ["EVENT_SNDHWM", "EventPublisher"]
 
@@ -59,7 +60,7 @@ class EventPublisher:
             )
         )
 
-    def state(self, *, execution_id: str, plate_name: str, state: str, error: str = "") -> None:
+    def state(self, *, execution_id: str, plate_name: str, state: ExecutionState, error: str = "") -> None:
         self._send(
             p.StateEvent(
                 seq=self._next(),

@@ -121,7 +121,7 @@ class Execution:
             execution_id=self.execution_id,
             artifact_id=self.artifact_id,
             plate_name=self.plate_name,
-            state=self.state.value,
+            state=self.state,
             error=_clip(self.error),
             wells_done=self.wells_done,
             wells_total=self.wells_total,

@@ -509,7 +509,7 @@ class InMemoryBackend(ExecutionBackend):
                     instance=self._instance,
                     execution_id=ex.execution_id,
                     plate_name=ex.plate_name,
-                    state=ex.state.value,
+                    state=ex.state,
                     error=ex.error,
                 )
             )
@@ -539,7 +539,7 @@ class InMemoryBackend(ExecutionBackend):
             execution_id=ex.execution_id,
             artifact_id=ex.artifact_id,
             plate_name=ex.plate_name,
-            state=ex.state.value,
+            state=ex.state,
             error=ex.error,
             wells_done=ex.wells_done,
             wells_total=len(self.wells),

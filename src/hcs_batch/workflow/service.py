@@ -4,8 +4,7 @@ Structured concurrency scopes every batch::
 
     batch cancel scope (``stop()`` cancels it)
     ├── projection task: host updates, coalesced to at most ``refresh_hz`` a second
-    ├── event follower (run): server state/progress events → status poller and progress tracker
-    ├── status poller (run): one task follows every execution: pushed events first, batched polls as fallback
+    ├── execution follower (run): follows every execution: server events first, batched polls as fallback
     ├── compile phase: BatchSubmitWaitEngine; its nursery exits before anything is executed
     └── execute phase (run): BatchSubmitWaitEngine: submit each plate by compile_artifact_id, then wait all
 
@@ -32,7 +31,7 @@ from typing import Any
 import trio
 from trio_util import AsyncValue
 
-from ..backend import ConnectionLost, EventGap, ExecutionBackend, StreamItem
+from ..backend import ExecutionBackend, StreamItem
 from ..errors import (
     ArtifactNotFoundError,
     BatchAlreadyRunningError,
@@ -41,8 +40,9 @@ from ..errors import (
     ServerLostError,
 )
 from ..model import TERMINAL_STATES, CompiledPlate, ExecutionState, PlateRef, PlateState
-from ..protocol import ExecutionRecord, ProgressEvent, ServerInfoReply, StateEvent
-from ..runtime import BatchSubmitWaitEngine, ExecutionStatusPoller, IntervalSnapshotPoller, Snapshot
+from ..protocol import ProgressEvent, ServerInfoReply
+from ..runtime import BatchSubmitWaitEngine, IntervalSnapshotPoller, Snapshot
+from .follow import ExecutionFollower, FollowedExecution, follow_to_end
 from .host import BatchHost
 from .progress import ProgressTracker
 
@@ -140,18 +140,6 @@ class _Slot:
     artifact_id: str = ""
     execution_id: str = ""
     output: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class _Status:
-    """An execution's state as the poller follows it (from an event or a status poll)."""
-
-    state: ExecutionState
-    error: str = ""
-
-
-def _is_terminal(status: _Status) -> bool:
-    return status.state.is_terminal
 
 
 class _Batch:
@@ -357,14 +345,18 @@ class BatchWorkflowService:
         self._call(self.host.emit_status, f"{batch.kind.value} batch finished: {counts}")
 
     async def _cancel_on_server(self, execution_ids: list[str]) -> None:
-        await self.backend.cancel(execution_ids)
-        # The cancel reply means "asked"; wait until the server reports every one terminal.
-        pending = execution_ids
-        while pending:
-            records, _unknown = await self.backend.status(pending)
-            pending = [r.execution_id for r in records if not ExecutionState(r.state).is_terminal]
-            if pending:
-                await trio.sleep(0.05)
+        # The cancel reply means "asked"; follow them until the server reports every one terminal (the events
+        # stream is open before the cancel, so no confirmation is missed).
+        async with self.backend.open_event_stream() as events:
+            await self.backend.cancel(execution_ids)
+            await follow_to_end(
+                self.backend,
+                execution_ids,
+                events=events,
+                poll_interval=0.25,
+                max_poll_interval=1.0,
+                request_timeout=self._cancel_timeout,
+            )
 
     # ------------------------------------------------------------------ compile phase
 
@@ -429,17 +421,20 @@ class BatchWorkflowService:
         events: trio.MemoryReceiveChannel[StreamItem],
         nursery: trio.Nursery,
     ) -> None:
-        poller: ExecutionStatusPoller[_Status] = ExecutionStatusPoller(
-            fetch=self._fetch_statuses,
-            is_terminal=_is_terminal,
-            interval=self._poll_interval,
-            max_interval=self._max_poll_interval,
+        def on_progress(event: ProgressEvent) -> None:
+            self.tracker.record(event)
+            self._notify()
+
+        follower = ExecutionFollower(
+            self.backend,
+            on_progress=on_progress,
+            poll_interval=self._poll_interval,
+            max_poll_interval=self._max_poll_interval,
             request_timeout=self._request_timeout,
             liveness_timeout=self._liveness_timeout,
             liveness_error=lambda timeout: ServerLostError(f"server lost: no answer to status polls for {timeout:g} s"),
         )
-        await nursery.start(poller.serve)
-        nursery.start_soon(self._follow_events, batch, events, poller)
+        await nursery.start(follower.serve, events)
 
         async def submit(job: tuple[_Slot, CompiledPlate]) -> str:
             slot, plate = job
@@ -455,17 +450,17 @@ class BatchWorkflowService:
             batch.by_execution[execution_id] = slot
             self.host.plate_execution_ids[slot.plate.name] = execution_id
             self._transition(batch, slot, PlateState.RUNNING)
-            poller.track(execution_id)  # applies a state event that overtook this reply
+            follower.follow(execution_id, slot.plate.name)  # applies a state event that overtook this reply
             return execution_id
 
-        async def wait(job: tuple[_Slot, CompiledPlate], execution_id: str) -> _Status:
-            return await poller.wait(execution_id)
+        async def wait(job: tuple[_Slot, CompiledPlate], execution_id: str) -> FollowedExecution:
+            return await follower.wait(execution_id)
 
-        def on_result(job: tuple[_Slot, CompiledPlate], status: _Status) -> None:
-            slot = job[0]
-            self._transition(batch, slot, _PLATE_STATE_OF_EXECUTION[status.state], status.error)
+        def on_result(job: tuple[_Slot, CompiledPlate], ended: FollowedExecution) -> None:
+            assert isinstance(ended.state, ExecutionState)  # wait() raises for the other endings
+            self._transition(batch, job[0], _PLATE_STATE_OF_EXECUTION[ended.state], ended.error)
 
-        engine: BatchSubmitWaitEngine[tuple[_Slot, CompiledPlate], str, _Status] = BatchSubmitWaitEngine(
+        engine: BatchSubmitWaitEngine[tuple[_Slot, CompiledPlate], str, FollowedExecution] = BatchSubmitWaitEngine(
             submit=submit,
             wait=wait,
             max_concurrent_submits=self._limit,
@@ -486,31 +481,6 @@ class BatchWorkflowService:
         with trio.CancelScope(shield=True, deadline=trio.current_time() + self._request_timeout):
             return await self.backend.execute(artifact_id, output_dir=str(self.output_dir), force=self.force)
         raise ServerLostError(f"server lost: no reply to an execute request within {self._request_timeout:g} s")
-
-    async def _fetch_statuses(self, execution_ids: Sequence[str]) -> dict[str, _Status]:
-        records, _unknown = await self.backend.status(execution_ids)
-        return {r.execution_id: _status_of(r) for r in records}
-
-    async def _follow_events(
-        self,
-        batch: _Batch,
-        events: trio.MemoryReceiveChannel[StreamItem],
-        poller: ExecutionStatusPoller[_Status],
-    ) -> None:
-        """Route server events: states to the poller (or hold them until the submit reply names the id),
-        progress to the tracker, a gap to a poll, a lost connection to every live plate."""
-        async for item in events:
-            if isinstance(item, StateEvent):
-                # Unknown ids too: the event may overtake the submit reply; the poller holds it until track().
-                poller.push(item.execution_id, _Status(ExecutionState(item.state), item.error))
-            elif isinstance(item, ProgressEvent):
-                if item.execution_id in batch.by_execution:
-                    self.tracker.record(item)
-                    self._notify()
-            elif isinstance(item, EventGap):
-                poller.poll_now()
-            elif isinstance(item, ConnectionLost):
-                poller.fail_all(item.error)
 
     # ------------------------------------------------------------------ the one state path
 
@@ -583,10 +553,6 @@ class BatchWorkflowService:
             callback(*args)
         except Exception:
             log.exception("host callback %s raised; the batch goes on", getattr(callback, "__name__", callback))
-
-
-def _status_of(record: ExecutionRecord) -> _Status:
-    return _Status(ExecutionState(record.state), record.error)
 
 
 def _info_key(info: ServerInfoReply) -> tuple[int, int, int, int]:

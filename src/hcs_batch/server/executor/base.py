@@ -134,7 +134,7 @@ class Executor(abc.ABC):
         self._publisher.state(
             execution_id=execution.execution_id,
             plate_name=execution.plate_name,
-            state=execution.state.value,
+            state=execution.state,
             error=execution.error,
         )
 
