@@ -36,6 +36,9 @@ class SilentHost(BatchHost):
             if self.running >= self.running_target:
                 self.running_reached.set()
 
+    def emit_error(self, text: str) -> None:
+        pass  # outcomes are counted below
+
     def on_plate_completed(self, plate: str, state: PlateState, error: str) -> None:
         self.outcomes[str(state)] += 1
 

@@ -27,10 +27,14 @@ class RecordingHost(BatchHost):
         self.completed: list[tuple[str, PlateState, str]] = []
         self.all_done: list[BatchSummary] = []
         self.item_updates = 0
+        self.errors: list[str] = []
 
     def emit_orchestrator_state(self, plate: str, state: PlateState) -> None:
         self.calls.append(("state", (plate, state)))
         self.transitions.setdefault(plate, []).append(state)
+
+    def emit_error(self, text: str) -> None:
+        self.errors.append(text)
 
     def on_plate_completed(self, plate: str, state: PlateState, error: str) -> None:
         self.completed.append((plate, state, error))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import PlateError
@@ -100,12 +100,10 @@ class PlateRef:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CompileJob:
-    """One immutable compile unit: a plate, the pipeline text, and the config that goes into the artifact id."""
+    """One immutable compile unit (the seed's flow, step 2): a plate and the pipeline text it is compiled with."""
 
     plate: PlateRef
     pipeline_text: str
-    pipeline_name: str = "pipeline"
-    config: tuple[tuple[str, str], ...] = field(default=())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,7 +17,7 @@ import trio_util
 
 from hcs_batch.errors import BatchAlreadyRunningError, ServerUnreachableError
 from hcs_batch.model import PlateRef, PlateState
-from hcs_batch.workflow.host import BatchHost
+from hcs_batch.workflow.host import BatchHost, HostStores
 
 
 @dataclass
@@ -86,9 +86,10 @@ class FakeService:
         self.running = trio.Event()
         self._scope: trio.CancelScope | None = None
         self.tracker = FakeTracker()
+        self.stores = HostStores(tracker=self.tracker)  # type: ignore[arg-type]
+        host.bind_stores(self.stores)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.host.progress_tracker = self.tracker
         self.tracker.server_status_text = "server connected: 0 queued, 0 running, 0/2 workers busy"
         self.host.emit_status(self.tracker.server_status_text)
         task_status.started()
@@ -104,7 +105,7 @@ class FakeService:
         current = self.host.plate_execution_states.get(plate)
         if current is not None and current.is_terminal:
             return
-        self.host.plate_execution_states[plate] = state
+        self.stores.states[plate] = state
         self.host.emit_orchestrator_state(plate, state)
         if state.is_terminal:
             error = "Traceback (most recent call last):\n  ValueError: bad well" if state == PlateState.FAILED else ""
@@ -120,11 +121,10 @@ class FakeService:
         if self.batch_state.value != "idle":
             raise BatchAlreadyRunningError("a batch is active")
         self.batch_state.value = "compiling"
-        self.host.progress_tracker = self.tracker
         self.host.update_button_states()
         names = [p.name for p in plates]
         for name in names:
-            self.host.plate_execution_states.pop(name, None)
+            self.stores.states.pop(name, None)
             self._set(name, PlateState.QUEUED)
         self.host.emit_progress_started(len(names))
         try:

@@ -20,7 +20,7 @@ from ..connect import open_backend
 from ..errors import PlateError
 from ..model import PlateRef
 from ..pipeline import default_pipeline_text, load_pipeline_file
-from ..workflow.service import BatchSummary, BatchWorkflowService
+from ..workflow.service import BatchKind, BatchState, BatchSummary, BatchWorkflowService
 from .exits import error
 from .terminal import TerminalHost
 
@@ -47,7 +47,7 @@ def main_batch(args: argparse.Namespace) -> int:
     plates = _plates(args.plates, check_local=_is_local(args.server))
     summary = trio.run(
         _run_batch,
-        args.command,
+        BatchKind(args.command),
         plates,
         pipeline_text,
         args.server,
@@ -66,7 +66,7 @@ def _report(summary: BatchSummary, *, as_json: bool) -> int:
 
 
 async def _run_batch(
-    kind: str,
+    kind: BatchKind,
     plates: list[PlateRef],
     pipeline_text: str,
     server: str | None,
@@ -81,7 +81,7 @@ async def _run_batch(
         service = BatchWorkflowService(
             host, backend, pipeline_text=pipeline_text, output_dir=output, fail_fast=fail_fast, force=force
         )
-        start = service.run_plates if kind == "run" else service.compile_plates
+        start = service.run_plates if kind is BatchKind.RUN else service.compile_plates
         return await _with_ctrl_c(service, lambda: start(plates))
 
 
@@ -93,7 +93,7 @@ async def _with_ctrl_c(service: BatchWorkflowService, batch: Callable[[], Awaita
 
             async def watch() -> None:
                 async for _ in signals:
-                    if service.active and service.batch_state.value != "stopping":
+                    if service.active and service.batch_state.value is not BatchState.STOPPING:
                         error("stopping: cancelling the batch's executions on the server (Ctrl-C again to abandon)")
                         service.stop()
                     else:
@@ -118,7 +118,7 @@ def main_demo(args: argparse.Namespace) -> int:
         paths = make_plates(root / "plates", plates=args.plates, wells=8, sites=2, channels=1, size=256, seed=7)
         plates = [PlateRef.from_path(p) for p in paths]
         output = Path("hcs-results").absolute()
-        summary = trio.run(_run_batch, "run", plates, default_pipeline_text(), None, str(output), False, False)
+        summary = trio.run(_run_batch, BatchKind.RUN, plates, default_pipeline_text(), None, str(output), False, False)
         _print_demo_summary(summary, root / "plates" / "ground_truth.csv", output)
         return summary.exit_code()
 

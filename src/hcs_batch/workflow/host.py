@@ -1,73 +1,129 @@
-"""The host contract: what a GUI or terminal must provide to host ``BatchWorkflowService``.
+"""The host contract: what a GUI or terminal provides to host ``BatchWorkflowService``, documented here only.
 
-``BatchHost`` is nominal: a host *subclasses* it and the service refuses anything else with ``TypeError``.
-Every callback is called in the Trio thread (in guest mode, the Qt main thread), synchronously, and must return
-quickly without awaiting or blocking; an exception escaping a callback is logged by the service and swallowed
-so that one broken widget cannot wedge a batch. Plates are keyed by ``PlateRef.name`` (unique per batch).
+``BatchHost`` is nominal: a host *subclasses* it (and calls ``super().__init__()``); the service refuses anything
+else with ``TypeError``. Plates are keyed by ``PlateRef.name`` (unique per batch).
 
-The defaults do nothing, so a host overrides only what it shows. The stores are plain dicts that the service
-writes and the host reads.
+Callbacks (the seed's names). The service calls them in the Trio thread (in guest mode, the Qt main thread),
+synchronously; each must return quickly without awaiting or blocking. An exception escaping one is logged by the
+service and swallowed, so one broken widget cannot wedge a batch. A host must show plate states and errors
+(the two abstract methods); the others default to doing nothing.
+
+===========================================  ===================================================================
+``emit_orchestrator_state(plate, state)``    ``plate`` moved to ``state``; once per transition, never again after
+                                             a terminal state (abstract)
+``emit_error(text)``                         a human error message; for a failed plate it names the plate and
+                                             what to do (abstract)
+``emit_status(text)``                        a one-line human status (batch phase, server status)
+``emit_progress_started(total)``             a batch of ``total`` plates started
+``emit_progress_updated(done, total)``       ``done`` of ``total`` plates are final (at most 30 calls a second)
+``emit_progress_finished()``                 the batch ended (every plate final)
+``update_item_list()``                       plate rows or their progress changed: re-read the views below
+``update_button_states()``                   the batch state changed: enable or disable Compile/Run/Stop
+``on_plate_completed(plate, state, error)``  ``plate`` is final (``error`` empty unless failed or cancelled)
+``emit_execution_complete(summary)``         a run batch ended; ``summary`` is a ``BatchSummary``
+``on_all_plates_completed(summary)``         every plate of the batch is final; exactly once per batch
+===========================================  ===================================================================
+
+Views (read-only; the service owns the state and is its only writer, see :class:`HostStores`):
+``plate_compiled_data`` (compiled artifacts by plate: the service's compile cache, kept across its batches so
+Run reuses a compile-only result), ``plate_execution_states`` (the latest state of every plate of the current
+batch), ``plate_execution_ids`` (the server's execution id of every plate submitted in the current batch) and
+``progress_tracker`` (the live :class:`~.progress.ProgressTracker` of the current batch; None before a service
+is bound).
 """
 
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from ..model import CompiledPlate, PlateState
+from .progress import ProgressTracker
 
 if TYPE_CHECKING:
-    from .progress import ProgressTracker
+    from .service import BatchSummary
 
-__all__ = ["BatchHost"]
+__all__ = ["BatchHost", "HostStores"]
 
 
-class BatchHost(abc.ABC):  # noqa: B024 - nominal base: every callback has a no-op default on purpose
-    """Base class of every host. Subclass it, call ``super().__init__()``, override the callbacks you show."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostStores:
+    """The state a service keeps for its host. The service creates it, binds it (:meth:`BatchHost.bind_stores`)
+    and alone writes it; the host reads it through read-only views."""
+
+    compiled: dict[str, CompiledPlate] = field(default_factory=dict)
+    states: dict[str, PlateState] = field(default_factory=dict)
+    execution_ids: dict[str, str] = field(default_factory=dict)
+    tracker: ProgressTracker = field(default_factory=ProgressTracker)
+
+
+class BatchHost(abc.ABC):
+    """Base class of every host: subclass it, call ``super().__init__()``, implement the abstract callbacks and
+    override the others you show (see the module docstring for the whole contract)."""
 
     def __init__(self) -> None:
-        self.plate_compiled_data: dict[str, CompiledPlate] = {}
-        """Compiled artifacts by plate name; kept across batches so Run can reuse a compile-only result."""
-        self.plate_execution_states: dict[str, PlateState] = {}
-        """The latest state of every plate of the current batch."""
-        self.plate_execution_ids: dict[str, str] = {}
-        """The server's execution id of every plate submitted in the current batch."""
-        self.progress_tracker: ProgressTracker | None = None
-        """Set by the service: the live progress projection of the current batch."""
+        self._stores: HostStores | None = None
 
-    # --- status and errors
-    def emit_status(self, text: str) -> None:  # noqa: B027
-        """A one-line human status (batch phase, server status)."""
+    def bind_stores(self, stores: HostStores) -> None:
+        """Called by the service that hosts this object: the views read ``stores`` from now on."""
+        self._stores = stores
 
-    def emit_error(self, text: str) -> None:  # noqa: B027
-        """A human error message; for a failed plate it names the plate and what to do."""
+    # ------------------------------------------------------------------ views
 
-    # --- batch progress
-    def emit_progress_started(self, total: int) -> None:  # noqa: B027
-        """A batch of ``total`` plates started."""
+    @property
+    def plate_compiled_data(self) -> Mapping[str, CompiledPlate]:
+        return MappingProxyType(self._stores.compiled if self._stores else {})
 
-    def emit_progress_updated(self, done: int, total: int) -> None:  # noqa: B027
-        """``done`` of ``total`` plates are terminal (at most 30 calls a second)."""
+    @property
+    def plate_execution_states(self) -> Mapping[str, PlateState]:
+        return MappingProxyType(self._stores.states if self._stores else {})
 
-    def emit_progress_finished(self) -> None:  # noqa: B027
-        """The batch ended (every plate terminal)."""
+    @property
+    def plate_execution_ids(self) -> Mapping[str, str]:
+        return MappingProxyType(self._stores.execution_ids if self._stores else {})
 
-    # --- views
-    def update_item_list(self) -> None:  # noqa: B027
-        """Plate rows or their progress changed: re-read the stores and ``progress_tracker``."""
+    @property
+    def progress_tracker(self) -> ProgressTracker | None:
+        return self._stores.tracker if self._stores else None
 
-    def update_button_states(self) -> None:  # noqa: B027
-        """The batch state changed: enable or disable Compile/Run/Stop."""
+    # ------------------------------------------------------------------ callbacks a host must implement
 
-    # --- plate and batch outcomes
-    def emit_orchestrator_state(self, plate: str, state: PlateState) -> None:  # noqa: B027
-        """``plate`` moved to ``state``. Called once per transition; never again after a terminal state."""
+    @abc.abstractmethod
+    def emit_orchestrator_state(self, plate: str, state: PlateState) -> None: ...
 
-    def on_plate_completed(self, plate: str, state: PlateState, error: str) -> None:  # noqa: B027
-        """``plate`` reached a terminal ``state`` (``error`` is empty unless failed or cancelled)."""
+    @abc.abstractmethod
+    def emit_error(self, text: str) -> None: ...
 
-    def emit_execution_complete(self, summary: Any) -> None:  # noqa: B027
-        """A run batch ended; ``summary`` is a ``BatchSummary``."""
+    # ------------------------------------------------------------------ callbacks with a default (nothing)
 
-    def on_all_plates_completed(self, summary: Any) -> None:  # noqa: B027
-        """Every plate of the batch is terminal. Called exactly once per batch."""
+    def emit_status(self, text: str) -> None:
+        return None
+
+    def emit_progress_started(self, total: int) -> None:
+        return None
+
+    def emit_progress_updated(self, done: int, total: int) -> None:
+        return None
+
+    def emit_progress_finished(self) -> None:
+        return None
+
+    def update_item_list(self) -> None:
+        return None
+
+    def update_button_states(self) -> None:
+        return None
+
+    def on_plate_completed(self, plate: str, state: PlateState, error: str) -> None:
+        return None
+
+    def emit_execution_complete(self, summary: BatchSummary) -> None:
+        return None
+
+    def on_all_plates_completed(self, summary: BatchSummary) -> None:
+        return None
+
+

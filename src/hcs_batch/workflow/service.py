@@ -39,11 +39,11 @@ from ..errors import (
     InputError,
     ServerLostError,
 )
-from ..model import TERMINAL_STATES, CompiledPlate, ExecutionState, PlateRef, PlateState
+from ..model import TERMINAL_STATES, CompiledPlate, CompileJob, ExecutionState, PlateRef, PlateState
 from ..protocol import ProgressEvent, ServerInfoReply
 from ..runtime import BatchSubmitWaitEngine, IntervalSnapshotPoller, Snapshot
 from .follow import ExecutionFollower, FollowedExecution, follow_to_end
-from .host import BatchHost
+from .host import BatchHost, HostStores
 from .progress import ProgressTracker
 
 __all__ = ["BatchKind", "BatchState", "BatchSummary", "BatchWorkflowService", "PlateOutcome"]
@@ -210,8 +210,9 @@ class BatchWorkflowService:
         self.fail_fast = fail_fast
         self.force = force
         self.batch_state: AsyncValue[BatchState] = AsyncValue(BatchState.IDLE)
-        self.tracker = ProgressTracker()
-        host.progress_tracker = self.tracker
+        self._stores = HostStores()
+        """The plate states, execution ids, compile cache and progress of this service: written only here."""
+        host.bind_stores(self._stores)
         self._limit = max_concurrent_requests
         self._poll_interval = poll_interval
         self._max_poll_interval = max_poll_interval
@@ -225,7 +226,7 @@ class BatchWorkflowService:
     # ------------------------------------------------------------------ public API
 
     async def compile_plates(self, plates: Sequence[PlateRef]) -> BatchSummary:
-        """Compile every plate and keep the artifacts in ``host.plate_compiled_data``.
+        """Compile every plate and keep the artifacts (``host.plate_compiled_data`` shows them).
 
         Raises ``BatchAlreadyRunningError`` (before any await) if a batch is active, ``InputError`` for two
         plates with one name. Plate failures do not raise: they end the plate ``failed``.
@@ -250,7 +251,13 @@ class BatchWorkflowService:
 
     @property
     def active(self) -> bool:
+        """A batch is running (from the synchronous start of ``compile_plates``/``run_plates`` to its end)."""
         return self._batch is not None
+
+    @property
+    def tracker(self) -> ProgressTracker:
+        """The progress of the current batch (what ``host.progress_tracker`` shows)."""
+        return self._stores.tracker
 
     async def serve(
         self, *, interval: float = 1.0, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -282,11 +289,11 @@ class BatchWorkflowService:
         batch = self._batch = _Batch(kind, plates)
         final = {PlateState.COMPILED, *TERMINAL_STATES} if kind is BatchKind.COMPILE else TERMINAL_STATES
         self.tracker.reset(names, final_states=final)
-        self.host.plate_execution_states = {}
-        self.host.plate_execution_ids = {}
+        self._stores.states.clear()
+        self._stores.execution_ids.clear()
         self.batch_state.value = BatchState.COMPILING
         for slot in batch.slots:
-            self.host.plate_execution_states[slot.plate.name] = PlateState.QUEUED
+            self._stores.states[slot.plate.name] = PlateState.QUEUED
             self._call(self.host.emit_orchestrator_state, slot.plate.name, PlateState.QUEUED)
         self._call(self.host.emit_progress_started, len(batch.slots))
         self._call(self.host.update_button_states)
@@ -361,55 +368,60 @@ class BatchWorkflowService:
     # ------------------------------------------------------------------ compile phase
 
     async def _compile_all(self, batch: _Batch) -> list[tuple[_Slot, CompiledPlate]]:
-        """Compile every plate (bounded); returns the compiled ones once the compile nursery has exited."""
+        """Compile every plate (bounded), one frozen ``CompileJob`` each; returns the compiled ones once the
+        compile nursery has exited."""
+        jobs = [CompileJob(plate=slot.plate, pipeline_text=self.pipeline_text) for slot in batch.slots]
 
-        async def submit(slot: _Slot) -> CompiledPlate:
-            return await self._compile_one(batch, slot)
+        async def submit(job: CompileJob) -> CompiledPlate:
+            return await self._compile_one(batch, job)
 
-        async def wait(slot: _Slot, compiled: CompiledPlate) -> CompiledPlate:
+        async def wait(job: CompileJob, compiled: CompiledPlate) -> CompiledPlate:
             return compiled
 
-        def on_result(slot: _Slot, compiled: CompiledPlate) -> None:
+        def on_result(job: CompileJob, compiled: CompiledPlate) -> None:
+            slot = batch.by_name[job.plate.name]
             slot.artifact_id = compiled.artifact_id
             self._transition(batch, slot, PlateState.COMPILED)
 
-        engine: BatchSubmitWaitEngine[_Slot, CompiledPlate, CompiledPlate] = BatchSubmitWaitEngine(
+        engine: BatchSubmitWaitEngine[CompileJob, CompiledPlate, CompiledPlate] = BatchSubmitWaitEngine(
             submit=submit,
             wait=wait,
             max_concurrent_submits=self._limit,
             max_concurrent_waits=self._limit,
             on_result=on_result,
-            on_error=lambda slot, exc: self._fail(batch, slot, exc),
+            on_error=lambda job, exc: self._fail(batch, batch.by_name[job.plate.name], exc),
         )
-        await engine.run(batch.slots)
-        return [(s, self.host.plate_compiled_data[s.plate.name]) for s in batch.slots if s.state is PlateState.COMPILED]
+        await engine.run(jobs)
+        return [(s, self._stores.compiled[s.plate.name]) for s in batch.slots if s.state is PlateState.COMPILED]
 
-    async def _compile_one(self, batch: _Batch, slot: _Slot, *, reuse: bool = True) -> CompiledPlate:
-        name = slot.plate.name
-        cached = self.host.plate_compiled_data.get(name)
+    async def _compile_one(self, batch: _Batch, job: CompileJob, *, reuse: bool = True) -> CompiledPlate:
+        """The compiled plate of ``job``: the cached one when it was compiled from the same folder and pipeline on
+        this server instance (and ``reuse``), else a fresh compile, which then replaces it in the cache."""
+        plate = job.plate
+        cached = self._stores.compiled.get(plate.name)
         if (
             reuse
             and cached is not None
-            and cached.plate.path == slot.plate.path
-            and cached.pipeline_text == self.pipeline_text
+            and cached.plate.path == plate.path
+            and cached.pipeline_text == job.pipeline_text
             and cached.server_instance == self.backend.instance
         ):
             return cached
-        self._transition(batch, slot, PlateState.COMPILING)
+        self._transition(batch, batch.by_name[plate.name], PlateState.COMPILING)
         reply = await self.backend.compile(
-            plate_path=str(slot.plate.path), plate_name=name, pipeline=self.pipeline_text
+            plate_path=str(plate.path), plate_name=plate.name, pipeline=job.pipeline_text
         )
         compiled = CompiledPlate(
-            plate=slot.plate,
+            plate=plate,
             artifact_id=reply.artifact_id,
-            pipeline_text=self.pipeline_text,
+            pipeline_text=job.pipeline_text,
             wells=len(reply.wells),
             sites=reply.sites,
             channels=reply.channels,
             steps=tuple(reply.steps),
             server_instance=self.backend.instance,
         )
-        self.host.plate_compiled_data[name] = compiled
+        self._stores.compiled[plate.name] = compiled
         return compiled
 
     # ------------------------------------------------------------------ execute phase
@@ -442,13 +454,15 @@ class BatchWorkflowService:
                 execution_id = await self._submit_execution(plate.artifact_id)
             except ArtifactNotFoundError:
                 # The server forgot the artifact (restart, expiry): compile once more, then submit that.
-                plate = await self._compile_one(batch, slot, reuse=False)
+                plate = await self._compile_one(
+                    batch, CompileJob(plate=slot.plate, pipeline_text=plate.pipeline_text), reuse=False
+                )
                 slot.artifact_id = plate.artifact_id
                 execution_id = await self._submit_execution(plate.artifact_id)
             slot.execution_id = execution_id
             slot.output = str(self.output_dir / slot.plate.name)
             batch.by_execution[execution_id] = slot
-            self.host.plate_execution_ids[slot.plate.name] = execution_id
+            self._stores.execution_ids[slot.plate.name] = execution_id
             self._transition(batch, slot, PlateState.RUNNING)
             follower.follow(execution_id, slot.plate.name)  # applies a state event that overtook this reply
             return execution_id
@@ -497,7 +511,7 @@ class BatchWorkflowService:
             return False
         slot.state, slot.error = state, error
         name = slot.plate.name
-        self.host.plate_execution_states[name] = state
+        self._stores.states[name] = state
         self.tracker.set_state(name, state, error)
         self._notify()
         self._call(self.host.emit_orchestrator_state, name, state)
