@@ -1,16 +1,18 @@
-"""Small helpers shared across layers (no I/O)."""
+"""Small mechanisms shared across layers, each written once (no I/O, no third-party imports)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
-__all__ = ["call_logged", "collapse_single_exception_group"]
+__all__ = ["call_logged", "clip_text", "collapse_single_exception_group", "is_loopback", "log_throttled", "single_leaf"]
 
 
 def call_logged(log: logging.Logger, what: str, callback: Callable[..., object], *args: object) -> None:
-    """Call ``callback(*args)``; an ``Exception`` it raises is logged on ``log`` (with ``what`` goes on) and swallowed.
+    """Call ``callback(*args)``; an ``Exception`` it raises is logged on ``log`` (``what`` goes on) and swallowed.
 
     For callbacks into code we do not own (a host, a widget): a broken one must not wedge the caller.
     """
@@ -21,12 +23,44 @@ def call_logged(log: logging.Logger, what: str, callback: Callable[..., object],
         log.exception("callback %s raised; %s goes on", name, what)
 
 
-def _single_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+def log_throttled(count: int) -> bool:
+    """Whether the ``count``-th occurrence of a repeated warning is logged: the first ten, then every thousandth,
+    so a stream of bad input cannot fill the log."""
+    return count <= 10 or count % 1000 == 0
+
+
+def clip_text(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` UTF-8 bytes (so also at most that many characters), never in the
+    middle of a character."""
+    if len(text) <= max_bytes // 4:
+        return text  # cannot be over the limit: the common case costs no encoding
+    return text.encode()[:max_bytes].decode(errors="ignore")
+
+
+def is_loopback(url: str) -> bool:
+    """True for ``tcp://127.x.x.x``, ``tcp://localhost`` and ``tcp://[::1]`` endpoints (and ``ipc``/``inproc``)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return False
+    if parts.scheme in ("ipc", "inproc"):
+        return True
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def single_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside ``group`` (however deeply nested), or None when it holds several."""
     if len(group.exceptions) != 1:
         return None
     only = group.exceptions[0]
     if isinstance(only, BaseExceptionGroup):
-        return _single_leaf(only)
+        return single_leaf(only)
     return only
 
 
@@ -40,7 +74,7 @@ def collapse_single_exception_group() -> Iterator[None]:
     try:
         yield
     except BaseExceptionGroup as group:
-        leaf = _single_leaf(group)
+        leaf = single_leaf(group)
         if leaf is None:
             raise
         raise leaf from leaf.__cause__

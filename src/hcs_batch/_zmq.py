@@ -27,7 +27,6 @@ __all__ = [
     "has_curve",
     "load_certificate",
     "new_socket",
-    "write_certificates",
     "z85_encode",
 ]
 
@@ -53,16 +52,8 @@ def curve_keypair() -> tuple[bytes, bytes]:
     return public, secret
 
 
-def write_certificates(folder: str, name: str) -> tuple[str, str]:
-    """Write a CurveZMQ key pair as ``name.key`` (public) and ``name.key_secret`` in ``folder``."""
-    import zmq.auth
-
-    public, secret = zmq.auth.create_certificates(folder, name)
-    return str(public), str(secret)
-
-
 def load_certificate(path: str) -> tuple[bytes, bytes | None]:
-    """(public, secret or None) from a certificate file written by :func:`write_certificates`.
+    """(public, secret or None) from a ZeroMQ certificate file (``hcs-batch keys generate``).
 
     Raises ValueError or OSError for a missing or malformed file.
     """

@@ -86,15 +86,18 @@ class ExecutionBackend(abc.ABC):
     Cancelling a request abandons its reply; the server may still act on it.
     """
 
-    @property
-    @abc.abstractmethod
-    def instance(self) -> str:
-        """The server instance id from the handshake."""
+    _instance: str = ""
+    _lost: TransportError | None = None
 
     @property
-    @abc.abstractmethod
+    def instance(self) -> str:
+        """The server instance id from the handshake (an implementation sets ``_instance``)."""
+        return self._instance
+
+    @property
     def lost(self) -> TransportError | None:
-        """Why the connection is no longer usable, or None while it is."""
+        """Why the connection is no longer usable, or None while it is (an implementation sets ``_lost``)."""
+        return self._lost
 
     @abc.abstractmethod
     async def compile(

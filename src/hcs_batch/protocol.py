@@ -20,6 +20,8 @@ from .model import ExecutionState
 
 PROTOCOL_VERSION: Final = 1
 MAX_FRAME_BYTES: Final = 1 << 20
+MAX_ERROR_BYTES: Final = 8192
+"""UTF-8 bytes of an execution's error kept in its record and state events: bounds a record's size."""
 HEARTBEAT_INTERVAL: Final = 1.0
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -60,7 +62,6 @@ class Execute(_Request, frozen=True, kw_only=True, tag="execute"):
     artifact_id: Id
     output_dir: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
     force: bool = False
-    client_tag: Name = ""
 
 
 class Status(_Request, frozen=True, kw_only=True, tag="status"):

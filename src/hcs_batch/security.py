@@ -14,7 +14,6 @@ sockets inside :func:`authorized_sockets`, which answers ZeroMQ's authentication
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import logging
 import os
 import threading
@@ -24,8 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from ._util import is_loopback, log_throttled
 from ._zmq import curve_keypair, has_curve, load_certificate, new_socket, z85_encode
 from .errors import SecurityError
 
@@ -124,23 +123,6 @@ def _require_curve() -> None:
         raise SecurityError("this libzmq was built without CurveZMQ; install pyzmq from PyPI wheels")
 
 
-def is_loopback(url: str) -> bool:
-    """True for ``tcp://127.x.x.x``, ``tcp://localhost`` and ``tcp://[::1]`` endpoints (and ``ipc``/``inproc``)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-    except ValueError:
-        return False
-    if parts.scheme in ("ipc", "inproc"):
-        return True
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_bind(url: str, keys: ServerKeys | None) -> None:
     """Refuse to listen beyond loopback without CurveZMQ keys. Raises SecurityError naming the address."""
     if keys is None and not is_loopback(url):
@@ -212,8 +194,7 @@ class _ZapHandler:
             request_id = frames[1] if len(frames) > 1 else b""
             if code != b"200":
                 self.refused += 1
-                # The first few, then every thousandth: a stream of bad handshakes cannot fill the log.
-                if self.refused <= 10 or self.refused % 1000 == 0:
+                if log_throttled(self.refused):
                     log.warning("refused a CurveZMQ client (%d so far): %s", self.refused, text.decode())
             sock.send_multipart([version, request_id, code, text, b"", b""])
 

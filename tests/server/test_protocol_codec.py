@@ -19,7 +19,7 @@ RECORD = p.ExecutionRecord(
 REQUESTS: list[Any] = [
     p.Hello(rid=1, client="t"),
     p.Compile(rid=2, plate_path="/x", plate_name="x", pipeline="[[steps]]", config={"k": "v"}),
-    p.Execute(rid=3, artifact_id="a1", output_dir="/o", force=True, client_tag="t"),
+    p.Execute(rid=3, artifact_id="a1", output_dir="/o", force=True),
     p.Status(rid=4, execution_ids=["e1", "e2"]),
     p.Cancel(rid=5, execution_ids=["e1"]),
     p.ServerInfo(rid=6, records=True),

@@ -65,7 +65,7 @@ def test_artifacts_expire_by_age_and_are_bounded() -> None:
 def test_records_keep_live_executions_and_evict_finished_ones() -> None:
     clock = FakeClock()
     records = RecordStore(max_finished=1, max_age=10.0, clock=clock)
-    executions = [Execution(artifact_id="a", plate_name="p", wells_total=1, output="", client_tag="") for _ in range(3)]
+    executions = [Execution(artifact_id="a", plate_name="p", wells_total=1, output="") for _ in range(3)]
     for execution in executions:
         records.add(execution)
     assert records.queued == 3

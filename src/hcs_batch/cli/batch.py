@@ -16,6 +16,7 @@ from pathlib import Path
 
 import trio
 
+from .._util import is_loopback
 from ..connect import open_backend
 from ..errors import PlateError
 from ..model import PlateRef
@@ -38,7 +39,7 @@ def _plates(paths: list[str], *, check_local: bool) -> list[PlateRef]:
 
 
 def _is_local(server: str | None) -> bool:
-    return server is None or any(h in server for h in ("//127.", "//localhost", "//[::1]"))
+    return server is None or is_loopback(server)
 
 
 def main_batch(args: argparse.Namespace) -> int:

@@ -74,14 +74,6 @@ class ServerConnection(ExecutionBackend):
 
     # ------------------------------------------------------------------ ExecutionBackend
 
-    @property
-    def instance(self) -> str:
-        return self._instance
-
-    @property
-    def lost(self) -> TransportError | None:
-        return self._lost
-
     async def compile(
         self, *, plate_path: str, plate_name: str, pipeline: str, config: dict[str, str] | None = None
     ) -> p.CompileReply:

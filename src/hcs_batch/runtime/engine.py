@@ -16,6 +16,8 @@ from typing import Any, Generic, TypeVar, cast
 
 import trio
 
+from .._util import call_logged
+
 __all__ = ["BatchOutcome", "BatchSubmitWaitEngine", "JobOutcome", "JobPhase", "JobStatus"]
 
 log = logging.getLogger(__name__)
@@ -113,12 +115,8 @@ def _as_limiter(value: int | float | trio.CapacityLimiter, what: str) -> trio.Ca
 
 def _call_safely(callback: Callable[..., object] | None, *args: Any) -> None:
     """Run a user callback; its exception is logged, never allowed to break the batch."""
-    if callback is None:
-        return
-    try:
-        callback(*args)
-    except Exception:
-        log.exception("batch callback %s raised; the batch goes on", getattr(callback, "__qualname__", callback))
+    if callback is not None:
+        call_logged(log, "the batch", callback, *args)
 
 
 class _Slot(Generic[J, H, R]):

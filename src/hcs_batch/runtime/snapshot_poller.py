@@ -11,6 +11,8 @@ from typing import Any, Generic, TypeVar
 import trio
 import trio_util
 
+from .._util import call_logged
+
 __all__ = ["IntervalSnapshotPoller", "Snapshot"]
 
 log = logging.getLogger(__name__)
@@ -120,7 +122,4 @@ class IntervalSnapshotPoller(Generic[T]):
         self.changes += 1
         self.latest.value = snapshot
         if self._on_change is not None:
-            try:
-                self._on_change(snapshot)
-            except Exception:
-                log.exception("snapshot on_change callback raised; polling goes on")
+            call_logged(log, "polling", self._on_change, snapshot)

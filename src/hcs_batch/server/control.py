@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import trio
 
 from .. import protocol as p
+from .._util import clip_text, log_throttled
 from .._zmq import AsyncSocket, Frames
 from ..errors import ConnectionClosedError, HcsBatchError
 from ..model import safe_plate_name
@@ -40,8 +41,6 @@ _MAX_MESSAGE = 60 * 1024
 _RECORDS_BUDGET = p.MAX_FRAME_BYTES * 3 // 4
 """Bytes of execution records in one ``ServerInfoReply``: the rest of the frame limit is room for the envelope."""
 _PIPELINE_CACHE = 256
-_LOG_EVERY = 1000
-"""After the first few, only every this-many bad frames is logged, so a flood cannot fill the log."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,12 +86,12 @@ class ControlApp:
             pass  # the server is stopping; the client's own deadline handles the lost reply
 
     def _error(self, identity: bytes, rid: int, code: str, message: str) -> None:
-        self._send(identity, p.ErrorReply(rid=rid, code=code, message=message[:_MAX_MESSAGE]))
+        self._send(identity, p.ErrorReply(rid=rid, code=code, message=clip_text(message, _MAX_MESSAGE)))
 
     def _bad_frame(self, what: str) -> None:
         self._bad_frames += 1
-        if self._bad_frames <= 10 or self._bad_frames % _LOG_EVERY == 0:
-            log.warning("bad control frame (%d so far): %s", self._bad_frames, what[:300])
+        if log_throttled(self._bad_frames):
+            log.warning("bad control frame (%d so far): %s", self._bad_frames, clip_text(what, 300))
 
     def on_frames(self, frames: Frames) -> None:
         """Handle one ROUTER message ``[identity, frame]``. Never raises: one bad request cannot stop the loop."""
@@ -151,7 +150,7 @@ class ControlApp:
                 ),
             )
         elif isinstance(request, p.ServerInfo):
-            queued, running, busy = executor.statistics()
+            stats = executor.statistics()
             records, omitted = self._records_within_budget() if request.records else ([], 0)
             self._send(
                 identity,
@@ -161,16 +160,16 @@ class ControlApp:
                     version=p.PROTOCOL_VERSION,
                     uptime=time.monotonic() - self._started,
                     workers=executor.workers,
-                    queued=queued,
-                    running=running,
-                    busy_workers=busy,
+                    queued=stats.queued,
+                    running=stats.running,
+                    busy_workers=stats.busy_workers,
                     executions=records,
                     executions_omitted=omitted,
                 ),
             )
         elif isinstance(request, p.Ping):
-            queued, running, _busy = executor.statistics()
-            self._publisher.heartbeat(queued=queued, running=running)
+            stats = executor.statistics()
+            self._publisher.heartbeat(queued=stats.queued, running=stats.running)
             self._send(identity, p.OkReply(rid=request.rid))
         elif isinstance(request, p.Cancel):
             cancelled, terminal, unknown = executor.cancel(request.execution_ids)
@@ -182,9 +181,7 @@ class ControlApp:
             self._error(identity, request.rid, "error", "the server is shutting down")
         elif isinstance(request, p.Execute):
             plan = executor.artifacts.get(request.artifact_id)
-            execution = executor.submit(
-                plan, output_dir=request.output_dir, force=request.force, client_tag=request.client_tag
-            )
+            execution = executor.submit(plan, output_dir=request.output_dir, force=request.force)
             self._send(identity, p.ExecuteReply(rid=request.rid, execution_id=execution.execution_id))
         elif isinstance(request, p.Compile):
             self._nursery.start_soon(self._compile, identity, request)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
 from .. import protocol as p
+from .._util import clip_text
 from .._zmq import AsyncSocket
 from ..errors import ConnectionClosedError
 from ..model import ExecutionState
@@ -36,46 +38,37 @@ class EventPublisher:
         self.seq = 0
         """The number of the last event published (0: none yet)."""
 
-    def _send(self, event: p.Event) -> None:
+    def _publish(self, kind: type[p.Event], **fields: Any) -> None:
+        """Number one event of ``kind`` and send it."""
+        self.seq += 1
         try:
-            self._sock.send_nowait([p.encode(event)])
+            self._sock.send_nowait([p.encode(kind(seq=self.seq, instance=self.instance, **fields))])
         except ConnectionClosedError:
             pass
 
-    def _next(self) -> int:
-        self.seq += 1
-        return self.seq
-
     def progress(self, *, execution_id: str, plate_name: str, well: str, step: str, done: int, total: int) -> None:
-        self._send(
-            p.ProgressEvent(
-                seq=self._next(),
-                instance=self.instance,
-                execution_id=execution_id,
-                plate_name=plate_name,
-                well=well,
-                step=step,
-                done=done,
-                total=total,
-            )
+        self._publish(
+            p.ProgressEvent,
+            execution_id=execution_id,
+            plate_name=plate_name,
+            well=well,
+            step=step,
+            done=done,
+            total=total,
         )
 
     def state(self, *, execution_id: str, plate_name: str, state: ExecutionState, error: str = "") -> None:
-        self._send(
-            p.StateEvent(
-                seq=self._next(),
-                instance=self.instance,
-                execution_id=execution_id,
-                plate_name=plate_name,
-                state=state,
-                error=error[:8192],
-            )
+        """An execution's state; ``error`` is clipped to ``MAX_ERROR_BYTES``."""
+        self._publish(
+            p.StateEvent,
+            execution_id=execution_id,
+            plate_name=plate_name,
+            state=state,
+            error=clip_text(error, p.MAX_ERROR_BYTES),
         )
 
     def heartbeat(self, *, queued: int, running: int) -> None:
-        self._send(
-            p.HeartbeatEvent(seq=self._next(), instance=self.instance, time=time.time(), queued=queued, running=running)
-        )
+        self._publish(p.HeartbeatEvent, time=time.time(), queued=queued, running=running)
 
     async def run_heartbeat(self, counts: Callable[[], tuple[int, int]]) -> None:
         """Publish a heartbeat with ``counts()`` = (queued, running) every ``HEARTBEAT_INTERVAL``, first at once.

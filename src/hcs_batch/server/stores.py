@@ -10,16 +10,17 @@ from __future__ import annotations
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import trio
 
 from .. import protocol as p
+from .._util import clip_text
 from ..errors import ArtifactNotFoundError
 from ..model import ExecutionState
 from .compiler import Plan
 
-__all__ = ["MAX_RECORD_ERROR", "ArtifactStore", "Execution", "RecordStore"]
+__all__ = ["ArtifactStore", "Execution", "RecordStore"]
 
 class ArtifactStore:
     """Plans by artifact id. An artifact lives ``max_age`` seconds from its last compile; beyond ``max_items``
@@ -70,23 +71,12 @@ class ArtifactStore:
             plans.popitem(last=False)
 
 
-MAX_RECORD_ERROR = 8192
-"""UTF-8 bytes of an execution's error kept in its record: bounds a record's size (see ``STATUS_CHUNK``)."""
-
-
-def _clip(text: str) -> str:
-    if len(text) <= MAX_RECORD_ERROR // 4:
-        return text  # cannot be over the limit: the common case costs no encoding
-    return text.encode()[:MAX_RECORD_ERROR].decode(errors="ignore")
-
-
 class Execution:
     """The mutable server-side state of one execution (Trio thread only); :meth:`record` snapshots it."""
 
     __slots__ = (
         "artifact_id",
         "cancel_scope",
-        "client_tag",
         "error",
         "execution_id",
         "finished_at",
@@ -100,7 +90,7 @@ class Execution:
         "wells_total",
     )
 
-    def __init__(self, *, artifact_id: str, plate_name: str, wells_total: int, output: str, client_tag: str) -> None:
+    def __init__(self, *, artifact_id: str, plate_name: str, wells_total: int, output: str) -> None:
         self.execution_id = uuid.uuid4().hex
         self.artifact_id = artifact_id
         self.plate_name = plate_name
@@ -110,7 +100,6 @@ class Execution:
         self.wells_total = wells_total
         self.wells_skipped = 0
         self.output = output
-        self.client_tag = client_tag
         self.submitted_at = time.time()
         self.finished_at = 0.0
         self.finished_mono = 0.0
@@ -122,7 +111,7 @@ class Execution:
             artifact_id=self.artifact_id,
             plate_name=self.plate_name,
             state=self.state,
-            error=_clip(self.error),
+            error=clip_text(self.error, p.MAX_ERROR_BYTES),
             wells_done=self.wells_done,
             wells_total=self.wells_total,
             wells_skipped=self.wells_skipped,
@@ -174,9 +163,6 @@ class RecordStore:
         self._live.pop(execution.execution_id, None)
         self._finished[execution.execution_id] = execution
         self.evict()
-
-    def live(self) -> Iterator[Execution]:
-        return iter(list(self._live.values()))
 
     def all(self) -> list[Execution]:
         self.evict()

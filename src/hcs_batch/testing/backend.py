@@ -38,12 +38,10 @@ are plain attributes for assertions.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import trio
@@ -63,68 +61,11 @@ from ..protocol import (
     ServerInfoReply,
     StateEvent,
 )
+from .calls import CompileCall, ExecuteCall, SimulatedExecution, artifact_id_of, fresh_error
 
 __all__ = ["CompileCall", "ExecuteCall", "InMemoryBackend", "open_in_memory_backend"]
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CompileCall:
-    """One compile request as the backend saw it; ``outcome`` is ``"ok"``, ``"failed"`` or ``"cancelled"``."""
-
-    plate_name: str
-    started_at: float
-    ended_at: float
-    outcome: str
-    artifact_id: str | None = None
-    error: Exception | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ExecuteCall:
-    """One execute request: when it arrived, and the execution id it got or the error that rejected it."""
-
-    artifact_id: str
-    plate_name: str
-    at: float
-    execution_id: str | None = None
-    error: Exception | None = None
-
-
-class _Execution:
-    __slots__ = (
-        "artifact_id",
-        "error",
-        "execution_id",
-        "finished_at",
-        "output",
-        "plate_name",
-        "scope",
-        "state",
-        "submitted_at",
-        "wells_done",
-    )
-
-    def __init__(self, *, execution_id: str, artifact_id: str, plate_name: str, output: str, now: float) -> None:
-        self.execution_id = execution_id
-        self.artifact_id = artifact_id
-        self.plate_name = plate_name
-        self.output = output
-        self.state = ExecutionState.QUEUED
-        self.error = ""
-        self.submitted_at = now
-        self.finished_at = 0.0
-        self.wells_done = 0
-        self.scope = trio.CancelScope()
-
-
-def _fresh(error: Exception) -> Exception:
-    """A new exception like ``error``, so repeated raises do not share one traceback."""
-    try:
-        return type(error)(*error.args)
-    except Exception:
-        return error
 
 
 class InMemoryBackend(ExecutionBackend):
@@ -188,7 +129,7 @@ class InMemoryBackend(ExecutionBackend):
         self._requests = 0
         self._running = 0
         self._artifacts: dict[str, str] = {}
-        self._executions: dict[str, _Execution] = {}
+        self._executions: dict[str, SimulatedExecution] = {}
         self._ids = itertools.count(1)
         self._seq = 0
         self._last_delivered = 0
@@ -243,14 +184,6 @@ class InMemoryBackend(ExecutionBackend):
 
     # ------------------------------------------------------------------ ExecutionBackend
 
-    @property
-    def instance(self) -> str:
-        return self._instance
-
-    @property
-    def lost(self) -> TransportError | None:
-        return self._lost
-
     async def compile(
         self, *, plate_path: str, plate_name: str, pipeline: str, config: dict[str, str] | None = None
     ) -> CompileReply:
@@ -265,9 +198,9 @@ class InMemoryBackend(ExecutionBackend):
                 await trio.sleep(self.compile_delay)
                 failure = self.compile_failures.get(plate_name)
                 if failure is not None:
-                    outcome, error = "failed", _fresh(failure)
+                    outcome, error = "failed", fresh_error(failure)
                     raise error
-                artifact_id = self._artifact_id(plate_name, pipeline, config or {})
+                artifact_id = artifact_id_of(plate_name, pipeline, config or {})
                 self._artifacts[artifact_id] = plate_name
                 outcome = "ok"
                 return CompileReply(
@@ -305,7 +238,7 @@ class InMemoryBackend(ExecutionBackend):
             if plate_name is None:
                 error = ArtifactNotFoundError(f"artifact {artifact_id!r} is unknown to this server; compile again")
             elif plate_name in self.reject_execute:
-                error = _fresh(self.reject_execute[plate_name])
+                error = fresh_error(self.reject_execute[plate_name])
             elif self._nursery is None:
                 raise RuntimeError(
                     "InMemoryBackend is not being served: use 'async with open_in_memory_backend()' or "
@@ -318,7 +251,7 @@ class InMemoryBackend(ExecutionBackend):
                 raise error
             assert plate_name is not None and self._nursery is not None
             execution_id = f"exec-{next(self._ids)}"
-            ex = _Execution(
+            ex = SimulatedExecution(
                 execution_id=execution_id,
                 artifact_id=artifact_id,
                 plate_name=plate_name,
@@ -413,16 +346,10 @@ class InMemoryBackend(ExecutionBackend):
     async def _heartbeats(self, interval: float) -> None:
         while self._lost is None:
             await trio.sleep(interval)
-            seq = self._next_seq()
-            if seq:
-                queued = sum(ex.state is ExecutionState.QUEUED for ex in self._executions.values())
-                self._deliver(
-                    HeartbeatEvent(
-                        seq=seq, instance=self._instance, time=trio.current_time(), queued=queued, running=self._running
-                    )
-                )
+            queued = sum(ex.state is ExecutionState.QUEUED for ex in self._executions.values())
+            self._publish(HeartbeatEvent, time=trio.current_time(), queued=queued, running=self._running)
 
-    async def _run_execution(self, ex: _Execution) -> None:
+    async def _run_execution(self, ex: SimulatedExecution) -> None:
         with ex.scope:
             async with self._limiter:
                 await trio.sleep(self.queue_delay)
@@ -436,7 +363,7 @@ class InMemoryBackend(ExecutionBackend):
                 finally:
                     self._running -= 1
 
-    async def _work(self, ex: _Execution) -> None:
+    async def _work(self, ex: SimulatedExecution) -> None:
         units = len(self.wells) * len(self.steps)
         step_time = max(self.execute_delay - self.queue_delay, 0.0) / max(units, 1)
         done = 0
@@ -445,20 +372,15 @@ class InMemoryBackend(ExecutionBackend):
                 await trio.sleep(step_time)
                 await self._unfrozen()
                 done += 1
-                seq = self._next_seq()
-                if seq:
-                    self._deliver(
-                        ProgressEvent(
-                            seq=seq,
-                            instance=self._instance,
-                            execution_id=ex.execution_id,
-                            plate_name=ex.plate_name,
-                            well=well,
-                            step=step,
-                            done=done,
-                            total=units,
-                        )
-                    )
+                self._publish(
+                    ProgressEvent,
+                    execution_id=ex.execution_id,
+                    plate_name=ex.plate_name,
+                    well=well,
+                    step=step,
+                    done=done,
+                    total=units,
+                )
             ex.wells_done += 1
         if units == 0:
             await trio.sleep(step_time)
@@ -494,25 +416,22 @@ class InMemoryBackend(ExecutionBackend):
         if self._frozen:
             await trio.sleep_forever()
 
-    def _finish(self, ex: _Execution, state: ExecutionState, error: str) -> None:
+    def _finish(self, ex: SimulatedExecution, state: ExecutionState, error: str) -> None:
         ex.state = state
         ex.error = error
         ex.finished_at = trio.current_time()
         self._emit_state(ex)
 
-    def _emit_state(self, ex: _Execution) -> None:
+    def _emit_state(self, ex: SimulatedExecution) -> None:
+        self._publish(
+            StateEvent, execution_id=ex.execution_id, plate_name=ex.plate_name, state=ex.state, error=ex.error
+        )
+
+    def _publish(self, kind: type[Event], **fields: Any) -> None:
+        """Number and deliver one event, unless a lost or frozen server sends nothing."""
         seq = self._next_seq()
         if seq:
-            self._deliver(
-                StateEvent(
-                    seq=seq,
-                    instance=self._instance,
-                    execution_id=ex.execution_id,
-                    plate_name=ex.plate_name,
-                    state=ex.state,
-                    error=ex.error,
-                )
-            )
+            self._deliver(kind(seq=seq, instance=self._instance, **fields))
 
     def _next_seq(self) -> int:
         """The next event number, or 0 when a lost or frozen server sends nothing."""
@@ -534,24 +453,8 @@ class InMemoryBackend(ExecutionBackend):
         self.published.append(event)
         self._fanout.publish(event)
 
-    def _record(self, ex: _Execution) -> ExecutionRecord:
-        return ExecutionRecord(
-            execution_id=ex.execution_id,
-            artifact_id=ex.artifact_id,
-            plate_name=ex.plate_name,
-            state=ex.state,
-            error=ex.error,
-            wells_done=ex.wells_done,
-            wells_total=len(self.wells),
-            output=ex.output,
-            submitted_at=ex.submitted_at,
-            finished_at=ex.finished_at,
-        )
-
-    @staticmethod
-    def _artifact_id(plate_name: str, pipeline: str, config: Mapping[str, str]) -> str:
-        digest = hashlib.sha256(repr((plate_name, pipeline, sorted(config.items()))).encode()).hexdigest()
-        return f"art-{digest[:16]}"
+    def _record(self, ex: SimulatedExecution) -> ExecutionRecord:
+        return ex.record(wells_total=len(self.wells))
 
 
 @asynccontextmanager

@@ -1,8 +1,8 @@
 """Progress projection: what a host shows of a batch, derived from server events and plate states.
 
-Pure policy, no I/O: the service feeds it and hosts read it. It keeps the latest event per
-(plate, well, step), each plate's completed fraction, each plate's state, and the server status line. Its
-``changed`` flag lets the service coalesce host updates (at most 30 a second) however fast events arrive.
+Pure policy, no I/O: the service feeds it and hosts read it. It keeps each plate's completed fraction, its
+latest well and step, its state, and the server status line. Its ``changed`` flag lets the service coalesce host
+updates (at most 30 a second) however fast events arrive.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ class ProgressTracker:
 
     def __init__(self) -> None:
         self.plates: dict[str, PlateProgress] = {}
-        self.latest: dict[tuple[str, str, str], ProgressEvent] = {}
         self.server_status_text = ""
         self.final_states: frozenset[PlateState] = TERMINAL_STATES
         self.changed = False
@@ -50,7 +49,6 @@ class ProgressTracker:
         (a compile-only batch adds ``compiled``)."""
         self.plates = {name: PlateProgress() for name in plate_names}
         self.final_states = frozenset(final_states)
-        self.latest.clear()
         self.changed = True
 
     def record(self, event: ProgressEvent) -> None:
@@ -58,7 +56,6 @@ class ProgressTracker:
         plate = self.plates.get(event.plate_name)
         if plate is None or event.done < plate.done:
             return
-        self.latest[(event.plate_name, event.well, event.step)] = event
         plate.done, plate.total = event.done, event.total
         plate.last_well, plate.last_step = event.well, event.step
         self.changed = True
@@ -82,11 +79,3 @@ class ProgressTracker:
         """(terminal plates, all plates) of the batch."""
         done = sum(1 for plate in self.plates.values() if plate.state in self.final_states)
         return done, len(self.plates)
-
-    def batch_percent(self) -> float:
-        """The mean of the plates' fractions, 0 to 100."""
-        if not self.plates:
-            return 0.0
-        return (
-            100.0 * sum(p.fraction if not p.state.is_terminal else 1.0 for p in self.plates.values()) / len(self.plates)
-        )

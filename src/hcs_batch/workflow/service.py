@@ -31,6 +31,7 @@ from typing import Any
 import trio
 from trio_util import AsyncValue
 
+from .._util import call_logged
 from ..backend import ExecutionBackend, StreamItem
 from ..errors import (
     ArtifactNotFoundError,
@@ -563,10 +564,7 @@ class BatchWorkflowService:
         self._call(self.host.emit_status, text)
 
     def _call(self, callback: Callable[..., object], *args: object) -> None:
-        try:
-            callback(*args)
-        except Exception:
-            log.exception("host callback %s raised; the batch goes on", getattr(callback, "__name__", callback))
+        call_logged(log, "the batch", callback, *args)
 
 
 def _info_key(info: ServerInfoReply) -> tuple[int, int, int, int]:

@@ -23,6 +23,7 @@ import abc
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,16 @@ from ..events import EventPublisher
 from ..results import Row, load_done_wells, plate_output_dir, write_plate_results
 from ..stores import ArtifactStore, Execution, RecordStore
 
-__all__ = ["Executor"]
+__all__ = ["Executor", "ExecutorStatistics"]
 
 log = logging.getLogger("hcs_batch.server")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutorStatistics:
+    queued: int
+    running: int
+    busy_workers: int
 
 
 class _WellFailed(Exception):
@@ -89,7 +97,7 @@ class Executor(abc.ABC):
 
     # ------------------------------------------------------------------ requests
 
-    def submit(self, plan: Plan, *, output_dir: str, force: bool, client_tag: str = "") -> Execution:
+    def submit(self, plan: Plan, *, output_dir: str, force: bool) -> Execution:
         """Queue an execution of ``plan`` writing below ``output_dir/<plate>``; returns it at once.
 
         Raises:
@@ -101,7 +109,6 @@ class Executor(abc.ABC):
             plate_name=plan.plate_name,
             wells_total=len(plan.wells),
             output=str(plate_dir),
-            client_tag=client_tag,
         )
         self.records.add(execution)
         self._publish_state(execution)
@@ -123,10 +130,6 @@ class Executor(abc.ABC):
                 execution.cancel_scope.cancel()
                 cancelled.append(execution_id)
         return cancelled, terminal, unknown
-
-    def cancel_all(self) -> None:
-        for execution in self.records.live():
-            execution.cancel_scope.cancel()
 
     # ------------------------------------------------------------------ running
 
@@ -252,6 +255,8 @@ class Executor(abc.ABC):
             "protocol_version": p.PROTOCOL_VERSION,
         }
 
-    def statistics(self) -> tuple[int, int, int]:
-        """(queued, running, busy workers)."""
-        return self.records.queued, self.records.running, self.busy_workers()
+    def statistics(self) -> ExecutorStatistics:
+        """The executions waiting and running, and the wells running right now."""
+        return ExecutorStatistics(
+            queued=self.records.queued, running=self.records.running, busy_workers=self.busy_workers()
+        )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ...errors import PlateError
 
-__all__ = ["IMAGE_PATTERN", "ImageFile", "PlateListing", "discover_plate", "list_folder", "listing_from_names"]
+__all__ = ["IMAGE_PATTERN", "ImageFile", "PlateListing", "list_folder", "listing_from_names"]
 
 IMAGE_PATTERN = re.compile(r"^([A-Pa-p](?:0[1-9]|1\d|2[0-4]))_s(\d{1,4})_w(\d{1,3})\.tiff?$", re.IGNORECASE)
 
@@ -37,15 +37,6 @@ class PlateListing:
     wells: tuple[str, ...]
     sites: tuple[int, ...]
     channels: tuple[int, ...]
-
-
-def discover_plate(path: str | Path) -> PlateListing:
-    """List the images of the plate folder at ``path`` (blocking file-system I/O: call it in a thread).
-
-    Raises:
-        PlateError: the folder does not exist, is not a folder, cannot be read, or holds no matching image.
-    """
-    return listing_from_names(path, list_folder(path))
 
 
 def list_folder(path: str | Path) -> list[str]:
