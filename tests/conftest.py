@@ -12,7 +12,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 @pytest.fixture
 def gate_dir(tmp_path: Path) -> Path:
-    """An empty folder for the ``slow_steps:gate`` step (see ``tests/support/serverproc.GATE_PIPELINE``)."""
+    """An empty folder for the ``tests.support.slow_steps:gate`` step (see ``serverproc.GATE_PIPELINE``)."""
     folder = tmp_path / "gate"
     folder.mkdir()
     return folder

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,11 +9,6 @@ import pytest
 
 from hcs_batch.server import ServerAddress, open_embedded_server
 from hcs_batch.testing.plates import make_plates
-
-SUPPORT = Path(__file__).parent.parent / "support"
-# Worker processes are spawned with the parent's sys.path: put the test step module (slow_steps) on it first.
-if str(SUPPORT) not in sys.path:
-    sys.path.insert(0, str(SUPPORT))
 
 
 @pytest.fixture

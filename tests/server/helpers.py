@@ -1,4 +1,4 @@
-"""Shared helpers for the server tests (imported as a plain module: this folder is on sys.path)."""
+"""Shared helpers for the server tests."""
 
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import trio
-from helpers import wait_terminal
 
 from hcs_batch import protocol as p
 from hcs_batch.client import open_connection
@@ -14,6 +13,8 @@ from hcs_batch.pipeline import default_pipeline_text
 from hcs_batch.server import ServerAddress
 from hcs_batch.testing.plates import make_plates
 from tests.support.procs import alive as pid_alive
+
+from .helpers import wait_terminal
 
 
 def _read_fifo(path: Path) -> str:
@@ -31,7 +32,7 @@ async def test_cancel_one_kills_its_worker_and_the_other_completes(server: Serve
     fifos = {name: tmp_path / name for name in ("a.pid", "b.pid", "b.release")}
     for fifo in fifos.values():
         os.mkfifo(fifo)
-    slow = "[[steps]]\nfunc = 'slow_steps:pid_then_wait'\npid_fifo = '{}'\nrelease_fifo = '{}'\n"
+    slow = "[[steps]]\nfunc = 'tests.support.slow_steps:pid_then_wait'\npid_fifo = '{}'\nrelease_fifo = '{}'\n"
     out = tmp_path / "out"
     with trio.fail_after(60):
         async with open_connection(server.control_url) as conn:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import trio
-from helpers import read_csv, wait_terminal
 
 from hcs_batch import protocol as p
 from hcs_batch.client import open_connection
@@ -15,6 +14,8 @@ from hcs_batch.errors import ArtifactNotFoundError, PipelineError, PlateError
 from hcs_batch.pipeline import default_pipeline_text, noop_pipeline_text
 from hcs_batch.server import ServerAddress
 from hcs_batch.server.results import BASE_COLUMNS
+
+from .helpers import read_csv, wait_terminal
 
 
 async def test_hello_reports_instance_events_port_and_seq(control_server: ServerAddress) -> None:
@@ -40,8 +41,8 @@ STEP_ERRORS = [
         PipelineError,
         ["step 2", "gaussian_blur", "sigmaa"],
     ),
-    ("[[steps]]\nfunc = 'slow_steps:typed'\ncount = 'three'", PipelineError, ["count", "int", "three"]),
-    ("[[steps]]\nfunc = 'slow_steps:typed'\nscale = true", PipelineError, ["scale", "float"]),
+    ("[[steps]]\nfunc = 'tests.support.slow_steps:typed'\ncount = 'three'", PipelineError, ["count", "int", "three"]),
+    ("[[steps]]\nfunc = 'tests.support.slow_steps:typed'\nscale = true", PipelineError, ["scale", "float"]),
     ("[[steps]]\nfunc = 'hcs_batch.steps:mean_intensity'\nraw = 1", PipelineError, ["raw", "reserved"]),
     ("[[steps\nfunc = 'x:y'", PipelineError, ["not valid TOML"]),
 ]
@@ -170,14 +171,14 @@ async def test_noop_pipeline_runs_inline_with_progress_per_well_and_step(
 async def test_failing_step_fails_the_execution_naming_it(
     control_server: ServerAddress, plates: list[Path], tmp_path: Path
 ) -> None:
-    pipeline = "[[steps]]\nfunc = 'slow_steps:explode'\nmessage = 'kaboom'"
+    pipeline = "[[steps]]\nfunc = 'tests.support.slow_steps:explode'\nmessage = 'kaboom'"
     async with open_connection(control_server.control_url) as conn:
         compiled = await conn.compile(plate_path=str(plates[0]), plate_name="plate", pipeline=pipeline)
         execution_id = await conn.execute(compiled.artifact_id, output_dir=str(tmp_path))
         with trio.fail_after(60):
             record = (await wait_terminal(conn, [execution_id]))[execution_id]
     assert record.state == "failed"
-    assert "slow_steps:explode" in record.error and "kaboom" in record.error and "well A0" in record.error
+    assert "tests.support.slow_steps:explode" in record.error and "kaboom" in record.error and "well A0" in record.error
     assert not (tmp_path / "plate" / "wells.csv").exists()
 
 

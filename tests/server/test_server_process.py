@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -14,7 +13,6 @@ from typing import Any
 import msgspec
 import pytest
 import trio
-from helpers import wait_terminal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,20 +22,21 @@ from hcs_batch.cli import main
 from hcs_batch.client import open_connection
 from hcs_batch.pipeline import default_pipeline_text
 from hcs_batch.testing.plates import make_plates
-from tests.support.procs import descendants, survivors
 
-SUPPORT = Path(__file__).parent.parent / "support"
+from ..support.procs import descendants, survivors
+from ..support.serverproc import env
+from .helpers import wait_terminal
+
 LINE = re.compile(r"^hcs-batch server listening on (tcp://127\.0\.0\.1:(\d+)) \(events on (\d+)\)$")
 
 
 def _start_server(workers: int) -> tuple[subprocess.Popen[str], str]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SUPPORT), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen(
         [sys.executable, "-m", "hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0", "--workers", str(workers)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        env=env,
+        env=env(),
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()  # the server prints exactly one line once it listens

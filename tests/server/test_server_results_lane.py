@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 import trio
-from helpers import wait_terminal
 
 from hcs_batch.client import open_connection
 from hcs_batch.pipeline import noop_pipeline_text
 from hcs_batch.server import ServerAddress
 from hcs_batch.server.executor import base as executor_module
 from hcs_batch.server.results import write_plate_results
+
+from .helpers import wait_terminal
 
 
 class _GatedWrites:

@@ -97,7 +97,7 @@ async def test_shutdown_replies_cancels_everything_and_serve_returns(tmp_path: P
     folders = make_plates(tmp_path / "plates", plates=1, wells=1, sites=1, channels=1, size=16, seed=1)
     fifo = tmp_path / "pid"
     os.mkfifo(fifo)
-    pipeline = f"[[steps]]\nfunc = 'slow_steps:pid_then_wait'\npid_fifo = '{fifo}'\n"
+    pipeline = f"[[steps]]\nfunc = 'tests.support.slow_steps:pid_then_wait'\npid_fifo = '{fifo}'\n"
     returned = trio.Event()
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:

@@ -23,14 +23,15 @@ import trio
 
 from .slow_steps import release_gate
 
-SUPPORT = Path(__file__).parent
+ROOT = Path(__file__).resolve().parents[2]
+"""The repository root: ``tests.support.slow_steps`` is importable from it."""
 LINE = re.compile(r"^hcs-batch server listening on (tcp://127\.0\.0\.1:(\d+)) \(events on (\d+)\)$")
 
 
 def env() -> dict[str, str]:
-    """The environment for hcs-batch subprocesses: tests/support importable (by workers too), no COLUMNS."""
+    """The environment for hcs-batch subprocesses: ``tests.support`` importable (by workers too), no COLUMNS."""
     environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join([str(SUPPORT), environment.get("PYTHONPATH", "")])
+    environment["PYTHONPATH"] = os.pathsep.join([str(ROOT), environment.get("PYTHONPATH", "")])
     environment.pop("COLUMNS", None)
     return environment
 
@@ -137,10 +138,10 @@ def kill_pids(pids: Iterable[int]) -> None:
 GATE_PIPELINE = """
 name = "gated"
 [[steps]]
-func = "slow_steps:gate"
+func = "tests.support.slow_steps:gate"
 gate_dir = "{gate_dir}"
 """
-"""A pipeline whose wells wait at ``slow_steps:gate`` in ``gate_dir`` (format it with ``gate_dir=``)."""
+"""A pipeline whose wells wait at ``tests.support.slow_steps:gate`` in ``gate_dir`` (format it with ``gate_dir=``)."""
 
 
 @asynccontextmanager

@@ -1,6 +1,7 @@
-"""Pipeline steps for tests only, imported by server worker processes: tests put this folder on sys.path (or on
-PYTHONPATH for a server subprocess). Synchronisation is through files and named pipes, never sleeps: opening a
-FIFO blocks until the other side opens it."""
+"""Pipeline steps for tests only (``tests.support.slow_steps:NAME``), imported by server worker processes: the
+repository root is on their path (pytest's for embedded servers, ``serverproc.env()`` for server subprocesses).
+Synchronisation is through files and named pipes, never sleeps: opening a FIFO blocks until the other side opens
+it."""
 
 from __future__ import annotations
 

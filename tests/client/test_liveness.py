@@ -28,8 +28,8 @@ from hcs_batch.server import open_embedded_server
 from hcs_batch.testing.plates import make_plates
 from hcs_batch.workflow.service import BatchSummary, BatchWorkflowService
 
-from .support.procs import alive, descendants, survivors
-from .support.serverproc import (
+from ..support.procs import alive, descendants, survivors
+from ..support.serverproc import (
     GATE_PIPELINE,
     Server,
     env,
@@ -41,8 +41,8 @@ from .support.serverproc import (
     start_server,
     wait_for_pids,
 )
-from .support.slow_steps import release_gate
-from .test_service import RecordingHost
+from ..support.slow_steps import release_gate
+from ..workflow.test_service import RecordingHost
 
 SLACK = 2.0
 """Seconds allowed beyond the liveness bound for scheduling on a loaded 2-core machine."""

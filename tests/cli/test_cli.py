@@ -16,14 +16,13 @@ import trio
 
 from hcs_batch.testing.plates import make_plates
 
-from .support.procs import descendants, survivors
-from .support.serverproc import env
+from ..support.procs import descendants, survivors
+from ..support.serverproc import env
 
-SUPPORT = Path(__file__).parent / "support"
 SLOW_PIPELINE = """
 name = "slow"
 [[steps]]
-func = "slow_steps:hold"
+func = "tests.support.slow_steps:hold"
 pid_dir = "{pid_dir}"
 """
 

@@ -20,8 +20,8 @@ import trio
 
 from hcs_batch.testing.plates import make_plates
 
-from .support.serverproc import GATE_PIPELINE, Server, env, gated_server, wait_for_pids
-from .support.slow_steps import release_gate
+from ..support.serverproc import GATE_PIPELINE, Server, env, gated_server, wait_for_pids
+from ..support.slow_steps import release_gate
 
 
 @pytest.fixture

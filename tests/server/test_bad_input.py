@@ -26,7 +26,7 @@ from hcs_batch.model import PlateRef, safe_plate_name
 from hcs_batch.pipeline import noop_pipeline_text
 from hcs_batch.testing.plates import make_plates
 
-from .support.serverproc import env, reap, start_server, stop
+from ..support.serverproc import env, reap, start_server, stop
 
 ESCAPES = ["../x", "..", "../../etc/passwd", "/abs", "/", "a/b", "a\\b", "", ".", ".hidden", "x/../../y", "a\x00b"]
 

@@ -9,7 +9,6 @@ Many examples on the in-memory backend in virtual time; a few on a real embedded
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,13 +27,9 @@ from hcs_batch.testing import open_in_memory_backend
 from hcs_batch.testing.plates import make_plates
 from hcs_batch.workflow.service import BatchState, BatchSummary, BatchWorkflowService
 
-from .support.procs import survivors
-from .support.serverproc import SUPPORT, pids_in
+from ..support.procs import survivors
+from ..support.serverproc import pids_in
 from .test_service import RecordingHost
-
-# The embedded server's worker processes are spawned with this process's sys.path: they import slow_steps.
-if str(SUPPORT) not in sys.path:
-    sys.path.insert(0, str(SUPPORT))
 
 PIPELINE = 'name = "p"\n[[steps]]\nfunc = "hcs_batch.steps:noop"\n'
 
@@ -165,7 +160,7 @@ def test_every_plate_ends_once_whatever_fails_and_whenever_it_stops(s: Scenario)
 BY_SIZE = """
 name = "by_size"
 [[steps]]
-func = "slow_steps:by_size"
+func = "tests.support.slow_steps:by_size"
 gate_dir = "{gate_dir}"
 hold_size = 24
 fail_size = 32

@@ -20,13 +20,13 @@ import trio
 from hcs_batch.client import open_connection
 from hcs_batch.testing.plates import make_plates
 
-from .support.serverproc import env, kill_pids, pids_in, reap, running_server, start_server
-from .support.slow_steps import release_gate
+from ..support.serverproc import env, kill_pids, pids_in, reap, running_server, start_server
+from ..support.slow_steps import release_gate
 
 PIPELINE = """
 name = "gated"
 [[steps]]
-func = "slow_steps:gate"
+func = "tests.support.slow_steps:gate"
 gate_dir = "{gate_dir}"
 allow = {allow}
 [[steps]]
