@@ -32,8 +32,9 @@ if _typing.TYPE_CHECKING:
     )
     from .model import TERMINAL_STATES, CompiledPlate, CompileJob, ExecutionState, PlateRef, PlateState
     from .workflow.host import BatchHost
+    from .workflow.ledger import BatchKind, BatchState, BatchSummary, PlateOutcome
     from .workflow.progress import ProgressTracker
-    from .workflow.service import BatchKind, BatchState, BatchSummary, BatchWorkflowService, PlateOutcome
+    from .workflow.service import BatchWorkflowService
 
 __version__ = "0.1.0"
 
@@ -80,9 +81,9 @@ _HOMES: dict[str, str] = {
     "BatchAlreadyRunningError": ".errors",
     "BatchError": ".errors",
     "BatchHost": ".workflow.host",
-    "BatchKind": ".workflow.service",
-    "BatchState": ".workflow.service",
-    "BatchSummary": ".workflow.service",
+    "BatchKind": ".workflow.ledger",
+    "BatchState": ".workflow.ledger",
+    "BatchSummary": ".workflow.ledger",
     "BatchWorkflowService": ".workflow.service",
     "CompileJob": ".model",
     "CompiledPlate": ".model",
@@ -96,7 +97,7 @@ _HOMES: dict[str, str] = {
     "InputError": ".errors",
     "PipelineError": ".errors",
     "PlateError": ".errors",
-    "PlateOutcome": ".workflow.service",
+    "PlateOutcome": ".workflow.ledger",
     "PlateRef": ".model",
     "PlateState": ".model",
     "ProgressTracker": ".workflow.progress",

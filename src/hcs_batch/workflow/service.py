@@ -8,8 +8,9 @@ Structured concurrency scopes every batch::
     ├── compile phase: BatchSubmitWaitEngine; its nursery exits before anything is executed
     └── execute phase (run): BatchSubmitWaitEngine: submit each plate by compile_artifact_id, then wait all
 
-Every plate converges to exactly one terminal state through :meth:`BatchWorkflowService._transition`, the one
-code path that writes plate state: a terminal state is never overwritten, and "all plates completed" is
+Every plate converges to exactly one terminal state through :meth:`BatchWorkflowService._transition` (the plate
+ledger's one state change, :meth:`~.ledger.PlateLedger.transition`, then its projection to the host): a terminal
+state is never overwritten, and "all plates completed" is
 announced exactly once, when the batch scope has exited. On the way out (stop, fail-fast, Ctrl-C, an error) the
 service sends one targeted cancel for the executions still live on the server, shielded and bounded by
 ``cancel_timeout``, and waits for the server to confirm them terminal, so nothing runs on orphaned.
@@ -20,13 +21,10 @@ callbacks in the Trio thread.
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import trio
 from trio_util import AsyncValue
@@ -45,134 +43,20 @@ from ..protocol import ProgressEvent, ServerInfoReply
 from ..runtime import BatchSubmitWaitEngine, IntervalSnapshotPoller, Snapshot
 from .follow import ExecutionFollower, FollowedExecution, follow_to_end
 from .host import BatchHost, HostStores
+from .ledger import (
+    PLATE_STATE_OF_EXECUTION,
+    BatchKind,
+    BatchState,
+    BatchSummary,
+    PlateLedger,
+    PlateOutcome,
+    PlateSlot,
+)
 from .progress import ProgressTracker
 
 __all__ = ["BatchKind", "BatchState", "BatchSummary", "BatchWorkflowService", "PlateOutcome"]
 
 log = logging.getLogger(__name__)
-
-
-class BatchState(enum.StrEnum):
-    """What the service is doing; hosts enable their buttons from it."""
-
-    IDLE = "idle"
-    COMPILING = "compiling"
-    RUNNING = "running"
-    STOPPING = "stopping"
-
-
-class BatchKind(enum.StrEnum):
-    COMPILE = "compile"
-    RUN = "run"
-
-
-_SUCCESS = {BatchKind.COMPILE: PlateState.COMPILED, BatchKind.RUN: PlateState.COMPLETED}
-_PLATE_STATE_OF_EXECUTION = {
-    ExecutionState.COMPLETED: PlateState.COMPLETED,
-    ExecutionState.FAILED: PlateState.FAILED,
-    ExecutionState.CANCELLED: PlateState.CANCELLED,
-}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PlateOutcome:
-    """How one plate ended in one batch."""
-
-    plate: PlateRef
-    state: PlateState
-    error: str = ""
-    artifact_id: str = ""
-    execution_id: str = ""
-    output: str = ""
-
-    def to_json(self) -> dict[str, str]:
-        return {
-            "plate": self.plate.name,
-            "path": str(self.plate.path),
-            "state": self.state.value,
-            "error": self.error,
-            "artifact_id": self.artifact_id,
-            "execution_id": self.execution_id,
-            "output": self.output,
-        }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BatchSummary:
-    """The end of a batch: every plate's outcome, in the order the plates were given."""
-
-    kind: BatchKind
-    plates: tuple[PlateOutcome, ...]
-    stopped: bool = False
-    """True when ``stop()`` ended the batch (the user asked), not a fail-fast or an error."""
-
-    @property
-    def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for outcome in self.plates:
-            counts[outcome.state.value] = counts.get(outcome.state.value, 0) + 1
-        return counts
-
-    @property
-    def succeeded(self) -> bool:
-        return all(outcome.state is _SUCCESS[self.kind] for outcome in self.plates)
-
-    def exit_code(self) -> int:
-        """0 every plate succeeded; 130 stopped by the user; 1 some plate failed or was cancelled."""
-        if self.succeeded:
-            return 0
-        return 130 if self.stopped else 1
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "batch": self.kind.value,
-            "plates": [outcome.to_json() for outcome in self.plates],
-            "counts": self.counts,
-        }
-
-
-@dataclass(slots=True, kw_only=True)
-class _Slot:
-    """The mutable state of one plate in the current batch; written only through ``_transition``."""
-
-    plate: PlateRef
-    state: PlateState = PlateState.QUEUED
-    error: str = ""
-    artifact_id: str = ""
-    execution_id: str = ""
-    output: str = ""
-
-
-class _Batch:
-    def __init__(self, kind: BatchKind, plates: Sequence[PlateRef]) -> None:
-        self.kind = kind
-        self.slots = [_Slot(plate=plate) for plate in plates]
-        self.by_name = {slot.plate.name: slot for slot in self.slots}
-        self.by_execution: dict[str, _Slot] = {}
-        self.scope = trio.CancelScope()
-        self.stopped_by_user = False
-        self.stop_reason = ""
-
-    def is_done(self, state: PlateState) -> bool:
-        """Final for this batch: a terminal state, or ``compiled`` in a compile-only batch."""
-        return state.is_terminal or (self.kind is BatchKind.COMPILE and state is PlateState.COMPILED)
-
-    def summary(self) -> BatchSummary:
-        return BatchSummary(
-            kind=self.kind,
-            plates=tuple(
-                PlateOutcome(
-                    plate=s.plate,
-                    state=s.state,
-                    error=s.error,
-                    artifact_id=s.artifact_id,
-                    execution_id=s.execution_id,
-                    output=s.output,
-                )
-                for s in self.slots
-            ),
-            stopped=self.stopped_by_user,
-        )
 
 
 class BatchWorkflowService:
@@ -221,7 +105,7 @@ class BatchWorkflowService:
         self._liveness_timeout = liveness_timeout
         self._cancel_timeout = cancel_timeout
         self._refresh_period = 1.0 / refresh_hz
-        self._batch: _Batch | None = None
+        self._batch: PlateLedger | None = None
         self._changed = trio.Event()
 
     # ------------------------------------------------------------------ public API
@@ -276,7 +160,7 @@ class BatchWorkflowService:
 
     # ------------------------------------------------------------------ batch life cycle
 
-    def _begin(self, kind: BatchKind, plates: Sequence[PlateRef]) -> _Batch:
+    def _begin(self, kind: BatchKind, plates: Sequence[PlateRef]) -> PlateLedger:
         # Synchronous on purpose: the state flips before the caller's first await, so a double click
         # cannot start two batches, and every plate shows queued at once.
         if self._batch is not None:
@@ -287,7 +171,7 @@ class BatchWorkflowService:
         duplicates = sorted({name for name in names if names.count(name) > 1}) if len(set(names)) != len(names) else []
         if duplicates:
             raise InputError(f"two plates are named {duplicates[0]!r}: their results would collide; rename one folder")
-        batch = self._batch = _Batch(kind, plates)
+        batch = self._batch = PlateLedger(kind, plates)
         final = {PlateState.COMPILED, *TERMINAL_STATES} if kind is BatchKind.COMPILE else TERMINAL_STATES
         self.tracker.reset(names, final_states=final)
         self._stores.states.clear()
@@ -301,7 +185,7 @@ class BatchWorkflowService:
         self._call(self.host.update_item_list)
         return batch
 
-    async def _run(self, batch: _Batch) -> BatchSummary:
+    async def _run(self, batch: PlateLedger) -> BatchSummary:
         try:
             with batch.scope:
                 async with self.backend.open_event_stream() as events, trio.open_nursery() as nursery:
@@ -325,7 +209,7 @@ class BatchWorkflowService:
         self._set_batch_state(BatchState.STOPPING)
         batch.scope.cancel()
 
-    async def _settle(self, batch: _Batch) -> None:
+    async def _settle(self, batch: PlateLedger) -> None:
         """Shielded end of every batch: cancel what still runs on the server, end every plate, announce once."""
         live = [s.execution_id for s in batch.slots if s.execution_id and not batch.is_done(s.state)]
         if live and self.backend.lost is None:
@@ -368,7 +252,7 @@ class BatchWorkflowService:
 
     # ------------------------------------------------------------------ compile phase
 
-    async def _compile_all(self, batch: _Batch) -> list[tuple[_Slot, CompiledPlate]]:
+    async def _compile_all(self, batch: PlateLedger) -> list[tuple[PlateSlot, CompiledPlate]]:
         """Compile every plate (bounded), one frozen ``CompileJob`` each; returns the compiled ones once the
         compile nursery has exited."""
         jobs = [CompileJob(plate=slot.plate, pipeline_text=self.pipeline_text) for slot in batch.slots]
@@ -395,7 +279,7 @@ class BatchWorkflowService:
         await engine.run(jobs)
         return [(s, self._stores.compiled[s.plate.name]) for s in batch.slots if s.state is PlateState.COMPILED]
 
-    async def _compile_one(self, batch: _Batch, job: CompileJob, *, reuse: bool = True) -> CompiledPlate:
+    async def _compile_one(self, batch: PlateLedger, job: CompileJob, *, reuse: bool = True) -> CompiledPlate:
         """The compiled plate of ``job``: the cached one when it was compiled from the same folder and pipeline on
         this server instance (and ``reuse``), else a fresh compile, which then replaces it in the cache."""
         plate = job.plate
@@ -429,8 +313,8 @@ class BatchWorkflowService:
 
     async def _execute_all(
         self,
-        batch: _Batch,
-        compiled: list[tuple[_Slot, CompiledPlate]],
+        batch: PlateLedger,
+        compiled: list[tuple[PlateSlot, CompiledPlate]],
         events: trio.MemoryReceiveChannel[StreamItem],
         nursery: trio.Nursery,
     ) -> None:
@@ -449,7 +333,7 @@ class BatchWorkflowService:
         )
         await nursery.start(follower.serve, events)
 
-        async def submit(job: tuple[_Slot, CompiledPlate]) -> str:
+        async def submit(job: tuple[PlateSlot, CompiledPlate]) -> str:
             slot, plate = job
             try:
                 execution_id = await self._submit_execution(plate.artifact_id)
@@ -468,14 +352,14 @@ class BatchWorkflowService:
             follower.follow(execution_id, slot.plate.name)  # applies a state event that overtook this reply
             return execution_id
 
-        async def wait(job: tuple[_Slot, CompiledPlate], execution_id: str) -> FollowedExecution:
+        async def wait(job: tuple[PlateSlot, CompiledPlate], execution_id: str) -> FollowedExecution:
             return await follower.wait(execution_id)
 
-        def on_result(job: tuple[_Slot, CompiledPlate], ended: FollowedExecution) -> None:
+        def on_result(job: tuple[PlateSlot, CompiledPlate], ended: FollowedExecution) -> None:
             assert isinstance(ended.state, ExecutionState)  # wait() raises for the other endings
-            self._transition(batch, job[0], _PLATE_STATE_OF_EXECUTION[ended.state], ended.error)
+            self._transition(batch, job[0], PLATE_STATE_OF_EXECUTION[ended.state], ended.error)
 
-        engine: BatchSubmitWaitEngine[tuple[_Slot, CompiledPlate], str, FollowedExecution] = BatchSubmitWaitEngine(
+        engine: BatchSubmitWaitEngine[tuple[PlateSlot, CompiledPlate], str, FollowedExecution] = BatchSubmitWaitEngine(
             submit=submit,
             wait=wait,
             max_concurrent_submits=self._limit,
@@ -499,18 +383,17 @@ class BatchWorkflowService:
 
     # ------------------------------------------------------------------ the one state path
 
-    def _fail(self, batch: _Batch, slot: _Slot, exc: BaseException) -> None:
+    def _fail(self, batch: PlateLedger, slot: PlateSlot, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, HcsBatchError) else f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, HcsBatchError):
             log.error("plate %s failed with an unexpected error", slot.plate.name, exc_info=exc)
         self._transition(batch, slot, PlateState.FAILED, message)
 
-    def _transition(self, batch: _Batch, slot: _Slot, state: PlateState, error: str = "") -> bool:
+    def _transition(self, batch: PlateLedger, slot: PlateSlot, state: PlateState, error: str = "") -> bool:
         """Move one plate to ``state``; the only writer of plate state. Terminal states are final: returns
         False (and changes nothing) for a plate already terminal or already in ``state``."""
-        if batch.is_done(slot.state) or slot.state is state:
+        if not batch.transition(slot, state, error):
             return False
-        slot.state, slot.error = state, error
         name = slot.plate.name
         self._stores.states[name] = state
         self.tracker.set_state(name, state, error)

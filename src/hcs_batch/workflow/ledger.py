@@ -1,0 +1,157 @@
+"""The plate ledger: every plate of one batch, its state and its outcome; a pure state machine (no I/O, no host).
+
+:meth:`PlateLedger.transition` is the one place plate state changes: a state final for the batch (terminal, or
+``compiled`` in a compile-only batch) is never overwritten. The service projects every change to its host.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from ..model import ExecutionState, PlateRef, PlateState
+
+__all__ = [
+    "PLATE_STATE_OF_EXECUTION",
+    "BatchKind",
+    "BatchState",
+    "BatchSummary",
+    "PlateLedger",
+    "PlateOutcome",
+    "PlateSlot",
+]
+
+
+class BatchState(enum.StrEnum):
+    """What the service is doing; hosts enable their buttons from it."""
+
+    IDLE = "idle"
+    COMPILING = "compiling"
+    RUNNING = "running"
+    STOPPING = "stopping"
+
+
+class BatchKind(enum.StrEnum):
+    COMPILE = "compile"
+    RUN = "run"
+
+
+_SUCCESS = {BatchKind.COMPILE: PlateState.COMPILED, BatchKind.RUN: PlateState.COMPLETED}
+PLATE_STATE_OF_EXECUTION = {
+    ExecutionState.COMPLETED: PlateState.COMPLETED,
+    ExecutionState.FAILED: PlateState.FAILED,
+    ExecutionState.CANCELLED: PlateState.CANCELLED,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlateOutcome:
+    """How one plate ended in one batch."""
+
+    plate: PlateRef
+    state: PlateState
+    error: str = ""
+    artifact_id: str = ""
+    execution_id: str = ""
+    output: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "plate": self.plate.name,
+            "path": str(self.plate.path),
+            "state": self.state.value,
+            "error": self.error,
+            "artifact_id": self.artifact_id,
+            "execution_id": self.execution_id,
+            "output": self.output,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchSummary:
+    """The end of a batch: every plate's outcome, in the order the plates were given."""
+
+    kind: BatchKind
+    plates: tuple[PlateOutcome, ...]
+    stopped: bool = False
+    """True when ``stop()`` ended the batch (the user asked), not a fail-fast or an error."""
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for outcome in self.plates:
+            counts[outcome.state.value] = counts.get(outcome.state.value, 0) + 1
+        return counts
+
+    @property
+    def succeeded(self) -> bool:
+        return all(outcome.state is _SUCCESS[self.kind] for outcome in self.plates)
+
+    def exit_code(self) -> int:
+        """0 every plate succeeded; 130 stopped by the user; 1 some plate failed or was cancelled."""
+        if self.succeeded:
+            return 0
+        return 130 if self.stopped else 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "batch": self.kind.value,
+            "plates": [outcome.to_json() for outcome in self.plates],
+            "counts": self.counts,
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class PlateSlot:
+    """The mutable state of one plate in the current batch; written only through ``_transition``."""
+
+    plate: PlateRef
+    state: PlateState = PlateState.QUEUED
+    error: str = ""
+    artifact_id: str = ""
+    execution_id: str = ""
+    output: str = ""
+
+
+class PlateLedger:
+    def __init__(self, kind: BatchKind, plates: Sequence[PlateRef]) -> None:
+        self.kind = kind
+        self.slots = [PlateSlot(plate=plate) for plate in plates]
+        self.by_name = {slot.plate.name: slot for slot in self.slots}
+        self.by_execution: dict[str, PlateSlot] = {}
+        self.scope = trio.CancelScope()
+        self.stopped_by_user = False
+        self.stop_reason = ""
+
+    def transition(self, slot: PlateSlot, state: PlateState, error: str = "") -> bool:
+        """Move one plate to ``state``; False (and nothing changes) for a plate already final for this batch or
+        already in ``state``: a terminal state is never overwritten."""
+        if self.is_done(slot.state) or slot.state is state:
+            return False
+        slot.state, slot.error = state, error
+        return True
+
+    def is_done(self, state: PlateState) -> bool:
+        """Final for this batch: a terminal state, or ``compiled`` in a compile-only batch."""
+        return state.is_terminal or (self.kind is BatchKind.COMPILE and state is PlateState.COMPILED)
+
+    def summary(self) -> BatchSummary:
+        return BatchSummary(
+            kind=self.kind,
+            plates=tuple(
+                PlateOutcome(
+                    plate=s.plate,
+                    state=s.state,
+                    error=s.error,
+                    artifact_id=s.artifact_id,
+                    execution_id=s.execution_id,
+                    output=s.output,
+                )
+                for s in self.slots
+            ),
+            stopped=self.stopped_by_user,
+        )

@@ -1,0 +1,49 @@
+"""The plate ledger, alone: a state final for the batch is never overwritten, and the summary says how it ended."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hcs_batch.model import PlateRef, PlateState
+from hcs_batch.workflow.ledger import BatchKind, PlateLedger
+
+PLATES = [PlateRef(name=f"P{i}", path=Path(f"/plates/P{i}")) for i in (1, 2)]
+
+
+def test_a_terminal_state_is_final() -> None:
+    ledger = PlateLedger(BatchKind.RUN, PLATES)
+    slot = ledger.by_name["P1"]
+    assert ledger.transition(slot, PlateState.RUNNING)
+    assert not ledger.transition(slot, PlateState.RUNNING)  # no change, no announcement
+    assert ledger.transition(slot, PlateState.CANCELLED, "stopped")
+    assert not ledger.transition(slot, PlateState.COMPLETED)
+    assert (slot.state, slot.error) == (PlateState.CANCELLED, "stopped")
+
+
+def test_compiled_is_final_only_in_a_compile_only_batch() -> None:
+    compile_only, run = PlateLedger(BatchKind.COMPILE, PLATES), PlateLedger(BatchKind.RUN, PLATES)
+    for ledger in (compile_only, run):
+        ledger.transition(ledger.by_name["P1"], PlateState.COMPILED)
+        ledger.transition(ledger.by_name["P1"], PlateState.CANCELLED)
+    assert compile_only.by_name["P1"].state is PlateState.COMPILED
+    assert run.by_name["P1"].state is PlateState.CANCELLED
+
+
+def test_the_summary_and_its_exit_code() -> None:
+    ledger = PlateLedger(BatchKind.RUN, PLATES)
+    ledger.transition(ledger.by_name["P1"], PlateState.COMPLETED)
+    ledger.transition(ledger.by_name["P2"], PlateState.FAILED, "boom")
+    summary = ledger.summary()
+    assert summary.counts == {"completed": 1, "failed": 1}
+    assert summary.exit_code() == 1
+    assert summary.to_json()["plates"][1] == {
+        "plate": "P2",
+        "path": "/plates/P2",
+        "state": "failed",
+        "error": "boom",
+        "artifact_id": "",
+        "execution_id": "",
+        "output": "",
+    }
+    ledger.stopped_by_user = True
+    assert ledger.summary().exit_code() == 130
