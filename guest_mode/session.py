@@ -112,10 +112,10 @@ class SessionHost(BatchHost):
         self._session._log_error(text)
 
     def emit_progress_started(self, total: int) -> None:
-        self._session.view.schedule_refresh()  # the batch bar is recomputed from the plate states
+        self._session._on_progress(0, total)
 
     def emit_progress_updated(self, done: int, total: int) -> None:
-        self._session.view.schedule_refresh()
+        self._session._on_progress(done, total)
 
     def emit_progress_finished(self) -> None:
         self._session.view.schedule_refresh()
@@ -183,8 +183,7 @@ class BatchSession:
         self.last_summary: BatchSummary | None = None
         """The summary of the latest finished batch."""
         self.batch_kind: BatchKind | None = None
-        self.batch_names: list[str] = []
-        """The plates of the latest batch, in order."""
+        """The kind of the latest batch."""
         self.closing = False
         self._pipeline = pipeline
         self._open_backend = open_backend
@@ -194,6 +193,7 @@ class BatchSession:
         self._connection_detail = ""
         self._server_status = ""
         self._announced: set[str] = set()
+        self._progress = (0, 0)
         self._starting = False
         self._serving = False
         self._attached_cancelling = False
@@ -277,15 +277,9 @@ class BatchSession:
         return max(0, min(100, round(value)))
 
     def batch_progress(self) -> tuple[int, int]:
-        """(finished plates, plates) of the latest batch, from the same store as the rows so they agree."""
-        states = self.host.plate_execution_states
-        final = {PlateState.COMPILED} if self.batch_kind is BatchKind.COMPILE else set()
-        done = sum(
-            1
-            for name in self.batch_names
-            if (state := states.get(name)) is not None and (state.is_terminal or state in final)
-        )
-        return done, len(self.batch_names)
+        """(finished plates, plates) of the latest batch as the service last reported it (``(0, 0)`` before the
+        first): the service counts once per projection, so a repaint costs nothing per plate."""
+        return self._progress
 
     def attached_rows(self) -> list[AttachedRow]:
         """The executions started elsewhere followed on this connection (as last seen; empty when none)."""
@@ -332,7 +326,6 @@ class BatchSession:
         done = self._batch_done = trio.Event()
         self._starting = True
         self.batch_kind = kind
-        self.batch_names = [p.name for p in plates]
         try:
             service.pipeline_text = self._pipeline()
             self.view.log(f"{kind}: {len(plates)} plate{'s' if len(plates) != 1 else ''}")
@@ -573,6 +566,10 @@ class BatchSession:
         self.view.update_state()
         self._status_changed.set()
         self._status_changed = trio.Event()
+
+    def _on_progress(self, done: int, total: int) -> None:
+        self._progress = (done, total)
+        self.view.schedule_refresh()
 
     def _log_error(self, text: str) -> None:
         if text in self._announced:  # the failed plate's error is already in the log, with its traceback

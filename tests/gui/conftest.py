@@ -43,6 +43,36 @@ class InMemoryServer:
             yield backend
 
 
+class RecordingView:
+    """A ``SessionView`` that records what the session told it (for session tests without Qt)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.scheduled = 0
+        self.refreshed = 0
+        self.updates = 0
+        self.closed_calls = 0
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def log(self, text: str) -> None:
+        self.lines.append(text)
+
+    def schedule_refresh(self) -> None:
+        self.scheduled += 1
+
+    def refresh_now(self) -> None:
+        self.refreshed += 1
+
+    def update_state(self) -> None:
+        self.updates += 1
+
+    def closed(self) -> None:
+        self.closed_calls += 1
+
+
 def opener_for(backend: InMemoryBackend) -> BackendOpener:
     """A ``BackendOpener`` whose every connection is ``backend`` (already served by the test): what a client that
     comes and goes sees of one long-lived server."""

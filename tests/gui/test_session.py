@@ -24,40 +24,9 @@ from hcs_batch.model import PlateRef, PlateState
 from hcs_batch.service import BatchKind, BatchState
 from hcs_batch.testing import open_in_memory_backend
 
-from .conftest import InMemoryServer, free_port, opener_for, start_executions
+from .conftest import InMemoryServer, RecordingView, free_port, opener_for, start_executions
 
 PIPELINE = "# a pipeline\n"
-
-
-class RecordingView:
-    """The session's view as a list of what it was told; ``on_refresh`` runs at every scheduled repaint."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.scheduled = 0
-        self.refreshed = 0
-        self.updates = 0
-        self.closed_calls = 0
-        self.on_refresh: list[object] = []
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-    def log(self, text: str) -> None:
-        self.lines.append(text)
-
-    def schedule_refresh(self) -> None:
-        self.scheduled += 1
-
-    def refresh_now(self) -> None:
-        self.refreshed += 1
-
-    def update_state(self) -> None:
-        self.updates += 1
-
-    def closed(self) -> None:
-        self.closed_calls += 1
 
 
 def plates(*names: str) -> list[PlateRef]:
@@ -140,6 +109,7 @@ async def test_compile_then_run_show_states_progress_and_each_failure_once(autoj
         assert "batch finished" not in session.server_line()
         assert session.last_summary is summary
         assert session.can_start
+        assert view.scheduled > 0 and view.refreshed > 0  # repaints scheduled while it ran, one forced at its end
 
 
 async def test_refusals_leave_the_session_usable(autojump_clock):
