@@ -224,14 +224,14 @@ class GuestRunner:
         except BaseException:
             logger.exception("the guest run's done callback failed")
 
-    def _install_sigint(self) -> Any:
+    def _install_sigint(self) -> Callable[[int, types.FrameType | None], object] | None:
+        """Install the Ctrl-C handler when Python's default one is in place; return that one to restore, or None."""
         if not self.handle_sigint or threading.current_thread() is not threading.main_thread():
             return None
-        previous = signal.getsignal(signal.SIGINT)
-        if previous is not signal.default_int_handler:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
             return None
         signal.signal(signal.SIGINT, self._on_sigint)
-        return previous
+        return signal.default_int_handler
 
     def _on_sigint(self, signum: int, frame: types.FrameType | None) -> None:
         if self.interrupted:

@@ -1,9 +1,10 @@
 """The plate manager's session: the server connection, the batch service on it, batch control and the close
 protocol. No Qt here: the window renders what the session says, and tests drive it with a recording view.
 
-A :class:`BatchSession` lives as long as its window. :meth:`BatchSession.serve` (run it in a nursery) connects to
-the server (an embedded one by default) and keeps one connection at a time: a :class:`BatchWorkflowService` on it,
-and an :class:`~guest_mode.attached.AttachedExecutions` following the executions some other client left running.
+A :class:`BatchSession` lives as long as its window. :meth:`BatchSession.serve` (run it in a nursery) keeps one
+connection at a time through a :class:`~guest_mode.connection.ServerLink` (an embedded server by default): a
+:class:`BatchWorkflowService` on it, and an :class:`~guest_mode.attached.AttachedExecutions` following the
+executions some other client left running.
 Everything runs in the Trio thread (the Qt main thread in guest mode): no locks.
 
 Promises:
@@ -23,27 +24,20 @@ Promises:
 from __future__ import annotations
 
 import contextlib
-import enum
+import functools
 import logging
 import traceback
 from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Protocol
 
 import trio
 
 from guest_mode.attached import AttachedExecutions, AttachedRow
+from guest_mode.connection import BackendOpener, ConnectionState, ServerLink
+from guest_mode.host import SessionHost, SessionView
 from hcs_batch.client.backend import ExecutionBackend
 from hcs_batch.embedded import open_backend as default_open_backend
-from hcs_batch.errors import (
-    BatchAlreadyRunningError,
-    HcsBatchError,
-    InputError,
-    ServerUnreachableError,
-    TransportError,
-)
-from hcs_batch.host import BatchHost
+from hcs_batch.errors import BatchAlreadyRunningError, HcsBatchError, InputError, ServerUnreachableError
 from hcs_batch.model import PlateRef, PlateState
 from hcs_batch.service import BatchKind, BatchState, BatchSummary, BatchWorkflowService
 
@@ -53,90 +47,6 @@ logger = logging.getLogger("guest_mode.session")
 
 _ACTIVE = (BatchState.COMPILING, BatchState.RUNNING)
 """Batch states in which Stop does something."""
-
-
-class ConnectionState(enum.StrEnum):
-    """The server connection as the status line shows it."""
-
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    UNREACHABLE = "unreachable"
-    LOST = "lost"
-    ERROR = "error"
-
-
-_OUTCOMES = (ConnectionState.CONNECTED, ConnectionState.UNREACHABLE, ConnectionState.LOST, ConnectionState.ERROR)
-
-
-class SessionView(Protocol):
-    """What a session tells its face. Every call comes in the Trio thread and must return quickly."""
-
-    def log(self, text: str) -> None:
-        """Show a line (or a traceback) to the user."""
-
-    def schedule_refresh(self) -> None:
-        """Plate or attached rows changed: repaint them soon (coalescing is the view's business)."""
-
-    def refresh_now(self) -> None:
-        """Repaint the rows now (a batch or a connection ended)."""
-
-    def update_state(self) -> None:
-        """The connection, the server status or what the buttons may do changed: re-read them."""
-
-    def closed(self) -> None:
-        """:meth:`BatchSession.serve` is returning after a close: the view may go away now."""
-
-
-class BackendOpener(Protocol):
-    """Opens the backend of one connection: ``hcs_batch.embedded.open_backend`` or a test's in-memory server.
-
-    Raises ``ServerUnreachableError`` when nothing answers within ``connect_timeout``.
-    """
-
-    def __call__(
-        self, server: str | None, /, *, workers: int | None, connect_timeout: float
-    ) -> AbstractAsyncContextManager[ExecutionBackend]: ...
-
-
-class SessionHost(BatchHost):
-    """The ``BatchHost`` a session hands its service: every callback forwards to the session."""
-
-    def __init__(self, session: BatchSession) -> None:
-        super().__init__()
-        self._session = session
-
-    def emit_status(self, text: str) -> None:
-        self._session._on_status(text)
-
-    def emit_error(self, text: str) -> None:
-        self._session._log_error(text)
-
-    def emit_progress_started(self, total: int) -> None:
-        self._session._on_progress(0, total)
-
-    def emit_progress_updated(self, done: int, total: int) -> None:
-        self._session._on_progress(done, total)
-
-    def emit_progress_finished(self) -> None:
-        self._session.view.schedule_refresh()
-
-    def update_item_list(self) -> None:
-        self._session.view.schedule_refresh()
-
-    def update_button_states(self) -> None:
-        self._session.view.update_state()
-
-    def emit_orchestrator_state(self, plate: str, state: PlateState) -> None:
-        self._session.view.schedule_refresh()
-
-    def on_plate_completed(self, plate: str, state: PlateState, error: str) -> None:
-        self._session._on_plate_completed(plate, state, error)
-
-    def emit_execution_complete(self, summary: BatchSummary) -> None:
-        """Nothing to show: :meth:`on_all_plates_completed` follows for every batch."""
-
-    def on_all_plates_completed(self, summary: BatchSummary) -> None:
-        self._session._on_batch_finished(summary)
 
 
 class BatchSession:
@@ -170,11 +80,16 @@ class BatchSession:
     ) -> None:
         self.view = view
         self.host = SessionHost(self)
-        self.server = server or None
-        """The URL connected to (``None``: an embedded server); :meth:`connect` changes it."""
+        self.link = ServerLink(
+            server=server,
+            workers=workers,
+            connect_timeout=connect_timeout,
+            open_backend=open_backend,
+            on_change=view.update_state,
+            on_error=self.show_error,
+            on_log=view.log,
+        )
         self.output_dir = Path(output_dir)
-        self.workers = workers
-        self.connect_timeout = connect_timeout
         self.close_timeout = close_timeout
         self.service: BatchWorkflowService | None = None
         """The service of the current connection; ``None`` while not connected."""
@@ -186,12 +101,7 @@ class BatchSession:
         """The kind of the latest batch."""
         self.closing = False
         self._pipeline = pipeline
-        self._open_backend = open_backend
         self._on_batch_start = on_batch_start
-        self._backend: ExecutionBackend | None = None
-        self._connection = ConnectionState.CONNECTING
-        self._connection_detail = ""
-        self._server_status = ""
         self._announced: set[str] = set()
         self._progress = (0, 0)
         self._starting = False
@@ -202,15 +112,17 @@ class BatchSession:
         """The current connection's nursery: batches and attached cancels run there."""
         self._close_requested = trio.Event()
         self._closed = trio.Event()
-        self._reconnect = trio.Event()
-        self._connection_changed = trio.Event()
-        self._status_changed = trio.Event()
 
     # ------------------------------------------------------------------ what the view reads
 
     @property
+    def server(self) -> str | None:
+        """The URL connected to (``None``: an embedded server); :meth:`connect` changes it."""
+        return self.link.server
+
+    @property
     def connection(self) -> ConnectionState:
-        return self._connection
+        return self.link.state
 
     @property
     def batch_state(self) -> BatchState:
@@ -231,7 +143,7 @@ class BatchSession:
     @property
     def can_start(self) -> bool:
         """Compile and Run may start a batch (given plates)."""
-        return self.service is not None and self._connection is ConnectionState.CONNECTED and self.idle
+        return self.service is not None and self.link.state is ConnectionState.CONNECTED and self.idle
 
     @property
     def can_stop(self) -> bool:
@@ -242,7 +154,7 @@ class BatchSession:
     @property
     def can_connect(self) -> bool:
         """The server may be changed (idle, and no attempt in progress)."""
-        return self.idle and self._connection is not ConnectionState.CONNECTING
+        return self.idle and self.link.state is not ConnectionState.CONNECTING
 
     @property
     def may_close(self) -> bool:
@@ -250,15 +162,8 @@ class BatchSession:
         return not self._serving
 
     def server_line(self) -> str:
-        """The status line: where, and the server's state (its snapshot text once connected)."""
-        where = self.server or "embedded local server"
-        if self._connection is ConnectionState.CONNECTED and self._server_status:
-            # The service's snapshot poller text already says connected/unreachable, queued, running, workers.
-            return f"{where} · {self._server_status}"
-        parts = [where, f"server {self._connection}"]
-        if self._connection_detail:
-            parts.append(self._connection_detail)
-        return " · ".join(parts)
+        """The status line: where, and the server's state (its status report once connected)."""
+        return self.link.line()
 
     def plate_state(self, name: str) -> PlateState:
         """The state of plate ``name`` in the latest batch (``idle`` before its first)."""
@@ -292,8 +197,7 @@ class BatchSession:
         """Drop the current connection and connect to ``server`` (``None``: embedded); False while busy."""
         if self.busy:
             return False
-        self.server = server or None
-        self._reconnect.set()
+        self.link.reconnect(server)
         return True
 
     def start_batch(self, kind: BatchKind, plates: Sequence[PlateRef]) -> bool:
@@ -317,7 +221,7 @@ class BatchSession:
         """
         service = self.service
         if service is None:
-            raise ServerUnreachableError(f"not connected to a server ({self._connection}): connect first")
+            raise ServerUnreachableError(f"not connected to a server ({self.link.state}): connect first")
         if self._batch_done is not None and not self._batch_done.is_set():
             raise BatchAlreadyRunningError("a batch is already active in this window: wait for it or stop it")
         if not plates:
@@ -365,15 +269,11 @@ class BatchSession:
     async def wait_connection(self, *states: ConnectionState) -> ConnectionState:
         """Wait until the connection is in one of ``states`` (default: any outcome of the attempt in progress,
         i.e. anything but connecting) and return it."""
-        wanted = states or _OUTCOMES
-        while self._connection not in wanted:
-            await self._connection_changed.wait()
-        return self._connection
+        return await self.link.wait(*states)
 
     async def wait_server_status(self) -> str:
         """Wait for the next server status report (the snapshot poller reports changes only); return its text."""
-        await self._status_changed.wait()
-        return self._server_status
+        return await self.link.wait_status()
 
     async def wait_attached_settled(self) -> None:
         """Wait until no execution attached on the current connection is live (at once when none is followed)."""
@@ -393,7 +293,11 @@ class BatchSession:
         self._serving = True
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._connection_loop)
+                nursery.start_soon(
+                    functools.partial(
+                        self.link.serve, self._attach, detach=self._detach, stop_first=self._stop_for_close
+                    )
+                )
                 task_status.started()
                 await self._close_requested.wait()
                 await self._stop_for_close()
@@ -405,89 +309,37 @@ class BatchSession:
             finally:
                 self._closed.set()
 
-    async def _connection_loop(self) -> None:
-        while True:
-            self._reconnect = trio.Event()
-            await self._connect_once()
-            await self._reconnect.wait()
+    async def _attach(self, backend: ExecutionBackend, nursery: trio.Nursery) -> None:
+        """What lives on one connection: the service, the attached executions, the batch-state follower."""
+        service = BatchWorkflowService(
+            self.host, backend, pipeline_text=self._initial_pipeline_text(), output_dir=self.output_dir
+        )
+        await nursery.start(service.serve)
+        # Before the session counts as connected (Run enabled), so that no execution of its own can be listed
+        # among those started elsewhere.
+        self.attached = None
+        self.view.schedule_refresh()
+        follower = self.attached = AttachedExecutions(
+            backend, on_change=self.view.schedule_refresh, on_message=self.view.log
+        )
+        await nursery.start(follower.serve)
+        self.service = service
+        self._nursery = nursery
+        nursery.start_soon(self._follow_batch_state, service)
 
-    async def _connect_once(self) -> None:
-        """One connection's life, shielded from outer cancellation until the batch has been stopped."""
-        body_scope = trio.CancelScope(shield=True)
-        finished = trio.Event()
-
-        async def body() -> None:
-            try:
-                with body_scope:
-                    await self._connection_body()
-            finally:
-                finished.set()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(body)
-            try:
-                await finished.wait()
-            finally:
-                if not finished.is_set():
-                    with trio.CancelScope(shield=True):
-                        await self._stop_for_close()
-                    body_scope.cancel()
-
-    async def _connection_body(self) -> None:
-        self._set_connection(ConnectionState.CONNECTING)
-        try:
-            async with (
-                self._open_backend(self.server, workers=self.workers, connect_timeout=self.connect_timeout) as backend,
-                trio.open_nursery() as nursery,
-            ):
-                service = BatchWorkflowService(
-                    self.host, backend, pipeline_text=self._initial_pipeline_text(), output_dir=self.output_dir
-                )
-                await nursery.start(service.serve)
-                # Before the session counts as connected (Run enabled), so that no execution of its own can be
-                # listed among those started elsewhere.
-                self.attached = None
-                self.view.schedule_refresh()
-                follower = self.attached = AttachedExecutions(
-                    backend, on_change=self.view.schedule_refresh, on_message=self.view.log
-                )
-                await nursery.start(follower.serve)
-                self.service = service
-                self._backend = backend
-                self._nursery = nursery
-                self._set_connection(ConnectionState.CONNECTED)
-                nursery.start_soon(self._follow_batch_state, service)
-                await self._reconnect.wait()
-                nursery.cancel_scope.cancel()
-        except* ServerUnreachableError as group:
-            self._set_connection(ConnectionState.UNREACHABLE, _first_message(group))
-        except* TransportError as group:
-            self._set_connection(ConnectionState.LOST, _first_message(group))
-            self._log_error(_first_message(group))
-        except* HcsBatchError as group:
-            self._set_connection(ConnectionState.ERROR, _first_message(group))
-            self._log_error(_first_message(group))
-        except* Exception as group:
-            # A bug below us must not take the window down; show it and let the user reconnect.
-            logger.error("the server connection failed", exc_info=group)
-            self._set_connection(ConnectionState.ERROR, _first_message(group))
-            self.view.log("connection failed:\n" + "".join(traceback.format_exception(group)))
-        finally:
-            self.service = None
-            self._backend = None
-            self._nursery = None
-            self._starting = False
-            self._attached_cancelling = False
-            self.view.refresh_now()
-            self.view.update_state()
-        if self._connection is ConnectionState.CONNECTED:
-            self._set_connection(ConnectionState.CONNECTING if self._reconnect.is_set() else ConnectionState.LOST)
+    def _detach(self) -> None:
+        self.service = None
+        self._nursery = None
+        self._starting = False
+        self._attached_cancelling = False
+        self.view.refresh_now()
+        self.view.update_state()
 
     def _initial_pipeline_text(self) -> str:
         try:
             return self._pipeline()
         except HcsBatchError as exc:
-            self._log_error(f"pipeline unavailable: {exc}")
+            self.show_error(f"pipeline unavailable: {exc}")
             return ""
 
     async def _follow_batch_state(self, service: BatchWorkflowService) -> None:
@@ -501,7 +353,7 @@ class BatchSession:
         try:
             await self.run_batch(kind, plates)
         except HcsBatchError as exc:
-            self._log_error(str(exc))
+            self.show_error(str(exc))
         except Exception as exc:
             logger.exception("batch failed")
             self.view.log(f"the {kind} batch failed:\n" + "".join(traceback.format_exception(exc)))
@@ -545,7 +397,7 @@ class BatchSession:
             cancelled = await follower.cancel()
             self.view.log(f"cancel asked for {len(cancelled)} executions started elsewhere")
         except (HcsBatchError, TimeoutError) as exc:
-            self._log_error(f"could not cancel the executions started elsewhere: {exc}; press Stop to try again")
+            self.show_error(f"could not cancel the executions started elsewhere: {exc}; press Stop to try again")
         except Exception as exc:
             logger.exception("cancelling attached executions failed")
             self.view.log("cancelling attached executions failed:\n" + "".join(traceback.format_exception(exc)))
@@ -553,31 +405,30 @@ class BatchSession:
             self._attached_cancelling = False
             self.view.update_state()
 
-    # ------------------------------------------------------------------ from the host
+    # ------------------------------------------------------------------ from the service, through SessionHost
 
-    def _on_status(self, text: str) -> None:
+    def on_server_status(self, text: str) -> None:
         """``emit_status``: the server snapshot goes to the status line, anything else to the log."""
         tracker = self.host.progress_tracker
         if tracker is not None and text != tracker.server_status_text:
             self.view.log(text)
             return
-        self._server_status = text
-        self._check_lost()
-        self.view.update_state()
-        self._status_changed.set()
-        self._status_changed = trio.Event()
+        self.link.report_status(text)
 
-    def _on_progress(self, done: int, total: int) -> None:
+    def on_progress(self, done: int, total: int) -> None:
+        """``done`` of ``total`` plates of the batch are finished."""
         self._progress = (done, total)
         self.view.schedule_refresh()
 
-    def _log_error(self, text: str) -> None:
+    def show_error(self, text: str) -> None:
+        """Log an error line, unless it repeats a failed plate's error already logged with its traceback."""
         if text in self._announced:  # the failed plate's error is already in the log, with its traceback
             self._announced.discard(text)
             return
         self.view.log(f"error: {text}")
 
-    def _on_plate_completed(self, plate: str, state: PlateState, error: str) -> None:
+    def on_plate_completed(self, plate: str, state: PlateState, error: str) -> None:
+        """Log a failed plate with its error text (a traceback), or a cancelled one with its reason."""
         if state is PlateState.FAILED:
             self.view.log(f"plate {plate} failed:\n{error or '(no error text)'}")
             self._announced.add(f"plate {plate} failed: {error}")
@@ -585,35 +436,10 @@ class BatchSession:
             self.view.log(f"plate {plate} cancelled{': ' + error if error else ''}")
         self.view.schedule_refresh()
 
-    def _on_batch_finished(self, summary: BatchSummary) -> None:
+    def on_batch_finished(self, summary: BatchSummary) -> None:
+        """Every plate of the batch is terminal: keep the summary, repaint now."""
         self.last_summary = summary
         self._announced.clear()
-        self._check_lost()
+        self.link.check_lost()
         self.view.refresh_now()
         self.view.update_state()
-
-    # ------------------------------------------------------------------ connection state
-
-    def _set_connection(self, state: ConnectionState, detail: str = "") -> None:
-        self._connection = state
-        self._connection_detail = detail
-        if state is not ConnectionState.CONNECTED:
-            self._server_status = ""
-        self.view.update_state()
-        self._connection_changed.set()
-        self._connection_changed = trio.Event()
-
-    def _check_lost(self) -> None:
-        """A backend that lost its server keeps its context open; show it and offer Connect again."""
-        backend = self._backend
-        lost = backend.lost if backend is not None else None
-        if lost is not None and self._connection is ConnectionState.CONNECTED:
-            self._set_connection(ConnectionState.LOST, f"{lost}; press Connect to reconnect")
-
-
-def _first_message(group: BaseExceptionGroup[BaseException]) -> str:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _first_message(exc)
-        return str(exc) or type(exc).__name__
-    return "unknown error"
