@@ -29,6 +29,7 @@ import logging
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypedDict
 
 import trio
 
@@ -41,12 +42,24 @@ from hcs_batch.errors import BatchAlreadyRunningError, HcsBatchError, InputError
 from hcs_batch.model import PlateRef, PlateState
 from hcs_batch.service import BatchKind, BatchState, BatchSummary, BatchWorkflowService
 
-__all__ = ["BackendOpener", "BatchSession", "ConnectionState", "SessionHost", "SessionView"]
+__all__ = ["BackendOpener", "BatchSession", "ConnectionState", "SessionHost", "SessionOptions", "SessionView"]
 
 logger = logging.getLogger("guest_mode.session")
 
 _ACTIVE = (BatchState.COMPILING, BatchState.RUNNING)
 """Batch states in which Stop does something."""
+
+
+class SessionOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`BatchSession` that a window passes through (see its Args)."""
+
+    server: str | None
+    output_dir: str | Path
+    workers: int | None
+    connect_timeout: float
+    close_timeout: float
+    open_backend: BackendOpener
+    on_batch_start: Callable[[], object]
 
 
 class BatchSession:

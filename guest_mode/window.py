@@ -27,7 +27,7 @@ import logging
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar, Unpack
 
 import trio
 from PyQt6.QtCore import QModelIndex, Qt, QTimer
@@ -47,10 +47,9 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from guest_mode.session import BackendOpener, BatchSession
+from guest_mode.session import BatchSession, SessionOptions
 from guest_mode.tables.executions import AttachedTableModel, AttachedTableView
 from guest_mode.tables.plates import PlateTableModel, PlateTableView
-from hcs_batch.embedded import open_backend as default_open_backend
 from hcs_batch.errors import HcsBatchError, PipelineError, PlateError
 from hcs_batch.model import PlateRef
 from hcs_batch.pipeline import default_pipeline_text
@@ -91,44 +90,19 @@ class PlateManagerWindow(QMainWindow):
     """The plate manager.
 
     Args:
-        server: URL of an existing server (``tcp://host:port``); ``None`` starts an embedded local server.
         pipeline_file: a pipeline TOML to select at start (default: the built-in nucleus counter).
-        output_dir: where run batches write results.
-        workers: worker processes of an embedded server (default: the server's choice).
-        connect_timeout: seconds to wait for the server's handshake.
-        close_timeout: seconds closing waits for a stopped batch to be confirmed before it gives up.
-        open_backend: opens each connection (default ``hcs_batch.embedded.open_backend``; tests pass an
-            in-memory server).
-        on_batch_start: called as a batch starts (``python -m guest_mode`` passes the runner's GC freeze).
+        options: the session's (:class:`~guest_mode.session.SessionOptions`): ``server`` (a URL; default an
+            embedded local server), ``output_dir``, ``workers``, ``connect_timeout``, ``close_timeout``,
+            ``open_backend`` (tests pass an in-memory server), ``on_batch_start`` (``python -m guest_mode`` passes
+            the runner's GC freeze).
 
     Raises:
         PipelineError (an ``InputError``): ``pipeline_file`` cannot be read.
     """
 
-    def __init__(
-        self,
-        *,
-        server: str | None = None,
-        pipeline_file: str | Path | None = None,
-        output_dir: str | Path = "./hcs-results",
-        workers: int | None = None,
-        connect_timeout: float = 5.0,
-        close_timeout: float = 30.0,
-        open_backend: BackendOpener = default_open_backend,
-        on_batch_start: Callable[[], object] = lambda: None,
-    ) -> None:
+    def __init__(self, *, pipeline_file: str | Path | None = None, **options: Unpack[SessionOptions]) -> None:
         super().__init__()
-        self.session = BatchSession(
-            self,
-            pipeline=self.pipeline_text,
-            server=server,
-            output_dir=output_dir,
-            workers=workers,
-            connect_timeout=connect_timeout,
-            close_timeout=close_timeout,
-            open_backend=open_backend,
-            on_batch_start=on_batch_start,
-        )
+        self.session = BatchSession(self, pipeline=self.pipeline_text, **options)
         self.plate_model = PlateTableModel(self.session, self)
         self.attached_model = AttachedTableModel(self.session, self)
         self._tasks: trio.Nursery | None = None

@@ -8,13 +8,13 @@ plate order.
 
 from __future__ import annotations
 
-from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt
+from PyQt6.QtCore import QModelIndex, QObject, Qt
 from PyQt6.QtWidgets import QAbstractItemView, QTableView, QWidget
 
 from guest_mode.attached import AttachedRow
 from guest_mode.session import BatchSession
 
-from .paint import configure_table, state_brush
+from .common import RowsModel, configure_table, state_brush
 
 __all__ = ["AttachedTableModel", "AttachedTableView"]
 
@@ -22,11 +22,11 @@ _HEADERS = ("Plate", "State", "Progress", "Execution")
 _PLATE, _STATE, _PROGRESS, _EXECUTION = range(4)
 
 
-class AttachedTableModel(QAbstractTableModel):
+class AttachedTableModel(RowsModel):
     """The attached executions of the session's current connection, as last refreshed."""
 
     def __init__(self, session: BatchSession, parent: QObject | None = None) -> None:
-        super().__init__(parent)
+        super().__init__(_HEADERS, parent)
         self._session = session
         self._rows: list[AttachedRow] = []
 
@@ -49,22 +49,14 @@ class AttachedTableModel(QAbstractTableModel):
             self.beginResetModel()
             self._rows = rows
             self.endResetModel()
-        elif rows:
+        else:
             self._rows = rows
-            self.dataChanged.emit(self.index(0, _STATE), self.index(len(rows) - 1, _PROGRESS))
+            self.repaint_columns(_STATE, _PROGRESS)
 
     # ------------------------------------------------------------------ QAbstractTableModel
 
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
-        return 0 if parent.isValid() else len(_HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> object:
-        if orientation is Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole and section < len(_HEADERS):
-            return _HEADERS[section]
-        return None
+    def row_count(self) -> int:
+        return len(self._rows)
 
     def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> object:
         if not index.isValid() or index.row() >= len(self._rows):

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt
+from PyQt6.QtCore import QModelIndex, QObject, Qt
 from PyQt6.QtWidgets import QAbstractItemView, QTableView, QWidget
 
 from guest_mode.session import BatchSession
 from hcs_batch.model import PlateRef
 
-from .paint import configure_table, state_brush
+from .common import RowsModel, configure_table, state_brush
 
 __all__ = ["PlateTableModel", "PlateTableView"]
 
@@ -23,11 +23,11 @@ _HEADERS = ("Plate", "State", "Progress")
 _NAME, _STATE, _PROGRESS = range(3)
 
 
-class PlateTableModel(QAbstractTableModel):
+class PlateTableModel(RowsModel):
     """The plates in row order; state and progress come from ``session`` at paint time."""
 
     def __init__(self, session: BatchSession, parent: QObject | None = None) -> None:
-        super().__init__(parent)
+        super().__init__(_HEADERS, parent)
         self._session = session
         self._plates: list[PlateRef] = []
         self._rows: dict[str, int] = {}
@@ -87,21 +87,12 @@ class PlateTableModel(QAbstractTableModel):
 
     def refresh(self) -> None:
         """Repaint the state and progress of every row (the view re-reads only the rows on screen)."""
-        if self._plates:
-            self.dataChanged.emit(self.index(0, _STATE), self.index(len(self._plates) - 1, _PROGRESS))
+        self.repaint_columns(_STATE, _PROGRESS)
 
     # ------------------------------------------------------------------ QAbstractTableModel
 
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
-        return 0 if parent.isValid() else len(self._plates)
-
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
-        return 0 if parent.isValid() else len(_HEADERS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> object:
-        if orientation is Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole and section < len(_HEADERS):
-            return _HEADERS[section]
-        return None
+    def row_count(self) -> int:
+        return len(self._plates)
 
     def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> object:
         if not index.isValid() or index.row() >= len(self._plates):

@@ -22,7 +22,7 @@ from hcs_batch.errors import (
 )
 from hcs_batch.model import PlateRef, PlateState
 from hcs_batch.service import BatchKind, BatchState
-from hcs_batch.testing import open_in_memory_backend
+from hcs_batch.testing import InMemoryBackend, open_in_memory_backend
 
 from .conftest import InMemoryServer, RecordingView, free_port, opener_for, start_executions
 
@@ -50,6 +50,18 @@ async def served(session: BatchSession) -> AsyncIterator[trio.Nursery]:
         finally:
             session.request_close()
             await session.wait_closed()
+
+
+async def start_running(session: BatchSession, server: InMemoryServer, batch: list[PlateRef]) -> InMemoryBackend:
+    """Connect ``session``, start a run batch of ``batch`` and return the backend once every plate executes."""
+    await session.wait_connection()
+    assert session.start_batch(BatchKind.RUN, batch)
+    await wait_state(session, BatchState.RUNNING)
+    await trio.testing.wait_all_tasks_blocked()
+    backend = server.backend
+    assert backend is not None
+    assert len(backend.live_executions()) == len(batch)
+    return backend
 
 
 async def wait_state(session: BatchSession, state: BatchState) -> None:
@@ -149,13 +161,7 @@ async def test_stop_is_one_call_and_cancels_every_execution_on_the_server(autoju
     session, view = make_session(server.open)
     batch = plates("P0", "P1", "P2")
     async with served(session):
-        await session.wait_connection()
-        assert session.start_batch(BatchKind.RUN, batch)
-        await wait_state(session, BatchState.RUNNING)
-        backend = server.backend
-        assert backend is not None
-        await trio.testing.wait_all_tasks_blocked()
-        assert len(backend.live_executions()) == 3
+        backend = await start_running(session, server, batch)
         assert session.can_stop and not session.can_start
         session.stop()  # one call
         assert session.batch_state is BatchState.STOPPING and not session.can_stop
@@ -175,13 +181,7 @@ async def test_close_mid_run_stops_the_batch_and_serve_returns_once_the_server_c
     batch = plates("P0", "P1")
     async with trio.open_nursery() as nursery:
         await nursery.start(session.serve)
-        await session.wait_connection()
-        session.start_batch(BatchKind.RUN, batch)
-        await wait_state(session, BatchState.RUNNING)
-        backend = server.backend
-        assert backend is not None
-        await trio.testing.wait_all_tasks_blocked()
-        assert len(backend.live_executions()) == 2
+        backend = await start_running(session, server, batch)
         assert not session.may_close
         session.request_close()
         assert not session.can_stop and not session.can_start
@@ -199,13 +199,7 @@ async def test_cancelling_serve_mid_run_still_cancels_on_the_server(autojump_clo
     batch = plates("P0", "P1")
     async with trio.open_nursery() as nursery:
         await nursery.start(session.serve)
-        await session.wait_connection()
-        session.start_batch(BatchKind.RUN, batch)
-        await wait_state(session, BatchState.RUNNING)
-        backend = server.backend
-        assert backend is not None
-        await trio.testing.wait_all_tasks_blocked()
-        assert len(backend.live_executions()) == 2
+        backend = await start_running(session, server, batch)
         nursery.cancel_scope.cancel()
     assert backend.cancel_log and backend.live_executions() == []
     assert [session.plate_state(p.name) for p in batch] == [PlateState.CANCELLED] * 2
@@ -216,11 +210,7 @@ async def test_a_lost_server_fails_the_plates_and_connect_starts_afresh(autojump
     session, view = make_session(server.open)
     batch = plates("P0", "P1")
     async with served(session):
-        await session.wait_connection()
-        session.start_batch(BatchKind.RUN, batch)
-        await wait_state(session, BatchState.RUNNING)
-        backend = server.backend
-        assert backend is not None
+        backend = await start_running(session, server, batch)
         backend.lose(ServerLostError("the in-memory server was killed"))
         assert await session.wait_connection(ConnectionState.LOST) is ConnectionState.LOST
         await wait_state(session, BatchState.IDLE)

@@ -1,4 +1,5 @@
-"""What both tables paint alike: state colours, the progress-bar cell, the header layout.
+"""What both tables share: the header row and row count of their models, state colours, the progress-bar cell,
+the column layout.
 
 A progress cell is painted, not a widget: the view asks the model only for the rows on screen, so a repaint costs
 the same for 10 rows as for 10,000.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from PyQt6.QtCore import QModelIndex, Qt
+from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt
 from PyQt6.QtGui import QBrush, QColor, QPainter
 from PyQt6.QtWidgets import (
     QAbstractItemView,
@@ -21,7 +22,7 @@ from PyQt6.QtWidgets import (
     QTableView,
 )
 
-__all__ = ["ProgressDelegate", "configure_table", "state_brush"]
+__all__ = ["ProgressDelegate", "RowsModel", "configure_table", "state_brush"]
 
 _STATE_COLORS = {
     "failed": Qt.GlobalColor.red,
@@ -36,6 +37,35 @@ _BRUSHES = {state: QBrush(QColor(color)) for state, color in _STATE_COLORS.items
 def state_brush(state: str) -> QBrush | None:
     """The text colour of a state cell: red for failures, yellow cancelled, green completed; None: the palette's."""
     return _BRUSHES.get(state)
+
+
+class RowsModel(QAbstractTableModel):
+    """A flat table with fixed column ``headers``; a subclass says how many rows (:meth:`row_count`) and what a
+    cell shows (``data``)."""
+
+    def __init__(self, headers: Sequence[str], parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._headers = tuple(headers)
+
+    def row_count(self) -> int:
+        raise NotImplementedError
+
+    def repaint_columns(self, first: int, last: int) -> None:
+        """Tell the views that columns ``first`` to ``last`` of every row changed (one signal)."""
+        rows = self.row_count()
+        if rows:
+            self.dataChanged.emit(self.index(0, first), self.index(rows - 1, last))
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
+        return 0 if parent.isValid() else self.row_count()
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
+        return 0 if parent.isValid() else len(self._headers)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> object:
+        if orientation is Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self._headers[section] if 0 <= section < len(self._headers) else None
+        return None
 
 
 class ProgressDelegate(QStyledItemDelegate):
