@@ -7,8 +7,8 @@ cross-thread widget calls are needed. Serve it with :meth:`PlateManagerWindow.se
 
 Rules kept here:
 
-- Slots never raise: each one (and each callback the session makes) is wrapped by :func:`_slot`, which shows a
-  failure in the log pane.
+- Slots never raise: each one, and each session callback but ``log`` (which shows the failures), is wrapped by
+  :func:`_slot`, which shows a failure in the log pane.
 - No modal dialog loops and no hand-pumped Qt events: dialogs are opened with ``.open()`` and awaited through a
   ``trio.Event`` set by their ``finished`` signal.
 - Row repaints are coalesced: the session only schedules them; a single-shot timer repaints at most every
@@ -290,6 +290,7 @@ class PlateManagerWindow(QMainWindow):
         """Append ``text`` to the log pane."""
         self.log_pane.appendPlainText(text.rstrip())
 
+    @_slot
     def schedule_refresh(self) -> None:
         """Repaint the rows soon (coalesced: many calls within one interval cost one repaint)."""
         if not self._refresh_timer.isActive():

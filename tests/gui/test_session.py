@@ -5,6 +5,8 @@ socket)."""
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -278,3 +280,9 @@ async def test_an_unreadable_pipeline_at_connect_is_reported_and_the_session_con
     async with served(session):
         assert await session.wait_connection() is ConnectionState.CONNECTED
     assert "error: pipeline unavailable: cannot read pipeline file 'gone.toml': choose another pipeline" in view.lines
+
+
+def test_the_session_loads_no_qt():
+    code = "import sys, guest_mode.session; print(sorted(m for m in sys.modules if m.startswith('PyQt')))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout
