@@ -238,9 +238,11 @@ def run_window(plates: int, idle_s: float, server_url: str | None = None, gc_mod
     The window shows every plate as a row and refreshes them as states change, so its widget work is in the
     measurement. Ticks are timed by the runner's own ``TickMonitor`` (subclassed here to keep every duration).
     """
-    from guest_mode.runner import GuestRunner
+    from guest_mode.runner import GuestRunner, collect_and_freeze
+    from guest_mode.session import ConnectionState
     from guest_mode.tick_monitor import TickMonitor
-    from guest_mode.window import ConnectionState, PlateManagerWindow
+    from guest_mode.window import PlateManagerWindow
+    from hcs_batch.workflow.service import BatchKind
 
     class RecordingMonitor(TickMonitor):
         def __init__(self) -> None:
@@ -265,18 +267,20 @@ def run_window(plates: int, idle_s: float, server_url: str | None = None, gc_mod
             refs = make_plate_refs(root / "plates", plates=plates)
             pipeline = root / "noop.toml"
             pipeline.write_text(noop_pipeline())
-            window = PlateManagerWindow(server=server_url, pipeline_file=pipeline, output_dir=root / "out")
+            window = PlateManagerWindow(
+                server=server_url, pipeline_file=pipeline, output_dir=root / "out", on_batch_start=collect_and_freeze
+            )
             t_add = now()
             window.add_plates([r.path for r in refs])
             add_s = now() - t_add  # one synchronous call in one guest tick: the GUI is frozen meanwhile
             window.show()
             async with trio.open_nursery() as nursery:
                 await nursery.start(window.serve)
-                state = await window.wait_connection()
+                state = await window.session.wait_connection()
                 if state != ConnectionState.CONNECTED:
                     raise RuntimeError(f"the window did not connect: {window.server_status_text}")
                 rows = window.plates
-                await window.run_batch("run", rows[: min(10, len(rows))])  # warm-up
+                await window.run_batch(BatchKind.RUN, rows[: min(10, len(rows))])  # warm-up
                 monitor.recording = True
                 probe.start()
                 await trio.sleep(idle_s)
@@ -290,7 +294,7 @@ def run_window(plates: int, idle_s: float, server_url: str | None = None, gc_mod
                 steps.recording = True
                 probe.start()
                 t0 = now()
-                summary = await window.run_batch("run", rows)
+                summary = await window.run_batch(BatchKind.RUN, rows)
                 wall = now() - t0
                 busy = probe.stop()
                 steps.recording = False

@@ -3,9 +3,9 @@
     python -m guest_mode [PLATE...] [--pipeline FILE] [--server URL] [--compile | --run] [--exit-when-done]
                          [--screenshot FILE]
 
-Exit codes as ``hcs-batch run``: 0 every plate succeeded (or no batch was asked for); 1 some plates failed or
-were cancelled; 2 bad usage or input (missing plate folder, unreadable pipeline); 3 server unreachable;
-130 cancelled by Ctrl-C.
+Exit codes as ``hcs-batch run``: 0 every plate succeeded (or no batch was asked for); 1 some plates failed;
+2 bad usage or input (missing plate folder, unreadable pipeline); 3 server unreachable; 130 the batch was
+cancelled (Stop, the window closed before the batch ended, or Ctrl-C).
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import trio
 
 from hcs_batch.cli import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from hcs_batch.errors import InputError, TransportError
+from hcs_batch.workflow.service import BatchKind
 
-from .window import ConnectionState, PlateManagerWindow
+from .session import ConnectionState
+from .window import PlateManagerWindow
 
 __all__ = ["EXIT_CANCELLED", "EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "build_parser", "main"]
 
@@ -51,14 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
 async def app_main(window: PlateManagerWindow, args: argparse.Namespace) -> int:
     """Serve ``window``, start the scripted batch if asked, and return the exit code once the window closed."""
     window.show()
-    kind = "compile" if args.compile else "run" if args.run else ""
+    kind = BatchKind.COMPILE if args.compile else BatchKind.RUN if args.run else None
     # A scripted batch that never reported (window closed first) counts as cancelled.
-    code = EXIT_CANCELLED if kind else EXIT_OK
+    code = EXIT_OK if kind is None else EXIT_CANCELLED
 
-    async def script() -> None:
+    async def script(kind: BatchKind) -> None:
         nonlocal code
-        state = await window.wait_connection()
-        if state != ConnectionState.CONNECTED:
+        state = await window.session.wait_connection()
+        if state is not ConnectionState.CONNECTED:
             print(f"guest_mode: {window.server_status_text}", file=sys.stderr)
             code = EXIT_UNREACHABLE
         else:
@@ -75,7 +77,7 @@ async def app_main(window: PlateManagerWindow, args: argparse.Namespace) -> int:
         if args.screenshot:
             # The server line lags the batch by up to one snapshot poll: let it catch up (bounded) for the picture.
             with trio.move_on_after(1.5):
-                await window.wait_server_status()
+                await window.session.wait_server_status()
             path = window.save_screenshot(args.screenshot)
             print(f"guest_mode: screenshot saved to {path}", file=sys.stderr)
         if args.exit_when_done:
@@ -84,8 +86,8 @@ async def app_main(window: PlateManagerWindow, args: argparse.Namespace) -> int:
     async with trio.open_nursery() as nursery:
         await nursery.start(window.serve)
         logging.getLogger("guest_mode").info("plate manager ready")
-        if kind:
-            nursery.start_soon(script)
+        if kind is not None:
+            nursery.start_soon(script, kind)
         await window.wait_closed()
         nursery.cancel_scope.cancel()  # a script still waiting for a connection has nothing left to wait for
     return code
@@ -107,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from PyQt6.QtWidgets import QApplication
 
-    from .runner import GuestRunner
+    from .runner import GuestRunner, collect_and_freeze
 
     if args.server is None:
         # The embedded server imports numpy/scipy and the steps (0.2-1 s): do it before the Qt loop runs, so it
@@ -123,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             output_dir=args.output,
             workers=args.workers,
             connect_timeout=args.connect_timeout,
+            # Each batch's plates and records live as long as it: keep the cyclic GC from scanning them mid-batch.
+            on_batch_start=collect_and_freeze,
         )
         window.add_plates(args.plates)
     except InputError as exc:

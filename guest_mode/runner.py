@@ -16,10 +16,10 @@ Promises:
   :attr:`GuestRunner.interrupted`; a second Ctrl-C while cleanup is still running exits at once with 130.
   Trio owns the signal wakeup fd (``host_uses_signal_set_wakeup_fd=False``), so a Ctrl-C wakes the loop promptly.
 - Every re-entry is timed by a :class:`~guest_mode.tick_monitor.TickMonitor`.
-- With ``freeze_gc=True`` (the default) ``run`` collects garbage once and then ``gc.freeze()``-s every object alive
-  at start-up (imported modules, Qt wrappers, the window): CPython's cyclic GC never scans them again, so a full
-  collection no longer stalls one guest tick for tens of milliseconds. Frozen objects are still freed when their
-  reference count drops to zero; only a reference cycle among them is never reclaimed.
+- With ``freeze_gc=True`` (the default) ``run`` calls :func:`collect_and_freeze` once: every object alive at start-up
+  (imported modules, Qt wrappers, the window) is moved out of the cyclic GC's reach, so a full collection no longer
+  stalls one guest tick for tens of milliseconds. A host calls :func:`collect_and_freeze` again where many long-lived
+  objects were just made (``python -m guest_mode`` does it as each batch starts).
 
 Never run a modal dialog loop or pump Qt events by hand from a Trio task: either blocks every other Trio task.
 """
@@ -44,7 +44,7 @@ from PyQt6.QtWidgets import QApplication
 
 from .tick_monitor import TickMonitor
 
-__all__ = ["GuestRunner", "install_excepthook", "run"]
+__all__ = ["GuestRunner", "collect_and_freeze", "install_excepthook", "run"]
 
 T = TypeVar("T")
 
@@ -80,6 +80,14 @@ class _Reenter(QObject):
         finally:
             self._monitor.record(time.perf_counter() - start)
         return True
+
+
+def collect_and_freeze() -> None:
+    """Collect the garbage made so far, then ``gc.freeze()`` every object still alive: CPython's cyclic GC never
+    scans them again. Frozen objects are still freed when their reference count drops to zero; only a reference
+    cycle among them is never reclaimed, hence the collection first."""
+    gc.collect()
+    gc.freeze()
 
 
 def _log_unhandled(exc_type: type[BaseException], exc: BaseException, tb: types.TracebackType | None) -> None:
@@ -153,8 +161,7 @@ class GuestRunner:
         if self.freeze_gc:
             # Once, before the loop runs (a full collection of everything imported takes ~25 ms here): afterwards
             # a gen-2 collection only scans what the run itself creates, not the ~55,000 start-up objects.
-            gc.collect()
-            gc.freeze()
+            collect_and_freeze()
         previous_sigint = self._install_sigint()
         try:
             trio.lowlevel.start_guest_run(
@@ -217,14 +224,14 @@ class GuestRunner:
         except BaseException:
             logger.exception("the guest run's done callback failed")
 
-    def _install_sigint(self) -> Any:
+    def _install_sigint(self) -> Callable[[int, types.FrameType | None], object] | None:
+        """Install the Ctrl-C handler when Python's default one is in place; return that one to restore, or None."""
         if not self.handle_sigint or threading.current_thread() is not threading.main_thread():
             return None
-        previous = signal.getsignal(signal.SIGINT)
-        if previous is not signal.default_int_handler:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
             return None
         signal.signal(signal.SIGINT, self._on_sigint)
-        return previous
+        return signal.default_int_handler
 
     def _on_sigint(self, signum: int, frame: types.FrameType | None) -> None:
         if self.interrupted:

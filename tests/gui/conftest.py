@@ -1,6 +1,7 @@
-"""GUI tests: the real window under Trio guest mode on the Qt loop (offscreen, set by tests/conftest.py).
+"""GUI tests: the real window under Trio guest mode on the Qt loop (offscreen, set by tests/conftest.py), and the
+Qt-free session under plain Trio. Both talk to a real ``InMemoryBackend`` (or a real server), never to a fake.
 
-Mark each async test with ``@guest`` (a module-level ``pytestmark`` would lose to trio mode's automatic mark).
+Mark each async window test with ``@guest`` (a module-level ``pytestmark`` would lose to trio mode's automatic mark).
 Never use ``qtbot.waitSignal`` inside these tests: its nested Qt loop starves Trio; await a ``trio.Event``.
 """
 
@@ -9,14 +10,89 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
 
 from guest_mode.runner import run as guest_run
+from guest_mode.session import BackendOpener
 from guest_mode.window import PlateManagerWindow
+from hcs_batch.backend import ExecutionBackend
+from hcs_batch.testing import InMemoryBackend, open_in_memory_backend
 
 guest = pytest.mark.trio(run=guest_run)
+
+
+class InMemoryServer:
+    """A ``BackendOpener`` that serves every connection with a fresh ``InMemoryBackend(**options)``; the latest
+    one stays reachable as :attr:`backend` for assertions, and :attr:`connections` counts them."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.backend: InMemoryBackend | None = None
+        self.connections = 0
+
+    @asynccontextmanager
+    async def open(
+        self, server: str | None, /, *, workers: int | None = None, connect_timeout: float = 5.0
+    ) -> AsyncIterator[ExecutionBackend]:
+        async with open_in_memory_backend(**self.options) as backend:
+            self.backend = backend
+            self.connections += 1
+            yield backend
+
+
+class RecordingView:
+    """A ``SessionView`` that records what the session told it (for session tests without Qt)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.scheduled = 0
+        self.refreshed = 0
+        self.updates = 0
+        self.closed_calls = 0
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def log(self, text: str) -> None:
+        self.lines.append(text)
+
+    def schedule_refresh(self) -> None:
+        self.scheduled += 1
+
+    def refresh_now(self) -> None:
+        self.refreshed += 1
+
+    def update_state(self) -> None:
+        self.updates += 1
+
+    def closed(self) -> None:
+        self.closed_calls += 1
+
+
+def opener_for(backend: InMemoryBackend) -> BackendOpener:
+    """A ``BackendOpener`` whose every connection is ``backend`` (already served by the test): what a client that
+    comes and goes sees of one long-lived server."""
+
+    @asynccontextmanager
+    async def open(
+        server: str | None, /, *, workers: int | None = None, connect_timeout: float = 5.0
+    ) -> AsyncIterator[ExecutionBackend]:
+        yield backend
+
+    return open
+
+
+async def start_executions(backend: InMemoryBackend, plates: list[str]) -> list[str]:
+    """What a client that went away did: compile and submit, then nothing more. Returns the execution ids."""
+    ids = []
+    for plate in plates:
+        compiled = await backend.compile(plate_path=f"/plates/{plate}", plate_name=plate, pipeline="p")
+        ids.append(await backend.execute(compiled.artifact_id, output_dir="/out"))
+    return ids
 
 
 @asynccontextmanager

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from guest_mode.session import ConnectionState
 from guest_mode.window import PlateManagerWindow
 from hcs_batch.client import open_connection
 from hcs_batch.testing.plates import make_plates
@@ -62,14 +63,12 @@ def make_window(qtbot, tmp_path: Path, url: str) -> PlateManagerWindow:
 def shown(window: PlateManagerWindow) -> dict[str, tuple[str, str, int]]:
     """What the attached section shows: execution id -> (plate, state text, progress percent)."""
     window.refresh_now()
-    return {
-        row.execution_id: (
-            row.plate_name,
-            window.attached_row_state(row.execution_id),
-            window.attached_row_percent(row.execution_id),
-        )
-        for row in window.attached_rows()
-    }
+    model = window.attached_model
+    shown: dict[str, tuple[str, str, int]] = {}
+    for row in range(model.rowCount()):
+        cells = [model.data(model.index(row, column)) for column in range(4)]
+        shown[cells[3]] = (cells[0], cells[1], cells[2])
+    return shown
 
 
 @guest
@@ -80,7 +79,7 @@ async def test_window_shows_executions_of_a_killed_client_and_follows_them_to_co
         await start_orphans(server, gate_dir, tmp_path, plates=2)
         window = make_window(qtbot, tmp_path, server.url)
         async with serving(window):
-            assert await window.wait_connection() == "connected"
+            assert await window.session.wait_connection() is ConnectionState.CONNECTED
             rows = shown(window)
             assert sorted(plate for plate, _, _ in rows.values()) == ["plate_001", "plate_002"]
             assert {state for _, state, _ in rows.values()} == {"running"}
@@ -90,7 +89,7 @@ async def test_window_shows_executions_of_a_killed_client_and_follows_them_to_co
             assert buttons(window) == (False, False, True)  # Stop would cancel them
 
             release_gate(gate_dir)
-            await window.wait_attached_settled()
+            await window.session.wait_attached_settled()
             rows_after = shown(window)
             assert set(rows_after) == set(rows)
             assert {(state, percent) for _, state, percent in rows_after.values()} == {("completed", 100)}
@@ -107,11 +106,11 @@ async def test_stop_cancels_the_attached_executions_on_the_server(qtbot, tmp_pat
         assert await server_counts(server.url) == (0, 2)
         window = make_window(qtbot, tmp_path, server.url)
         async with serving(window):
-            await window.wait_connection()
+            await window.session.wait_connection()
             assert {state for _, state, _ in shown(window).values()} == {"running"}
             window.stop_button.click()  # no batch of its own: Stop cancels the executions started elsewhere
             assert not window.stop_button.isEnabled()  # one cancel in flight, no second
-            await window.wait_attached_settled()
+            await window.session.wait_attached_settled()
             assert {state for _, state, _ in shown(window).values()} == {"cancelled"}
             assert await server_counts(server.url) == (0, 0)
             assert "cancel asked for 2 executions" in window.log_pane.toPlainText()
@@ -122,8 +121,8 @@ async def test_nothing_live_on_the_server_shows_no_attached_section(qtbot, tmp_p
     with trio.fail_after(60):
         window = make_window(qtbot, tmp_path, server.url)
         async with serving(window):
-            assert await window.wait_connection() == "connected"
-            await window.wait_attached_settled()
+            assert await window.session.wait_connection() is ConnectionState.CONNECTED
+            await window.session.wait_attached_settled()
             assert shown(window) == {}
             assert not window.attached_box.isVisibleTo(window)
             assert not window.stop_button.isEnabled()
@@ -134,14 +133,14 @@ async def test_connect_lists_again_and_attaches_to_what_started_meanwhile(qtbot,
     with trio.fail_after(90):
         window = make_window(qtbot, tmp_path, server.url)
         async with serving(window):
-            assert await window.wait_connection() == "connected"
+            assert await window.session.wait_connection() is ConnectionState.CONNECTED
             assert shown(window) == {}
             await start_orphans(server, gate_dir, tmp_path, plates=1)
             assert shown(window) == {}  # only on connect: the window does not adopt executions as they start
             window.connect_button.click()
-            await window.wait_connection("connecting")
-            assert await window.wait_connection() == "connected"
+            await window.session.wait_connection(ConnectionState.CONNECTING)
+            assert await window.session.wait_connection() is ConnectionState.CONNECTED
             assert [(plate, state) for plate, state, _ in shown(window).values()] == [("plate_001", "running")]
             release_gate(gate_dir)
-            await window.wait_attached_settled()
+            await window.session.wait_attached_settled()
             assert [state for _, state, _ in shown(window).values()] == ["completed"]
