@@ -15,13 +15,15 @@
   (a hop per plate cost more than the write itself).
 - :meth:`Executor.cancel` cancels exactly the named executions: their worker processes are killed (and waited
   for) before the execution reports ``cancelled``; every other execution goes on.
-- On completion ``wells.csv`` and ``manifest.json`` are written (see :mod:`.results`), and only once both are on
-  disk does the execution report ``completed``; a failed or cancelled execution leaves only the per-well files of
-  the wells that finished (one cancelled while its results were being written may leave those too).
+- On completion ``wells.csv``, ``objects.parquet`` (not for inline plans) and ``manifest.json`` are written (see
+  :mod:`.results`), and only once all are on disk does the execution report ``completed``; a failed or
+  cancelled execution leaves only the per-well files of the wells that finished (one cancelled while its results
+  were being written may leave those too).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -158,7 +160,8 @@ class Executor:
                 else:
                     rows = await self._run_wells(execution, plan, plate_dir, force)
                 manifest = self._manifest(execution, plan, len(rows), started)
-                await self._lane.run(write_plate_results, plate_dir, rows, manifest)
+                write = functools.partial(write_plate_results, objects=not plan.inline)
+                await self._lane.run(write, plate_dir, rows, manifest)
                 state = ExecutionState.COMPLETED
         except _WellFailed as exc:
             state, error = ExecutionState.FAILED, exc.message
@@ -193,7 +196,7 @@ class Executor:
         rows: list[Row] = []
         for well in plan.wells:
             for site, channel, _ in plan.well_images[well]:
-                rows.append({"well": well, "site": site, "channel": channel})
+                rows.append({"well": well, "site": site, "channel": channel, "timepoint": 1})
             execution.wells_done += 1
             self._progress(execution, plan, well)
         await trio.lowlevel.checkpoint()
@@ -237,6 +240,7 @@ class Executor:
                     plan.worker_steps,
                     str(plate_dir),
                     plan.artifact_id,
+                    plan.segment_channel,
                     kill_on_cancel=True,
                     limiter=self.limiter,
                 )
@@ -260,6 +264,7 @@ class Executor:
             "wells": list(plan.wells),
             "sites": plan.sites,
             "channels": plan.channels,
+            "segment_channel": plan.segment_channel,
             "rows": rows,
             "wells_computed": execution.wells_done - execution.wells_skipped,
             "wells_skipped": execution.wells_skipped,
