@@ -19,7 +19,7 @@ from hcs_batch.pipeline import default_pipeline_text, parse_pipeline
 from hcs_batch.server.compiler import compile_pipeline, compile_plate
 from hcs_batch.server.images import load_plane
 from hcs_batch.server.plates import listing_from_names
-from hcs_batch.server.results import load_done_wells
+from hcs_batch.server.results import load_done_wells, write_well_result
 from hcs_batch.server.worker import StepFailure, image_sets, run_well
 from hcs_batch.synth import touching_nuclei
 
@@ -194,6 +194,11 @@ def test_worker_segments_one_channel_and_measures_both(tmp_path: Path) -> None:
     assert all(300 < r["mean_intensity"] <= 500 for r in ch2)
     assert {r["channel"]: r["mean_intensity"] for r in rows[:2]}[1] > 200
     assert load_done_wells(out, ["A01"], "x").keys() == {"A01"}
+    # A crash between the object file and the json of a run of another artifact: the pair disagrees.
+    json_x = (out / "wells" / "A01.json").read_bytes()
+    write_well_result(out, "A01", "y", rows, [])
+    (out / "wells" / "A01.json").write_bytes(json_x)
+    assert load_done_wells(out, ["A01"], "x") == {}, "a well whose object file is another artifact's is not done"
     (out / "wells" / "A01.parquet").unlink()
     assert load_done_wells(out, ["A01"], "x") == {}, "a well without its object file is not done"
 

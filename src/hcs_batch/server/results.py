@@ -8,10 +8,11 @@ Layout below the execution's output folder::
     <output>/<plate>/objects.parquet       one row per object, the wells' object files in well order (ditto)
     <output>/<plate>/manifest.json         what ran, when, and how many wells were computed or skipped
 
-A well whose json's ``artifact_id`` matches the execution's artifact, and whose object file exists, counts as
-done: a re-run of the same artifact skips it unless forced. A different artifact (other pipeline, other images)
-recomputes it. A well is recorded by deleting its json, writing its object file, then its json: a crash between
-leaves no json, so the well runs again.
+A well counts as done when its json and its object file both carry the execution's ``artifact_id`` (the object
+file in its parquet metadata, key ``hcs_batch.artifact_id``): a re-run of the same artifact skips it unless
+forced. A different artifact (other pipeline, other images) recomputes it. The object file is written before the
+json, so a crash between the two leaves a pair that disagrees (or agrees and holds the same artifact's result):
+never a done well with foreign objects.
 
 ``objects.parquet`` (pyarrow) columns: ``well, site, channel, timepoint`` (``channel`` is the segmentation
 channel), then :mod:`hcs_batch.measure`'s columns. For every image (row of ``wells.csv``) the objects of its well,
@@ -89,6 +90,9 @@ def well_result_path(plate_dir: Path, well: str) -> Path:
     return plate_dir / "wells" / f"{well}.json"
 
 
+_ARTIFACT_KEY = b"hcs_batch.artifact_id"
+
+
 def _objects_table(tables: Sequence[Mapping[str, Any]]) -> Any:
     """One pyarrow table of the image sets' object columns (key columns first; missing columns become null)."""
     import pyarrow as pa
@@ -119,11 +123,12 @@ def write_well_result(
     plate_dir: Path, well: str, artifact_id: str, rows: list[Row], objects: Sequence[Mapping[str, Any]] = ()
 ) -> None:
     """Record one finished well: its object file (the object columns of each image set in ``objects``), then its
-    json; each atomically, the json removed first (see the module docstring). Creates the folders it needs."""
+    json; each atomically, both naming ``artifact_id`` (see the module docstring). Creates the folders it needs."""
     path = well_result_path(plate_dir, well)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    _write_parquet(_objects_table(objects), path.with_suffix(".parquet"))
+    table = _objects_table(objects)
+    table = table.replace_schema_metadata({_ARTIFACT_KEY: artifact_id.encode()})
+    _write_parquet(table, path.with_suffix(".parquet"))
     atomic_write(path, _json_encoder.encode(_WellFile(artifact_id=artifact_id, rows=rows)))
 
 
@@ -139,9 +144,21 @@ def load_done_wells(plate_dir: Path, wells: Iterable[str], artifact_id: str) -> 
             found = _well_decoder.decode(data)
         except (OSError, msgspec.DecodeError):
             continue
-        if found.artifact_id == artifact_id and (folder / f"{well}.parquet").is_file():
+        if found.artifact_id == artifact_id and _objects_artifact(folder / f"{well}.parquet") == artifact_id:
             done[well] = found.rows
     return done
+
+
+def _objects_artifact(path: Path) -> str | None:
+    """The artifact id an object file was written for; None when it is missing or unreadable."""
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, ValueError):  # missing, or not a whole parquet file (pyarrow's errors are one of these)
+        return None
+    value = metadata.get(_ARTIFACT_KEY)
+    return value.decode(errors="replace") if value is not None else None
 
 
 def _csv_text(rows: Sequence[Row]) -> str:
@@ -157,14 +174,20 @@ def write_objects(plate_dir: Path, wells: Iterable[str]) -> None:
     """Combine the object files of ``wells`` (in that order) into ``objects.parquet``, atomically.
 
     Raises:
-        OSError: a well's object file is missing or unreadable (pyarrow's errors are OSErrors too).
+        OSError: a well's object file is missing or unreadable (the message names it), or the write failed.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parts = [pq.read_table(plate_dir / "wells" / f"{well}.parquet") for well in wells]
+    parts = []
+    for well in wells:
+        path = plate_dir / "wells" / f"{well}.parquet"
+        try:
+            parts.append(pq.read_table(path))
+        except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) on a damaged file
+            raise OSError(f"cannot read the object file {path}: {exc}") from None
     table = pa.concat_tables(parts, promote_options="default") if parts else _objects_table(())
-    _write_parquet(table, plate_dir / "objects.parquet")
+    _write_parquet(table.replace_schema_metadata(None), plate_dir / "objects.parquet")
 
 
 def write_plate_results(
