@@ -232,3 +232,23 @@ def test_segment_channel_must_be_a_channel_number(value: str) -> None:
     with pytest.raises(PipelineError, match="segment_channel"):
         parse_pipeline(f"segment_channel = {value}\n[[steps]]\nfunc = 'a:b'")
     assert parse_pipeline("segment_channel = 2\n[[steps]]\nfunc = 'a:b'").segment_channel == 2
+
+
+def test_accuracy_script_writes_its_table_and_meets_the_target_on_the_real_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks import counting_accuracy
+
+    out = tmp_path / "acc.md"
+    assert counting_accuracy.main(["--images", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = [line.split("|")[1:-1] for line in printed.splitlines() if line.startswith("| ")]
+    assert [c.strip() for c in rows[0]][3:] == ["previous MAPE", "built-in MAPE", "skimage reference MAPE"]
+    assert len(rows) == 2 + 5 and printed in out.read_text()
+    real = [[c.strip() for c in row] for row in rows[2:] if row[0].strip().startswith("real")]
+    if counting_accuracy.stardist_files() is None:
+        assert all("not installed" in row for row in real)
+        return
+    for row in real:
+        assert row[2] == "125.0" and float(row[4].rstrip("%")) <= 10.0, row  # the target: within 10%
+        assert float(row[3].rstrip("%")) > 25.0, row  # the previous counter: 86 of 125
