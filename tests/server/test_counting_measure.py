@@ -150,11 +150,10 @@ def test_load_plane_projects_z_and_refuses_what_is_not_one_plane(tmp_path: Path)
 
 def test_image_sets_group_channels_timepoints_and_z_planes() -> None:
     images = [(1, 2, "b"), (1, 1, "a"), (2, 1, "c"), (1, 1, 2, "t2"), (1, 1, 2, "t2z2")]
-    assert image_sets(images) == [
-        (1, 1, {1: ["a"], 2: ["b"]}),
-        (1, 2, {1: ["t2", "t2z2"]}),
-        (2, 1, {1: ["c"]}),
-    ]
+    expected = [(1, 1, {1: ["a"], 2: ["b"]}), (1, 2, {1: ["t2", "t2z2"]}), (2, 1, {1: ["c"]})]
+    assert image_sets(images) == expected
+    index = [(2, 1, ((1, ("c",)),)), (1, 2, ((1, ("t2", "t2z2")),)), (1, 1, ((2, ("b",)), (1, ("a",))))]
+    assert image_sets(index) == expected
 
 
 def _two_channel_plate(folder: Path, seed: int) -> dict[int, int]:
@@ -180,7 +179,9 @@ def test_worker_segments_one_channel_and_measures_both(tmp_path: Path) -> None:
     truth = _two_channel_plate(tmp_path / "plate", seed=2)
     images = [(s, c, f"A01_s{s}_w{c}.tif") for s in (1, 2) for c in (1, 2)]
     out = tmp_path / "out"
-    rows = run_well(str(tmp_path / "plate"), "A01", images, _worker_steps(default_pipeline_text()), str(out), "x", 1)
+    rows = run_well(
+        str(tmp_path / "plate"), "A01", images, _worker_steps(default_pipeline_text()), str(out), "x", "max", 1
+    )
     assert [(r["site"], r["channel"], r["timepoint"]) for r in rows] == [(1, 1, 1), (1, 2, 1), (2, 1, 1), (2, 2, 1)]
     table = pq.read_table(out / "wells" / "A01.parquet").to_pydict()
     assert list(table)[:4] == ["well", "site", "channel", "timepoint"]
@@ -207,7 +208,7 @@ def test_dict_only_pipelines_still_run_on_every_channel(tmp_path: Path) -> None:
     _two_channel_plate(tmp_path / "plate", seed=3)
     images = [(1, c, f"A01_s1_w{c}.tif") for c in (1, 2)]
     out = tmp_path / "out"
-    rows = run_well(str(tmp_path / "plate"), "A01", images, _worker_steps(PREVIOUS_PIPELINE), str(out), "x", 1)
+    rows = run_well(str(tmp_path / "plate"), "A01", images, _worker_steps(PREVIOUS_PIPELINE), str(out), "x")
     assert [r["channel"] for r in rows] == [1, 2] and all("object_count" in r for r in rows)
     assert rows[1]["mean_intensity"] > 400  # channel 2's own pipeline run: its own mask
     assert pq.read_table(out / "wells" / "A01.parquet").num_rows == 0
@@ -217,7 +218,7 @@ def test_a_missing_segmentation_channel_is_named(tmp_path: Path) -> None:
     _two_channel_plate(tmp_path / "plate", seed=4)
     steps_ = _worker_steps(default_pipeline_text())
     with pytest.raises(StepFailure, match="segmentation channel 3"):
-        run_well(str(tmp_path / "plate"), "A01", [(1, 1, "A01_s1_w1.tif")], steps_, str(tmp_path / "o"), "x", 3)
+        run_well(str(tmp_path / "plate"), "A01", [(1, 1, "A01_s1_w1.tif")], steps_, str(tmp_path / "o"), "x", "max", 3)
     listing = listing_from_names(tmp_path / "plate", ["A01_s1_w1.tif", "A01_s1_w2.tif"])
     text = default_pipeline_text().replace("segment_channel = 1", "segment_channel = 3")
     with pytest.raises(PlateError, match=r"segments channel 3.*channel\(s\) 1, 2"):

@@ -15,19 +15,21 @@ from numpy.typing import NDArray
 __all__ = ["load_plane"]
 
 
-def load_plane(plate_path: str, sources: Sequence[str]) -> NDArray[Any]:
+def load_plane(plate_path: str, sources: Sequence[str], projection: str = "max") -> NDArray[Any]:
     """The 2-D plane made of ``sources`` (files relative to ``plate_path``): one file as it is, several (the
-    z-planes of one channel) max-projected.
+    z-planes of one channel) max-projected (``projection`` "max", the only one this version knows).
 
     Raises:
-        ValueError: no source, a file that is not one 2-D plane, or sources of different shapes (the message names
-            the file and its shape).
+        ValueError: no source, another projection, a file that is not one 2-D plane, or sources of different shapes
+            (the message names the file and its shape).
         OSError, and whatever tifffile raises for an unreadable file.
     """
     import tifffile
 
     if not sources:
         raise ValueError("no image file for this plane")
+    if projection != "max":
+        raise ValueError(f"unknown projection {projection!r}; choose max")
     plane: NDArray[Any] | None = None
     for name in sources:
         data = np.squeeze(tifffile.imread(os.path.join(plate_path, name)))

@@ -74,19 +74,28 @@ def _plain(value: Any) -> Any:
 
 
 def image_sets(images: Sequence[Sequence[Any]]) -> list[ImageSet]:
-    """Group a well's images, ``(site, channel, file)`` or ``(site, channel, timepoint, file)``, into image sets
-    sorted by (site, timepoint); files of the same (site, channel, timepoint) are the z-planes of one plane."""
+    """Group a well's images into image sets sorted by (site, timepoint).
+
+    Accepts a plate index's image sets, ``(site, timepoint, ((channel, (file, ...)), ...))``, and flat entries,
+    ``(site, channel, file)`` or ``(site, channel, timepoint, file)``; files of the same (site, channel,
+    timepoint) are the z-planes of one plane.
+    """
     sets: dict[tuple[int, int], dict[int, list[str]]] = {}
     for item in images:
+        if len(item) == 3 and not isinstance(item[2], str):  # an index image set: (site, timepoint, channels)
+            channels = sets.setdefault((int(item[0]), int(item[1])), {})
+            for channel, sources in item[2]:
+                channels.setdefault(int(channel), []).extend(str(s) for s in sources)
+            continue
         site, channel = int(item[0]), int(item[1])
         timepoint = int(item[2]) if len(item) == 4 else 1
         sets.setdefault((site, timepoint), {}).setdefault(channel, []).append(str(item[-1]))
     return [(site, t, dict(sorted(channels.items()))) for (site, t), channels in sorted(sets.items())]
 
 
-def _load(plate_path: str, sources: list[str], where: str) -> NDArray[Any]:
+def _load(plate_path: str, sources: list[str], where: str, projection: str) -> NDArray[Any]:
     try:
-        return load_plane(plate_path, sources)
+        return load_plane(plate_path, sources, projection)
     except Exception as exc:
         raise StepFailure(f"{where}: cannot read image {', '.join(sources)}: {type(exc).__name__}: {exc}") from None
 
@@ -121,6 +130,7 @@ def _measure_set(
     steps: tuple[WorkerStep, ...],
     segment_channel: int,
     channel_names: Mapping[int, str],
+    projection: str,
 ) -> tuple[list[Row], dict[str, Any]]:
     """Segment one image set on ``segment_channel`` and measure every channel: (rows, object columns)."""
     site, timepoint, channels = image_set
@@ -128,7 +138,7 @@ def _measure_set(
     if segment_channel not in channels:
         have = ", ".join(str(c) for c in channels)
         raise StepFailure(f"{where}: no image of the segmentation channel {segment_channel} (channels: {have})")
-    planes = {c: _load(plate_path, sources, f"{where} channel {c}") for c, sources in channels.items()}
+    planes = {c: _load(plate_path, sources, f"{where} channel {c}", projection) for c, sources in channels.items()}
     seg = planes[segment_channel]
     for channel, plane in planes.items():
         if plane.shape != seg.shape:
@@ -164,14 +174,15 @@ def run_well(
     steps: tuple[WorkerStep, ...],
     plate_dir: str,
     artifact_id: str,
+    projection: str = "max",
     segment_channel: int = 1,
     channel_names: Mapping[int, str] | None = None,
 ) -> list[Row]:
     """Process every image set of ``well`` (see the module docstring); write the well's result and object files
     (:func:`.results.write_well_result`); return its rows.
 
-    ``channel_names`` names channels in object column suffixes (the layout's names); a channel without one is
-    named by its number.
+    ``projection`` is how z-planes become one plane (see :func:`.images.load_plane`); ``channel_names`` names
+    channels in object column suffixes (the layout's names); a channel without one is named by its number.
 
     Raises:
         StepFailure: an image could not be read or is not 2-D, a step raised or returned something else than an
@@ -183,7 +194,7 @@ def run_well(
     tables: list[dict[str, Any]] = []
     for image_set in image_sets(images):
         if segmenting:
-            set_rows, table = _measure_set(plate_path, well, image_set, steps, segment_channel, names)
+            set_rows, table = _measure_set(plate_path, well, image_set, steps, segment_channel, names, projection)
             rows.extend(set_rows)
             tables.append(table)
             continue
@@ -191,7 +202,7 @@ def run_well(
         for channel, sources in channels.items():
             where = f"well {well} site {site} channel {channel} timepoint {timepoint}"
             row: Row = {"well": well, "site": site, "channel": channel, "timepoint": timepoint}
-            _run_steps(where, _load(plate_path, sources, where), steps, row)
+            _run_steps(where, _load(plate_path, sources, where, projection), steps, row)
             rows.append(row)
     write_well_result(Path(plate_dir), well, artifact_id, rows, tables)
     return rows
