@@ -253,3 +253,16 @@ def test_accuracy_script_writes_its_table_and_meets_the_target_on_the_real_image
     for row in real:
         assert row[2] == "125.0" and float(row[4].rstrip("%")) <= 10.0, row  # the target: within 10%
         assert float(row[3].rstrip("%")) > 25.0, row  # the previous counter: 86 of 125
+
+
+def test_object_columns_use_the_layouts_channel_names(tmp_path: Path) -> None:
+    _two_channel_plate(tmp_path / "plate", seed=6)
+    images = [(1, c, f"A01_s1_w{c}.tif") for c in (1, 2)]
+    steps_ = _worker_steps(default_pipeline_text())
+    plate, out = str(tmp_path / "plate"), tmp_path / "out"
+    run_well(plate, "A01", images, steps_, str(out), "x", "max", 1, {1: "DAPI", 2: "Actin"})
+    names = pq.read_schema(out / "wells" / "A01.parquet").names
+    assert "Intensity_MeanIntensity_DAPI" in names and "Intensity_IntegratedIntensity_Actin" in names
+    run_well(plate, "A01", images, steps_, str(out), "x", "max", 1, {1: "same", 2: "same"})
+    names = pq.read_schema(out / "wells" / "A01.parquet").names
+    assert "Intensity_MeanIntensity_1" in names and "Intensity_MeanIntensity_2" in names

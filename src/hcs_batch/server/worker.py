@@ -152,6 +152,8 @@ def _measure_set(
     except ValueError as exc:
         raise StepFailure(f"{where}: the segmenting step's result is unusable: {exc}") from None
     names = [channel_names.get(c, str(c)) for c in planes]
+    if len(set(names)) != len(names):  # two channels of one name: their columns would collide
+        names = [str(c) for c in planes]
     columns: dict[str, Any] = measure_objects(labels, dict(zip(names, planes.values(), strict=True)))
     means = channel_means(columns, names)
     count = len(columns["ObjectNumber"])
@@ -182,7 +184,8 @@ def run_well(
     (:func:`.results.write_well_result`); return its rows.
 
     ``projection`` is how z-planes become one plane (see :func:`.images.load_plane`); ``channel_names`` names
-    channels in object column suffixes (the layout's names); a channel without one is named by its number.
+    channels in object column suffixes (the layout's names); a channel without one is named by its number, and
+    so is every channel when two share a name.
 
     Raises:
         StepFailure: an image could not be read or is not 2-D, a step raised or returned something else than an
