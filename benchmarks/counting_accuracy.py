@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     note = (
         "Mean absolute percentage error of the nucleus count (lower is better; target: within 10% on real "
         "fluorescence images of touching nuclei). `python -m benchmarks.counting_accuracy`, "
-        f"{args.images} synthetic images per set, seed {args.seed}.\n\n"
+        f"{args.images} synthetic images per set, seed {args.seed}. The real rows are one field of one experiment "
+        "and the built-in's `min_distance` was set with it in view: one sample, not a validation.\n\n"
     )
     print(text, end="")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Built-in pipeline steps on numpy/scipy; together the default nucleus counter.
+"""Built-in pipeline steps on numpy, scipy and scikit-image; together the default nucleus counter.
 
 The step contract (for built-in and user steps alike):
 
