@@ -57,10 +57,13 @@ def tiled_plates(root: Path, *, plates: int, wells: int, sites: int, size: int) 
 
 
 def serial_loop(folders: list[Path], pipeline_text: str) -> tuple[float, int, list[dict[str, Any]]]:
-    """Every image of every plate through the pipeline's steps, one after another. Returns (seconds, wells, rows)."""
+    """Every image of every plate through the pipeline's steps, one after another, measuring the objects of a
+    segmenting step as the workers do. Returns (seconds, wells, rows)."""
     import tifffile
 
+    from hcs_batch.measure import measure_objects, to_labels
     from hcs_batch.pipeline import parse_pipeline
+    from hcs_batch.steps import is_objects_step
 
     spec = parse_pipeline(pipeline_text)
     steps = []
@@ -81,6 +84,9 @@ def serial_loop(folders: list[Path], pipeline_text: str) -> tuple[float, int, li
                     row.update(out)
                 elif out is not None:
                     image = out
+                    if is_objects_step(fn):
+                        objects = measure_objects(to_labels(out, raw.shape), {"1": raw})
+                        row["object_count"] = len(objects["ObjectNumber"])
             rows.append(row)
             wells.add((folder.name, tif.name.split("_", 1)[0]))
     return now() - t0, len(wells), rows

@@ -20,7 +20,7 @@ SOURCES = [ROOT / "src" / "hcs_batch", ROOT / "guest_mode"]
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model", ("hcs_batch._util", "hcs_batch.errors", "hcs_batch.model")),
-    ("protocol", ("hcs_batch.protocol", "hcs_batch.pipeline", "hcs_batch.steps")),
+    ("protocol", ("hcs_batch.protocol", "hcs_batch.pipeline", "hcs_batch.steps", "hcs_batch.measure")),
     ("runtime", ("hcs_batch.runtime",)),
     ("backend", ("hcs_batch.backend",)),
     ("transport", ("hcs_batch.client", "hcs_batch._zmq", "hcs_batch.security")),

@@ -30,9 +30,9 @@ def test_builtin_pipelines_parse() -> None:
         "normalize",
         "gaussian_blur",
         "otsu_threshold",
-        "count_objects",
-        "mean_intensity",
+        "split_touching",
     ]
+    assert spec.segment_channel == 1
     assert spec.steps[1] == StepSpec(func="hcs_batch.steps:gaussian_blur", params={"sigma": 1.0})
     assert parse_pipeline(noop_pipeline_text()) == PipelineSpec(
         name="noop", steps=(StepSpec(func="hcs_batch.steps:noop", params={}),)

@@ -3,6 +3,7 @@
 The file format::
 
     name = "nucleus_counter"          # optional; defaults to the file's stem or "pipeline"
+    segment_channel = 1               # optional (default 1): the channel a segmenting step runs on
 
     [[steps]]
     func = "hcs_batch.steps:gaussian_blur"   # "module:function", imported on the server at compile time
@@ -52,10 +53,15 @@ class StepSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PipelineSpec:
-    """A parsed pipeline: its name and its steps in order (at least one)."""
+    """A parsed pipeline: its name, its steps in order (at least one) and its segmentation channel.
+
+    ``segment_channel`` matters only when a step makes objects (:func:`hcs_batch.steps.makes_objects`): the
+    steps then run on that channel of every image set and every channel is measured inside the objects.
+    """
 
     name: str
     steps: tuple[StepSpec, ...]
+    segment_channel: int = 1
 
 
 def parse_pipeline(text: str, *, source: str = "<pipeline>") -> PipelineSpec:
@@ -74,9 +80,16 @@ def parse_pipeline(text: str, *, source: str = "<pipeline>") -> PipelineSpec:
     raw_steps = data.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         raise PipelineError(f"pipeline {source} has no steps: add at least one [[steps]] table with func = 'module:fn'")
-    unknown = sorted(set(data) - {"name", "steps"})
+    unknown = sorted(set(data) - {"name", "steps", "segment_channel"})
     if unknown:
-        raise PipelineError(f"pipeline {source}: unknown top-level key(s) {', '.join(unknown)} (allowed: name, steps)")
+        raise PipelineError(
+            f"pipeline {source}: unknown top-level key(s) {', '.join(unknown)} (allowed: name, segment_channel, steps)"
+        )
+    segment_channel = data.get("segment_channel", 1)
+    if isinstance(segment_channel, bool) or not isinstance(segment_channel, int) or segment_channel < 1:
+        raise PipelineError(
+            f"pipeline {source}: 'segment_channel' must be a channel number >= 1, got {segment_channel!r}"
+        )
     steps: list[StepSpec] = []
     for index, raw in enumerate(raw_steps, start=1):
         if not isinstance(raw, dict):
@@ -86,7 +99,7 @@ def parse_pipeline(text: str, *, source: str = "<pipeline>") -> PipelineSpec:
             raise PipelineError(f'pipeline {source}: step {index} needs func = "module:function" (got {func!r})')
         params = {key: value for key, value in raw.items() if key != "func"}
         steps.append(StepSpec(func=func, params=params))
-    return PipelineSpec(name=name, steps=tuple(steps))
+    return PipelineSpec(name=name, steps=tuple(steps), segment_channel=segment_channel)
 
 
 def load_pipeline_file(path: str | Path) -> str:
@@ -109,7 +122,7 @@ def _builtin(name: str) -> str:
 
 
 def default_pipeline_text() -> str:
-    """The built-in nucleus counter (normalize, gaussian_blur, otsu_threshold, count_objects, mean_intensity)."""
+    """The built-in nucleus counter (normalize, gaussian_blur, otsu_threshold on log intensities, split_touching)."""
     return _builtin("nucleus_counter.toml")
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pyarrow.parquet as pq
 import trio
 
 from hcs_batch.client import open_connection
@@ -60,6 +61,8 @@ def assert_only_whole_files(out: Path) -> list[Path]:
             msgspec.json.decode(data, type=WellFile)
         elif path.suffix == ".json":
             json.loads(data)
+        elif path.suffix == ".parquet":
+            pq.read_table(path)  # raises on a partial file
         else:
             assert path.suffix == ".csv" and data.endswith(b"\n"), path
         visible.append(path)
@@ -92,8 +95,10 @@ async def test_killed_server_mid_plate_then_rerun_skips_done_wells_unless_forced
         kill_pids(pids_in(gate_dir))  # the two workers held at the gate, orphaned by the kill
 
     written = assert_only_whole_files(out)
-    assert sorted(p.name for p in written) == sorted(p.name for p in wells.glob("*.json"))
-    assert len(written) == 3 and not (out / plate.name / "wells.csv").exists()
+    assert sorted(p.name for p in written) == sorted(p.name for p in wells.glob("*.*"))
+    done = sorted(p.stem for p in wells.glob("*.json"))
+    assert sorted(p.stem for p in wells.glob("*.parquet")) == done, "each finished well has its object file"
+    assert len(written) == 6 and not (out / plate.name / "wells.csv").exists()
     before = {p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in written}
 
     release_gate(gate_dir)  # not part of the pipeline: the artifact stays the same
@@ -110,8 +115,8 @@ async def test_killed_server_mid_plate_then_rerun_skips_done_wells_unless_forced
         assert (rerun["state"], rerun["wells_skipped"], rerun["wells_done"]) == ("completed", 3, 6)
         manifest = json.loads((out / plate.name / "manifest.json").read_bytes())
         assert (manifest["wells_skipped"], manifest["wells_computed"]) == (3, 3)
-        after = {p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in wells.glob("*.json")}
-        assert len(after) == 6
+        after = {p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in wells.glob("*.*")}
+        assert len(after) == 12
         for name, kept in before.items():
             assert after[name] == kept, f"{name} was rewritten on resume"
 
@@ -121,7 +126,7 @@ async def test_killed_server_mid_plate_then_rerun_skips_done_wells_unless_forced
         assert forced.returncode == 0, forced.stderr
         manifest = json.loads((out / plate.name / "manifest.json").read_bytes())
         assert (manifest["wells_skipped"], manifest["wells_computed"]) == (0, 6)
-    recomputed = {p.name: (p.read_bytes(), p.stat().st_ino) for p in wells.glob("*.json")}
+    recomputed = {p.name: (p.read_bytes(), p.stat().st_ino) for p in wells.glob("*.*")}
     for name, (data, inode, _) in before.items():
         assert recomputed[name][0] == data, f"{name}: the same artifact computes the same result"
         assert recomputed[name][1] != inode, f"{name} was not recomputed under --force"

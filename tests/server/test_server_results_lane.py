@@ -27,11 +27,11 @@ class _GatedWrites:
         self.threads: list[int] = []
         self.entered = threading.Event()
 
-    def __call__(self, plate_dir: Path, rows: Any, manifest: Any) -> None:
+    def __call__(self, plate_dir: Path, rows: Any, manifest: Any, **options: Any) -> None:
         self.threads.append(threading.get_ident())
         self.entered.set()
         self.release.wait(30)
-        write_plate_results(plate_dir, rows, manifest)
+        write_plate_results(plate_dir, rows, manifest, **options)
 
 
 async def _state(conn: Any, execution_id: str) -> str:

@@ -131,7 +131,9 @@ def _print_demo_summary(summary: BatchSummary, truth_csv: Path, output: Path) ->
         (row["plate"], row["well"], row["site"], row["channel"]): int(row["object_count"])
         for row in csv.DictReader(truth_csv.open())
     }
-    matched = total = 0
+    import pyarrow.parquet as pq
+
+    matched = total = counted = objects = 0
     for outcome in summary.plates:
         wells_csv = output / outcome.plate.name / "wells.csv"
         if not wells_csv.exists():
@@ -140,7 +142,10 @@ def _print_demo_summary(summary: BatchSummary, truth_csv: Path, output: Path) ->
             key = (outcome.plate.name, row["well"], row["site"], row["channel"])
             total += 1
             matched += int(key in truth and truth[key] == int(row["object_count"]))
+            counted += int(row["object_count"])
+        objects += pq.read_metadata(output / outcome.plate.name / "objects.parquet").num_rows
     print(f"\nnuclei counted in {total} images; {matched} match the ground truth exactly", file=sys.stderr)
-    print(f"results (wells.csv, manifest.json per plate) are in {output}", file=sys.stderr)
+    print(f"{objects} objects measured (objects.parquet), {counted} counted (wells.csv)", file=sys.stderr)
+    print(f"results (wells.csv, objects.parquet, manifest.json per plate) are in {output}", file=sys.stderr)
     for outcome in summary.plates:
         print(f"  {outcome.plate.name:<12} {outcome.state.value:<10} {outcome.output}", file=sys.stderr)

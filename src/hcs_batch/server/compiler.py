@@ -22,10 +22,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import PipelineError
+from ..errors import PipelineError, PlateError
 from ..model import safe_plate_name
 from ..pipeline import StepSpec, parse_pipeline
-from ..steps import is_inline_noop
+from ..steps import is_inline_noop, is_objects_step
 from .layouts.flat import PlateListing
 
 __all__ = ["CompiledPipeline", "CompiledStep", "Plan", "compile_pipeline", "compile_plate"]
@@ -38,17 +38,23 @@ WellImages = tuple[tuple[int, int, str], ...]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CompiledStep:
-    """A checked step: its function reference, display name, parameters and whether it takes ``raw``."""
+    """A checked step: its function reference, display name, parameters, whether it takes ``raw`` and whether
+    its array result is the segmentation (:func:`hcs_batch.steps.makes_objects`)."""
 
     func: str
     name: str
     params: Mapping[str, Any]
     wants_raw: bool
+    makes_objects: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
-    """A compiled plate: everything an execution needs, frozen. ``inline``: every step is a marked noop."""
+    """A compiled plate: everything an execution needs, frozen. ``inline``: every step is a marked noop.
+
+    ``segment_channel``: the channel the steps run on when a step makes objects (then every channel is measured
+    in them); otherwise the steps run on every channel's image.
+    """
 
     artifact_id: str
     plate_name: str
@@ -61,6 +67,7 @@ class Plan:
     steps: tuple[CompiledStep, ...]
     worker_steps: tuple[WorkerStep, ...]
     inline: bool
+    segment_channel: int = 1
 
 
 _SIMPLE: dict[Any, tuple[type, ...]] = {
@@ -158,16 +165,19 @@ def _check_step(step: StepSpec) -> tuple[CompiledStep, bool]:
         if accepted is not None and not _type_ok(value, accepted):
             wanted = " or ".join(t.__name__ for t in accepted)
             raise PipelineError(f"parameter {name!r} must be {wanted}, got {type(value).__name__} {value!r}")
-    compiled = CompiledStep(func=step.func, name=step.name, params=dict(step.params), wants_raw=wants_raw)
+    objects = is_objects_step(func)
+    compiled = CompiledStep(
+        func=step.func, name=step.name, params=dict(step.params), wants_raw=wants_raw, makes_objects=objects
+    )
     return compiled, is_inline_noop(func)
 
 
-CompiledPipeline = tuple[str, tuple[CompiledStep, ...], bool]
-"""(pipeline name, checked steps, every step is an inline noop)."""
+CompiledPipeline = tuple[str, tuple[CompiledStep, ...], bool, int]
+"""(pipeline name, checked steps, every step is an inline noop, segment channel)."""
 
 
 def compile_pipeline(text: str, source: str = "<pipeline>") -> CompiledPipeline:
-    """Parse and check a pipeline: (name, steps, all steps are inline noops). Imports the step modules.
+    """Parse and check a pipeline: (name, steps, all steps are inline noops, segment channel). Imports the steps.
 
     Raises:
         PipelineError: unreadable TOML, an unknown module or function, a bad parameter; the message names the
@@ -183,7 +193,7 @@ def compile_pipeline(text: str, source: str = "<pipeline>") -> CompiledPipeline:
             raise PipelineError(f"pipeline {source}: step {index} ({step.func}): {exc}") from None
         compiled.append(checked)
         inline = inline and noop
-    return spec.name, tuple(compiled), inline
+    return spec.name, tuple(compiled), inline, spec.segment_channel
 
 
 def artifact_id_for(listing: PlateListing, plate_name: str, pipeline_text: str, config: Mapping[str, str]) -> str:
@@ -210,10 +220,16 @@ def compile_plate(
     ``pipeline`` is what :func:`compile_pipeline` returned for ``pipeline_text``.
 
     Raises:
-        PlateError: an unsafe plate name.
+        PlateError: an unsafe plate name, or a segmenting pipeline whose ``segment_channel`` the plate lacks.
     """
     safe_plate_name(plate_name)
-    pipeline_name, steps, inline = pipeline
+    pipeline_name, steps, inline, segment_channel = pipeline
+    if any(s.makes_objects for s in steps) and segment_channel not in listing.channels:
+        have = ", ".join(str(c) for c in listing.channels)
+        raise PlateError(
+            f"plate {plate_name}: the pipeline segments channel {segment_channel} (segment_channel) but the plate "
+            f"has channel(s) {have}; set segment_channel in the pipeline to the nuclear stain's channel"
+        )
     per_well: dict[str, list[tuple[int, int, str]]] = {}
     for im in listing.images:
         per_well.setdefault(im.well, []).append((im.site, im.channel, im.name))
@@ -229,4 +245,5 @@ def compile_plate(
         steps=steps,
         worker_steps=tuple((s.func, dict(s.params), s.wants_raw) for s in steps),
         inline=inline,
+        segment_channel=segment_channel,
     )

@@ -1,25 +1,44 @@
-"""What runs inside worker processes: load one well's images, run the steps, record and return plain rows.
+"""What runs inside worker processes: load one well's images, run the steps, measure, record and return rows.
 
-Arguments and results are plain data (strings, numbers, lists, dicts) so nothing but those crosses the process
-boundary. Step functions are imported once per worker process and cached.
+A well's images are grouped into *image sets*: one (site, timepoint) with a 2-D plane per channel (several files
+of one channel, its z-planes, are max-projected by :func:`.images.load_plane`).
+
+- A pipeline with a segmenting step (:func:`hcs_batch.steps.makes_objects`) runs once per image set, on the plan's
+  ``segment_channel``; every channel is then measured inside the objects (:mod:`hcs_batch.measure`). Each channel
+  gets a row: ``object_count`` (the objects' number, the same for every channel) and ``mean_intensity`` (that
+  channel's mean over all object pixels, 0.0 without objects); measurements that steps returned as dicts go on
+  the segmentation channel's row (a step's ``object_count`` or ``mean_intensity`` is overridden by the objects').
+  Every object gets a row in the well's object table (``channel`` = the segmentation channel).
+- A pipeline without one runs on every channel's plane on its own, as before; it measures no objects.
+
+Rows carry ``well, site, channel, timepoint`` (timepoint 1 when the layout has none). Arguments and results are
+plain data (strings, numbers, lists, dicts), so nothing but those crosses the process boundary. Step functions are
+imported once per worker process and cached.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from .compiler import WellImages, WorkerStep
+from ..measure import channel_means, measure_objects, to_labels
+from ..steps import is_objects_step
+from .compiler import WorkerStep
+from .images import load_plane
 from .results import Row, write_well_result
 
-__all__ = ["StepFailure", "run_well", "warm_up"]
+__all__ = ["ImageSet", "StepFailure", "image_sets", "run_well", "warm_up"]
 
 _functions: dict[str, Callable[..., Any]] = {}
+
+ImageSet = tuple[int, int, dict[int, list[str]]]
+"""One image set of a well: (site, timepoint, {channel: the files of its plane})."""
 
 
 class StepFailure(RuntimeError):
@@ -28,7 +47,10 @@ class StepFailure(RuntimeError):
 
 def warm_up() -> int:
     """Import what every well needs, so the first real well does not pay for it; returns the worker's pid."""
+    import pyarrow.parquet  # noqa: F401
     import scipy.ndimage  # noqa: F401
+    import skimage.measure
+    import skimage.segmentation  # noqa: F401
     import tifffile  # noqa: F401
 
     import hcs_batch.steps  # noqa: F401
@@ -51,41 +73,139 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def image_sets(images: Sequence[Sequence[Any]]) -> list[ImageSet]:
+    """Group a well's images into image sets sorted by (site, timepoint).
+
+    Accepts a plate index's image sets, ``(site, timepoint, ((channel, (file, ...)), ...))``, and flat entries,
+    ``(site, channel, file)`` or ``(site, channel, timepoint, file)``; files of the same (site, channel,
+    timepoint) are the z-planes of one plane.
+    """
+    sets: dict[tuple[int, int], dict[int, list[str]]] = {}
+    for item in images:
+        if len(item) == 3 and not isinstance(item[2], str):  # an index image set: (site, timepoint, channels)
+            channels = sets.setdefault((int(item[0]), int(item[1])), {})
+            for channel, sources in item[2]:
+                channels.setdefault(int(channel), []).extend(str(s) for s in sources)
+            continue
+        site, channel = int(item[0]), int(item[1])
+        timepoint = int(item[2]) if len(item) == 4 else 1
+        sets.setdefault((site, timepoint), {}).setdefault(channel, []).append(str(item[-1]))
+    return [(site, t, dict(sorted(channels.items()))) for (site, t), channels in sorted(sets.items())]
+
+
+def _load(plate_path: str, sources: list[str], where: str, projection: str) -> NDArray[Any]:
+    try:
+        return load_plane(plate_path, sources, projection)
+    except Exception as exc:
+        raise StepFailure(f"{where}: cannot read image {', '.join(sources)}: {type(exc).__name__}: {exc}") from None
+
+
+def _run_steps(where: str, raw: NDArray[Any], steps: tuple[WorkerStep, ...], row: Row) -> NDArray[Any] | None:
+    """Run ``steps`` on ``raw``, merging dict results into ``row``; the last segmenting step's result or None."""
+    image, objects = raw, None
+    for ref, params, wants_raw in steps:
+        try:
+            func = _function(ref)
+            result = func(image, raw=raw, **params) if wants_raw else func(image, **params)
+        except Exception as exc:
+            raise StepFailure(f"{where}: step {ref} failed: {type(exc).__name__}: {exc}") from None
+        if isinstance(result, np.ndarray):
+            image = result
+            if is_objects_step(func):
+                objects = result
+        elif isinstance(result, dict):
+            for key, value in result.items():
+                row[str(key)] = _plain(value)
+        elif result is not None:
+            raise StepFailure(
+                f"{where}: step {ref} returned {type(result).__name__}; a step returns an array, a dict or None"
+            )
+    return objects
+
+
+def _measure_set(
+    plate_path: str,
+    well: str,
+    image_set: ImageSet,
+    steps: tuple[WorkerStep, ...],
+    segment_channel: int,
+    channel_names: Mapping[int, str],
+    projection: str,
+) -> tuple[list[Row], dict[str, Any]]:
+    """Segment one image set on ``segment_channel`` and measure every channel: (rows, object columns)."""
+    site, timepoint, channels = image_set
+    where = f"well {well} site {site} timepoint {timepoint}"
+    if segment_channel not in channels:
+        have = ", ".join(str(c) for c in channels)
+        raise StepFailure(f"{where}: no image of the segmentation channel {segment_channel} (channels: {have})")
+    planes = {c: _load(plate_path, sources, f"{where} channel {c}", projection) for c, sources in channels.items()}
+    seg = planes[segment_channel]
+    for channel, plane in planes.items():
+        if plane.shape != seg.shape:
+            raise StepFailure(f"{where}: channel {channel} is {plane.shape}, channel {segment_channel} {seg.shape}")
+    extra: Row = {}
+    objects = _run_steps(f"{where} channel {segment_channel}", seg, steps, extra)
+    if objects is None:  # the segmenting step did not run (cannot happen with a checked plan; be explicit)
+        raise StepFailure(f"{where}: no step made objects")
+    try:
+        labels = to_labels(objects, seg.shape)
+    except ValueError as exc:
+        raise StepFailure(f"{where}: the segmenting step's result is unusable: {exc}") from None
+    names = [channel_names.get(c, str(c)) for c in planes]
+    if len(set(names)) != len(names):  # two channels of one name: their columns would collide
+        names = [str(c) for c in planes]
+    columns: dict[str, Any] = measure_objects(labels, dict(zip(names, planes.values(), strict=True)))
+    means = channel_means(columns, names)
+    count = len(columns["ObjectNumber"])
+    rows: list[Row] = []
+    for channel, name in zip(planes, names, strict=True):
+        row: Row = {"well": well, "site": site, "channel": channel, "timepoint": timepoint}
+        if channel == segment_channel:
+            row.update(extra)
+        row["object_count"] = count
+        row["mean_intensity"] = means[name]
+        rows.append(row)
+    keys = {"well": [well] * count, "site": [site] * count, "channel": [segment_channel] * count}
+    return rows, {**keys, "timepoint": [timepoint] * count, **columns}
+
+
 def run_well(
-    plate_path: str, well: str, images: WellImages, steps: tuple[WorkerStep, ...], plate_dir: str, artifact_id: str
+    plate_path: str,
+    well: str,
+    images: Sequence[Sequence[Any]],
+    steps: tuple[WorkerStep, ...],
+    plate_dir: str,
+    artifact_id: str,
+    projection: str = "max",
+    segment_channel: int = 1,
+    channel_names: Mapping[int, str] | None = None,
 ) -> list[Row]:
-    """Process every image of ``well`` through ``steps``; write the well's result file; return its rows.
+    """Process every image set of ``well`` (see the module docstring); write the well's result and object files
+    (:func:`.results.write_well_result`); return its rows.
+
+    ``projection`` is how z-planes become one plane (see :func:`.images.load_plane`); ``channel_names`` names
+    channels in object column suffixes (the layout's names); a channel without one is named by its number, and
+    so is every channel when two share a name.
 
     Raises:
-        StepFailure: an image could not be read, a step raised, or a step returned neither an array, a dict
-            nor None. (Only the message crosses back to the server.)
+        StepFailure: an image could not be read or is not 2-D, a step raised or returned something else than an
+            array, a dict or None, a segmentation is not a label image or mask. (Only the message crosses back.)
     """
-    import tifffile
-
+    names = dict(channel_names or {})
+    segmenting = any(is_objects_step(_function(ref)) for ref, _, _ in steps)
     rows: list[Row] = []
-    for site, channel, name in images:
-        where = f"well {well} site {site} channel {channel}"
-        try:
-            raw = tifffile.imread(os.path.join(plate_path, name))
-        except Exception as exc:
-            raise StepFailure(f"{where}: cannot read image {name}: {type(exc).__name__}: {exc}") from None
-        row: Row = {"well": well, "site": site, "channel": channel}
-        image = raw
-        for ref, params, wants_raw in steps:
-            try:
-                func = _function(ref)
-                result = func(image, raw=raw, **params) if wants_raw else func(image, **params)
-            except Exception as exc:
-                raise StepFailure(f"{where}: step {ref} failed: {type(exc).__name__}: {exc}") from None
-            if isinstance(result, np.ndarray):
-                image = result
-            elif isinstance(result, dict):
-                for key, value in result.items():
-                    row[str(key)] = _plain(value)
-            elif result is not None:
-                raise StepFailure(
-                    f"{where}: step {ref} returned {type(result).__name__}; a step returns an array, a dict or None"
-                )
-        rows.append(row)
-    write_well_result(Path(plate_dir), well, artifact_id, rows)
+    tables: list[dict[str, Any]] = []
+    for image_set in image_sets(images):
+        if segmenting:
+            set_rows, table = _measure_set(plate_path, well, image_set, steps, segment_channel, names, projection)
+            rows.extend(set_rows)
+            tables.append(table)
+            continue
+        site, timepoint, channels = image_set
+        for channel, sources in channels.items():
+            where = f"well {well} site {site} channel {channel} timepoint {timepoint}"
+            row: Row = {"well": well, "site": site, "channel": channel, "timepoint": timepoint}
+            _run_steps(where, _load(plate_path, sources, where, projection), steps, row)
+            rows.append(row)
+    write_well_result(Path(plate_dir), well, artifact_id, rows, tables)
     return rows

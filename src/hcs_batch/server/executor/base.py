@@ -9,17 +9,20 @@ an executor only says how one well runs (:meth:`Executor.run_well`).
 - Each execution drives at most ``workers`` wells at once; the first failing well cancels the others.
 - Every file-system call of an execution (finding done wells, writing the plate's results) runs on the server's
   :class:`~hcs_batch.runtime.thread_lane.ThreadLane`: never on the Trio thread (a slow or hung drive cannot stall
-  the event loop, or a GUI hosting an embedded server), and many plates finishing together share one thread hop.
+  the event loop, or a GUI hosting an embedded server), and many plates finishing together share one thread hop
+  (a hop per plate cost more than the write itself).
 - :meth:`Executor.cancel` cancels exactly the named executions: :meth:`Executor.run_well` must stop the well's
   work before it returns on cancellation; every other execution goes on.
-- On completion ``wells.csv`` and ``manifest.json`` are written (see :mod:`..results`), and only once both are on
-  disk does the execution report ``completed``; a failed or cancelled execution leaves only the per-well files of
-  the wells that finished (one cancelled while its results were being written may leave those too).
+- On completion ``wells.csv``, ``objects.parquet`` (not for inline plans) and ``manifest.json`` are written (see
+  :mod:`..results`), and only once all are on disk does the execution report ``completed``; a failed or
+  cancelled execution leaves only the per-well files of the wells that finished (one cancelled while its results
+  were being written may leave those too).
 """
 
 from __future__ import annotations
 
 import abc
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -154,7 +157,8 @@ class Executor(abc.ABC):
                 else:
                     rows = await self._run_wells(execution, plan, plate_dir, force)
                 manifest = self._manifest(execution, plan, len(rows), started)
-                await self._lane.run(write_plate_results, plate_dir, rows, manifest)
+                write = functools.partial(write_plate_results, objects=not plan.inline)
+                await self._lane.run(write, plate_dir, rows, manifest)
                 state = ExecutionState.COMPLETED
         except _WellFailed as exc:
             state, error = ExecutionState.FAILED, exc.message
@@ -189,7 +193,7 @@ class Executor(abc.ABC):
         rows: list[Row] = []
         for well in plan.wells:
             for site, channel, _ in plan.well_images[well]:
-                rows.append({"well": well, "site": site, "channel": channel})
+                rows.append({"well": well, "site": site, "channel": channel, "timepoint": 1})
             execution.wells_done += 1
             self._progress(execution, plan, well)
         await trio.lowlevel.checkpoint()
@@ -246,6 +250,7 @@ class Executor(abc.ABC):
             "wells": list(plan.wells),
             "sites": plan.sites,
             "channels": plan.channels,
+            "segment_channel": plan.segment_channel,
             "rows": rows,
             "wells_computed": execution.wells_done - execution.wells_skipped,
             "wells_skipped": execution.wells_skipped,

@@ -58,6 +58,8 @@ class LocalExecutor(Executor):
             plan.worker_steps,
             str(plate_dir),
             plan.artifact_id,
+            "max",  # z-projection
+            plan.segment_channel,
             kill_on_cancel=True,
             limiter=self.limiter,
         )
