@@ -83,8 +83,10 @@ class PlateOutcome:
     artifact_id: str = ""
     execution_id: str = ""
     output: str = ""
+    warnings: tuple[str, ...] = ()
+    """What the plate's layout reported at compile time (ignored files, missing images)."""
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "plate": self.plate.name,
             "path": str(self.plate.path),
@@ -93,6 +95,7 @@ class PlateOutcome:
             "artifact_id": self.artifact_id,
             "execution_id": self.execution_id,
             "output": self.output,
+            "warnings": list(self.warnings),
         }
 
 
@@ -140,6 +143,7 @@ class _Slot:
     artifact_id: str = ""
     execution_id: str = ""
     output: str = ""
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +183,7 @@ class _Batch:
                     artifact_id=s.artifact_id,
                     execution_id=s.execution_id,
                     output=s.output,
+                    warnings=s.warnings,
                 )
                 for s in self.slots
             ),
@@ -202,6 +207,7 @@ class BatchWorkflowService:
         output_dir: str | Path = "./hcs-results",
         fail_fast: bool = False,
         force: bool = False,
+        compile_config: dict[str, str] | None = None,
         max_concurrent_requests: int = 64,
         poll_interval: float = 5.0,
         max_poll_interval: float = 30.0,
@@ -221,6 +227,8 @@ class BatchWorkflowService:
         self.output_dir = Path(output_dir).expanduser().absolute()
         self.fail_fast = fail_fast
         self.force = force
+        self.compile_config = dict(compile_config or {})
+        """Sent with every compile (e.g. ``layout``, ``projection``); part of the artifact id on the server."""
         self.batch_state: AsyncValue[BatchState] = AsyncValue(BatchState.IDLE)
         self.tracker = ProgressTracker()
         host.progress_tracker = self.tracker
@@ -401,11 +409,13 @@ class BatchWorkflowService:
             and cached.plate.path == slot.plate.path
             and cached.pipeline_text == self.pipeline_text
             and cached.server_instance == self.backend.instance
+            and cached.config == tuple(sorted(self.compile_config.items()))
         ):
+            slot.warnings = cached.warnings
             return cached
         self._transition(batch, slot, PlateState.COMPILING)
         reply = await self.backend.compile(
-            plate_path=str(slot.plate.path), plate_name=name, pipeline=self.pipeline_text
+            plate_path=str(slot.plate.path), plate_name=name, pipeline=self.pipeline_text, config=self.compile_config
         )
         compiled = CompiledPlate(
             plate=slot.plate,
@@ -416,7 +426,12 @@ class BatchWorkflowService:
             channels=reply.channels,
             steps=tuple(reply.steps),
             server_instance=self.backend.instance,
+            config=tuple(sorted(self.compile_config.items())),
+            warnings=tuple(reply.warnings),
         )
+        slot.warnings = compiled.warnings
+        for warning in compiled.warnings:
+            self._call(self.host.emit_status, f"{name}: warning: {warning}")
         self.host.plate_compiled_data[name] = compiled
         return compiled
 

@@ -86,7 +86,7 @@ async def test_a_hung_plate_folder_does_not_hold_up_other_plates_results(
     # Plate folders (input) and result files (output) are on separate lanes: a listing stuck on a dead network
     # share must not keep another plate's results from being written.
     from hcs_batch.server import app as app_module
-    from hcs_batch.server.plates import list_folder
+    from hcs_batch.server.layouts.flat import list_folder
 
     release, entered = threading.Event(), threading.Event()
 

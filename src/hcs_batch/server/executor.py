@@ -192,8 +192,9 @@ class Executor:
     async def _run_inline(self, execution: Execution, plan: Plan) -> list[Row]:
         rows: list[Row] = []
         for well in plan.wells:
-            for site, channel, _ in plan.well_images[well]:
-                rows.append({"well": well, "site": site, "channel": channel})
+            for site, timepoint, channels in plan.well_images[well]:
+                for channel, _ in channels:
+                    rows.append({"well": well, "site": site, "channel": channel, "timepoint": timepoint})
             execution.wells_done += 1
             self._progress(execution, plan, well)
         await trio.lowlevel.checkpoint()
@@ -237,6 +238,7 @@ class Executor:
                     plan.worker_steps,
                     str(plate_dir),
                     plan.artifact_id,
+                    plan.projection,
                     kill_on_cancel=True,
                     limiter=self.limiter,
                 )
@@ -260,6 +262,13 @@ class Executor:
             "wells": list(plan.wells),
             "sites": plan.sites,
             "channels": plan.channels,
+            "layout": plan.layout,
+            "timepoints": plan.timepoints,
+            "z_planes": plan.z_planes,
+            "projection": plan.projection,
+            "channel_names": {str(k): v for k, v in plan.channel_names.items()},
+            "image_metadata": dict(plan.image_metadata),
+            "compile_warnings": list(plan.warnings),
             "rows": rows,
             "wells_computed": execution.wells_done - execution.wells_skipped,
             "wells_skipped": execution.wells_skipped,

@@ -3,7 +3,7 @@
 Layout below the execution's output folder::
 
     <output>/<plate>/wells/<well>.json   one per finished well: {"artifact_id": ..., "rows": [...]}
-    <output>/<plate>/wells.csv           one row per well, site and channel (written when the plate completes)
+    <output>/<plate>/wells.csv           one row per well, site, channel, timepoint (written when the plate completes)
     <output>/<plate>/manifest.json       what ran, when, and how many wells were computed or skipped
 
 A well file whose ``artifact_id`` matches the execution's artifact counts as done: a re-run of the same artifact
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 Row = dict[str, Any]
-BASE_COLUMNS = ("well", "site", "channel", "object_count", "mean_intensity")
+BASE_COLUMNS = ("well", "site", "channel", "object_count", "mean_intensity", "timepoint")
 
 _json_encoder = msgspec.json.Encoder()
 

@@ -1,5 +1,9 @@
 """What runs inside worker processes: load one well's images, run the steps, record and return plain rows.
 
+Each image set of the well's index (site, timepoint, channels) is loaded channel by channel with
+:func:`~.images.load_plane` (z-planes projected by the plan's projection); every channel's plane runs the steps
+and gives one row ``well, site, channel, timepoint, ...measurements``.
+
 Arguments and results are plain data (strings, numbers, lists, dicts) so nothing but those crosses the process
 boundary. Step functions are imported once per worker process and cached.
 """
@@ -15,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .compiler import WellImages, WorkerStep
+from .images import load_plane
 from .results import Row, write_well_result
 
 __all__ = ["StepFailure", "run_well", "warm_up"]
@@ -52,7 +57,13 @@ def _plain(value: Any) -> Any:
 
 
 def run_well(
-    plate_path: str, well: str, images: WellImages, steps: tuple[WorkerStep, ...], plate_dir: str, artifact_id: str
+    plate_path: str,
+    well: str,
+    images: WellImages,
+    steps: tuple[WorkerStep, ...],
+    plate_dir: str,
+    artifact_id: str,
+    projection: str = "max",
 ) -> list[Row]:
     """Process every image of ``well`` through ``steps``; write the well's result file; return its rows.
 
@@ -60,32 +71,44 @@ def run_well(
         StepFailure: an image could not be read, a step raised, or a step returned neither an array, a dict
             nor None. (Only the message crosses back to the server.)
     """
-    import tifffile
-
     rows: list[Row] = []
-    for site, channel, name in images:
-        where = f"well {well} site {site} channel {channel}"
-        try:
-            raw = tifffile.imread(os.path.join(plate_path, name))
-        except Exception as exc:
-            raise StepFailure(f"{where}: cannot read image {name}: {type(exc).__name__}: {exc}") from None
-        row: Row = {"well": well, "site": site, "channel": channel}
-        image = raw
-        for ref, params, wants_raw in steps:
-            try:
-                func = _function(ref)
-                result = func(image, raw=raw, **params) if wants_raw else func(image, **params)
-            except Exception as exc:
-                raise StepFailure(f"{where}: step {ref} failed: {type(exc).__name__}: {exc}") from None
-            if isinstance(result, np.ndarray):
-                image = result
-            elif isinstance(result, dict):
-                for key, value in result.items():
-                    row[str(key)] = _plain(value)
-            elif result is not None:
-                raise StepFailure(
-                    f"{where}: step {ref} returned {type(result).__name__}; a step returns an array, a dict or None"
-                )
-        rows.append(row)
+    for site, timepoint, channels in images:
+        for channel, sources in channels:
+            rows.append(_run_image(plate_path, well, site, timepoint, channel, sources, steps, projection))
     write_well_result(Path(plate_dir), well, artifact_id, rows)
     return rows
+
+
+def _run_image(
+    plate_path: str,
+    well: str,
+    site: int,
+    timepoint: int,
+    channel: int,
+    sources: tuple[str, ...],
+    steps: tuple[WorkerStep, ...],
+    projection: str,
+) -> Row:
+    where = f"well {well} site {site} channel {channel}" + (f" timepoint {timepoint}" if timepoint != 1 else "")
+    try:
+        raw = load_plane(plate_path, sources, projection)
+    except Exception as exc:
+        raise StepFailure(f"{where}: cannot read image: {exc}") from None
+    row: Row = {"well": well, "site": site, "channel": channel, "timepoint": timepoint}
+    image = raw
+    for ref, params, wants_raw in steps:
+        try:
+            func = _function(ref)
+            result = func(image, raw=raw, **params) if wants_raw else func(image, **params)
+        except Exception as exc:
+            raise StepFailure(f"{where}: step {ref} failed: {type(exc).__name__}: {exc}") from None
+        if isinstance(result, np.ndarray):
+            image = result
+        elif isinstance(result, dict):
+            for key, value in result.items():
+                row[str(key)] = _plain(value)
+        elif result is not None:
+            raise StepFailure(
+                f"{where}: step {ref} returned {type(result).__name__}; a step returns an array, a dict or None"
+            )
+    return row
