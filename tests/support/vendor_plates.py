@@ -142,7 +142,7 @@ def metaseries_description(wave: int) -> str:
     """A MetaSeries ImageDescription with pixel size and wavelength, as MetaXpress writes it."""
     wavelength = {1: 452, 2: 520, 3: 624}.get(wave, 700)
     return (
-        "<MetaData>\r\n<prop id=\"Description\" type=\"string\" value=\"\"/>\r\n"
+        '<MetaData>\r\n<prop id="Description" type="string" value=""/>\r\n'
         "<PlaneInfo>\r\n"
         '<prop id="spatial-calibration-x" type="float" value="0.65"/>\r\n'
         '<prop id="spatial-calibration-y" type="float" value="0.65"/>\r\n'
@@ -204,8 +204,15 @@ def make_phenix_plate(
                         url = f"r{row:02d}c{col:02d}f{field:02d}p{plane:02d}-ch{channel}sk{sk}fk1fl1.tiff"
                         tifffile.imwrite(images / url, pixels)
                         entries.append(
-                            {"url": url, "row": row, "col": col, "field": field, "plane": plane,
-                             "channel": channel, "timepoint": sk - 1}
+                            {
+                                "url": url,
+                                "row": row,
+                                "col": col,
+                                "field": field,
+                                "plane": plane,
+                                "channel": channel,
+                                "timepoint": sk - 1,
+                            }
                         )
     (images / "Index.idx.xml").write_text(phenix_index_xml(entries, plate_id=plate_id), encoding="utf-8")
     return truth

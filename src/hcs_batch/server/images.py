@@ -50,7 +50,9 @@ def _read_tiff(path: Path) -> NDArray[Any]:
 
     try:
         with tifffile.TiffFile(path) as tif:
-            if len(tif.series) != 1:
+            if not tif.series:
+                raise ImageError(f"cannot read image {path}: no image in the file (truncated, or not a TIFF?)")
+            if len(tif.series) > 1:
                 raise ImageError(f"{path}: {len(tif.series)} image series in one file; expected one 2-D grey plane")
             data: NDArray[Any] = tif.series[0].asarray()
     except ImageError:

@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from vendor_plates import make_metaxpress_plate, write_htd
 
 from hcs_batch.errors import PlateError
 from hcs_batch.server.layouts import choose_layout, plate_name, plate_root, read_plate
-
-from vendor_plates import make_metaxpress_plate, write_htd
 
 GUID = "0C1D2E3F-4A5B-4C6D-8E9F-A0B1C2D3E4F5"
 

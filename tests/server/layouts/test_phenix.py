@@ -58,9 +58,11 @@ def test_corrupt_index_is_a_plate_error_naming_the_file(tmp_path: Path) -> None:
     make_phenix_plate(tmp_path / "p", fields=1, channels=1)
     index_file = tmp_path / "p" / "Images" / "Index.idx.xml"
     index_file.write_text(index_file.read_text()[:300])
-    with pytest.raises(PlateError, match=r"Index.idx.xml is not a usable Index XML: malformed XML: no element found at line 2"):
+    with pytest.raises(
+        PlateError, match=r"Index.idx.xml is not a usable Index XML: malformed XML: no element found at line 2"
+    ):
         read_plate(tmp_path / "p")
-    with pytest.raises(PlateError, match="Index.idx.xml"):
+    with pytest.raises(PlateError, match=r"Index\.idx\.xml"):
         plate_name(tmp_path / "p")
 
 
