@@ -116,3 +116,18 @@ def test_inspect_prints_what_the_layout_found(tmp_path: Path) -> None:
     )
     missing = _hcs("inspect", str(tmp_path / "nope"))
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "does not exist" in missing.stderr
+
+
+def test_a_corrupt_index_fails_its_plate_alone(tmp_path: Path) -> None:
+    bad = tmp_path / "bad_export"
+    make_phenix_plate(bad, wells=((1, 1),), fields=1, channels=1, size=16)
+    index_file = bad / "Images" / "Index.idx.xml"
+    index_file.write_text(index_file.read_text()[:200])
+    good = tmp_path / "good"
+    make_metaxpress_plate(good, wells=("A01",), sites=1, waves=1, size=16)
+    result = _hcs("compile", str(bad), str(good), "--json")
+    assert result.returncode == 1, result.stderr
+    bad_outcome, good_outcome = json.loads(result.stdout)["plates"]
+    assert bad_outcome["plate"] == "bad_export" and bad_outcome["state"] == "failed"
+    assert f"{index_file} is not a usable Index XML: malformed XML" in bad_outcome["error"]
+    assert good_outcome["plate"] == "Plate1" and good_outcome["state"] == "compiled"

@@ -133,19 +133,16 @@ def _walk(root: Path, builder: IndexBuilder) -> list[tuple[str, str, int, int]]:
 
 def _metaseries(root: Path, builder: IndexBuilder) -> dict[str, Any]:
     """Pixel size and wavelength of each channel from the first image's MetaSeries tags (empty when absent)."""
-    import tifffile
-
     from ..images import metaseries_summary
 
+    first: dict[int, tuple[str, int, int, int, int]] = {}
+    for key in sorted(builder.keys()):
+        first.setdefault(key[3], key)
     out: dict[str, Any] = {}
-    for channel in sorted({key[3] for key in builder.keys()}):
-        source = next((k for k in sorted(builder.keys()) if k[3] == channel), None)
-        if source is None:
-            continue
-        path = builder.source_of(source)
+    for channel, key in sorted(first.items()):
         try:
-            summary = metaseries_summary(root / path)
-        except (OSError, ValueError, tifffile.TiffFileError):
+            summary = metaseries_summary(root / builder.source_of(key))
+        except Exception:  # metadata only: an unreadable image fails its well later, naming itself
             continue
         if summary:
             out[str(channel)] = summary
