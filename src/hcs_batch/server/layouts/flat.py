@@ -13,13 +13,16 @@ import re
 from pathlib import Path
 
 from ...errors import PlateError
-from .index import IndexBuilder, PlateIndex, plate_name_or, well_name
+from .index import WELLS, IndexBuilder, PlateIndex, plate_name_or
 
 __all__ = ["IMAGE_PATTERN", "NAME", "detect", "index_from_names", "list_folder", "plate_name", "read"]
 
 NAME = "flat"
 IMAGE_PATTERN = re.compile(r"^([A-Z]{1,2}\d{2})((?:_[SWZT]\d{1,4})*)\.tiff?$", re.IGNORECASE)
 _TOKEN = re.compile(r"_([SWZT])(\d{1,4})", re.IGNORECASE)
+_CANONICAL = re.compile(
+    r"^([A-Z]{1,2}\d{2})(?:_s(\d{1,4}))?(?:_w(\d{1,4}))?(?:_z(\d{1,4}))?(?:_t(\d{1,4}))?\.tiff?$", re.IGNORECASE
+)
 
 
 def list_folder(path: str | Path) -> list[str]:
@@ -46,6 +49,14 @@ def detect(names: list[str]) -> bool:
 
 def parse_name(name: str) -> tuple[str, int, int, int, int] | None:
     """(well, site, channel, z, timepoint) of a flat image name, or None when it is not one."""
+    match = _CANONICAL.match(name)  # the common token order first: one regex, no token loop
+    if match is not None:
+        well, site, channel, z, timepoint = match.groups()
+        well = well.upper()
+        numbers = (int(site or 1), int(channel or 1), int(z or 1), int(timepoint or 1))
+        if well not in WELLS or 0 in numbers:
+            return None
+        return well, *numbers
     match = IMAGE_PATTERN.match(name)
     if match is None:
         return None
@@ -57,9 +68,8 @@ def parse_name(name: str) -> tuple[str, int, int, int, int] | None:
             return None
         seen.add(letter)
         values[letter] = int(number)
-    try:
-        well = well_name(match.group(1)[:-2], match.group(1)[-2:])
-    except PlateError:
+    well = match.group(1).upper()
+    if well not in WELLS:
         return None
     return well, values["S"], values["W"], values["Z"], values["T"]
 

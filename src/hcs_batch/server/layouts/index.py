@@ -24,6 +24,7 @@ from ...errors import PlateError
 from ...model import safe_plate_name
 
 __all__ = [
+    "WELLS",
     "ZARR_PREFIX",
     "ImageSet",
     "IndexBuilder",
@@ -43,6 +44,8 @@ ZARR_PREFIX = "zarr:"
 ROWS = [chr(ord("A") + i) for i in range(26)] + [f"A{chr(ord('A') + i)}" for i in range(6)]
 """Plate row names up to a 1,536-well plate: A..Z, AA..AF."""
 _ROW_INDEX = {name: index for index, name in enumerate(ROWS)}
+WELLS = frozenset(f"{row}{col:02d}" for row in ROWS for col in range(1, 49))
+"""Every well name of a plate up to 1,536 wells: ``A01`` .. ``AF48``."""
 _WELL = re.compile(r"^([A-Z]{1,2})0*(\d{1,2})$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
 
@@ -104,40 +107,14 @@ class PlateIndex:
     skipped: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
-
-    def _values(self, pick: int) -> tuple[int, ...]:
-        found: set[int] = set()
-        for images in self.wells.values():
-            for site, timepoint, channels in images:
-                if pick == 0:
-                    found.add(site)
-                elif pick == 1:
-                    found.add(timepoint)
-                else:
-                    found.update(channel for channel, _ in channels)
-        return tuple(sorted(found))
-
-    @property
-    def sites(self) -> tuple[int, ...]:
-        return self._values(0)
-
-    @property
-    def timepoints(self) -> tuple[int, ...]:
-        return self._values(1)
-
-    @property
-    def channels(self) -> tuple[int, ...]:
-        return self._values(2)
-
-    @property
-    def z_planes(self) -> int:
-        """The most z-planes any (site, timepoint, channel) has."""
-        return max((len(sources) for images in self.wells.values() for s in images for _, sources in s[2]), default=0)
-
-    @property
-    def image_count(self) -> int:
-        """How many planes (files or zarr planes) the index names."""
-        return sum(len(sources) for images in self.wells.values() for s in images for _, sources in s[2])
+    sites: tuple[int, ...] = ()
+    """Every site number found, ascending (likewise ``channels`` and ``timepoints``)."""
+    channels: tuple[int, ...] = ()
+    timepoints: tuple[int, ...] = ()
+    z_planes: int = 0
+    """The most z-planes any (site, timepoint, channel) has."""
+    image_count: int = 0
+    """How many planes (files or zarr planes) the index names."""
 
 
 class IndexBuilder:
@@ -202,11 +179,20 @@ class IndexBuilder:
                 f"{few(sorted(self.ignored))}"
             )
         per_well: dict[str, dict[tuple[int, int], list[tuple[int, Sources]]]] = {}
+        sites: set[int] = set()
+        channels: set[int] = set()
+        timepoints: set[int] = set()
+        z_planes = image_count = 0
         for (well, site, timepoint, channel), planes in self._planes.items():
             if not planes:
                 continue
             sources = tuple(planes[z] for z in sorted(planes))
             per_well.setdefault(well, {}).setdefault((site, timepoint), []).append((channel, sources))
+            sites.add(site)
+            channels.add(channel)
+            timepoints.add(timepoint)
+            z_planes = max(z_planes, len(sources))
+            image_count += len(sources)
         if not per_well:
             hint = f"; it holds {few(sorted(self.ignored))}" if self.ignored else ""
             raise PlateError(f"plate folder {path} holds no images the {layout} layout understands{hint}")
@@ -226,4 +212,9 @@ class IndexBuilder:
             skipped=tuple(sorted(self.skipped)),
             warnings=tuple(warnings),
             metadata=MappingProxyType(dict(metadata or {})),
+            sites=tuple(sorted(sites)),
+            channels=tuple(sorted(channels)),
+            timepoints=tuple(sorted(timepoints)),
+            z_planes=z_planes,
+            image_count=image_count,
         )
