@@ -68,7 +68,7 @@ def _read_tiff(path: Path) -> NDArray[Any]:
 def _read_zarr(plate_path: str | Path, source: str) -> NDArray[Any]:
     import zarr
 
-    array_path, _, index_text = source[len(ZARR_PREFIX) :].partition("#")
+    array_path, _, index_text = source[len(ZARR_PREFIX) :].rpartition("#")
     where = source_path(plate_path, array_path)
     try:
         indices = tuple(int(i) for i in index_text.split(",")) if index_text else ()

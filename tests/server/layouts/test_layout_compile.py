@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import trio
+from helpers import wait_terminal
 from vendor_plates import make_metaxpress_plate, write_htd
 
 from hcs_batch.client import open_connection
 from hcs_batch.errors import PlateError
-from hcs_batch.pipeline import noop_pipeline_text
+from hcs_batch.pipeline import default_pipeline_text, noop_pipeline_text
 from hcs_batch.server import ServerAddress
 from hcs_batch.server.layouts import read_plate
 
@@ -71,3 +73,21 @@ def test_a_wavelength_without_z_beside_one_with_zsteps(tmp_path: Path) -> None:
     )
     assert index.skipped == ("TimePoint_1/P_A01_w1.tif",)
     assert index.warnings == ()
+
+
+async def test_an_rgb_image_fails_its_plate_naming_the_file_and_shape(
+    control_server: ServerAddress, tmp_path: Path
+) -> None:
+    plate = tmp_path / "p"
+    make_metaxpress_plate(plate, wells=("A01", "B02"), sites=1, waves=1, size=16, thumbs=False)
+    (rgb,) = (plate / "TimePoint_1").glob("Plate1_B02*.tif")
+    tifffile.imwrite(rgb, np.zeros((16, 16, 3), np.uint8), photometric="rgb")
+    async with open_connection(control_server.control_url) as conn:
+        compiled = await conn.compile(plate_path=str(plate), plate_name="Plate1", pipeline=default_pipeline_text())
+        execution_id = await conn.execute(compiled.artifact_id, output_dir=str(tmp_path / "out"))
+        with trio.fail_after(120):
+            record = (await wait_terminal(conn, [execution_id]))[execution_id]
+    assert record.state == "failed"
+    assert f"well B02 site 1 channel 1: cannot read image: {rgb}: shape (16, 16, 3) is not one 2-D grey plane" in (
+        record.error
+    )
