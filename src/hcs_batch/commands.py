@@ -64,7 +64,7 @@ def _plates(paths: list[str], *, check_local: bool, layout: str | None = None) -
     """The plates as named; with ``check_local`` their folders must exist here and each plate is named by its
     layout (HTD file, Index XML PlateID, Zarr plate name), else by its folder. A MetaXpress ``TimePoint_<t>``
     folder stands for the plate above it. Raises PlateError."""
-    from .server.layouts import plate_root
+    from .server.layouts import plate_ref, plate_root
 
     plates = [PlateRef.from_path(plate_root(p)) for p in paths]
     if not check_local:
@@ -72,21 +72,10 @@ def _plates(paths: list[str], *, check_local: bool, layout: str | None = None) -
     for plate in plates:
         if not plate.path.is_dir():
             raise PlateError(f"plate folder {plate.path} does not exist or is not a folder")
-    named = [PlateRef(name=_layout_name(plate, layout), path=plate.path) for plate in plates]
+    named = [plate_ref(plate.path, layout) for plate in plates]
     names = [plate.name for plate in named]
     # Two exports of plates that carry one name (e.g. two "Plate1.HTD") keep their folders' names instead.
     return [p if names.count(p.name) == 1 else PlateRef.from_path(p.path) for p in named]
-
-
-def _layout_name(plate: PlateRef, layout: str | None) -> str:
-    """The name the plate's layout gives it; its folder's name when the layout cannot be read here (the compile
-    then fails that plate alone, with the layout's message, and the other plates run)."""
-    from .server.layouts import plate_name
-
-    try:
-        return plate_name(plate.path, layout)
-    except PlateError:
-        return plate.name
 
 
 def _is_local(server: str | None) -> bool:

@@ -131,3 +131,11 @@ def test_a_corrupt_index_fails_its_plate_alone(tmp_path: Path) -> None:
     assert bad_outcome["plate"] == "bad_export" and bad_outcome["state"] == "failed"
     assert f"{index_file} is not a usable Index XML: malformed XML" in bad_outcome["error"]
     assert good_outcome["plate"] == "Plate1" and good_outcome["state"] == "compiled"
+
+
+def test_two_exports_carrying_one_plate_name_keep_their_folder_names(tmp_path: Path) -> None:
+    for folder in ("run_a", "run_b"):
+        make_metaxpress_plate(tmp_path / folder, name="Plate1", wells=("A01",), sites=1, waves=1, size=16)
+    result = _hcs("compile", str(tmp_path / "run_a" / "TimePoint_1"), str(tmp_path / "run_b"), "--json")
+    assert result.returncode == 0, result.stderr
+    assert [p["plate"] for p in json.loads(result.stdout)["plates"]] == ["run_a", "run_b"]

@@ -102,3 +102,13 @@ def test_urls_leaving_the_folder_are_refused(tmp_path: Path) -> None:
     assert index.channels == (1,)
     (warning,) = index.warnings
     assert warning.startswith("3 Image entries of") and "../../secret.tiff" in warning
+
+
+def test_a_plate_whose_index_is_unreadable_is_named_by_its_folder(tmp_path: Path) -> None:
+    from hcs_batch.server.layouts import plate_ref
+
+    make_phenix_plate(tmp_path / "m1", fields=1, channels=1)
+    assert plate_ref(tmp_path / "m1").name == "PHX-0001"
+    (tmp_path / "m1" / "Images" / "Index.idx.xml").write_text("<EvaluationInputData>")
+    ref = plate_ref(tmp_path / "m1")
+    assert (ref.name, ref.path) == ("m1", tmp_path / "m1")

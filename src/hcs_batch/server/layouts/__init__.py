@@ -19,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ...errors import PlateError
+from ...model import PlateRef
 from . import flat, imagexpress, omezarr, phenix
 from .index import ImageSet, PlateIndex, Sources, WellImages
 
@@ -30,6 +31,7 @@ __all__ = [
     "WellImages",
     "choose_layout",
     "plate_name",
+    "plate_ref",
     "plate_root",
     "read_plate",
 ]
@@ -75,6 +77,20 @@ def plate_name(path: str | Path, layout: str | None = None) -> str:
     names = flat.list_folder(path)
     name: str = choose_layout(names, layout).plate_name(path, names)
     return name
+
+
+def plate_ref(path: str | Path, layout: str | None = None) -> PlateRef:
+    """A plate as a host should name it: at its :func:`plate_root`, named by :func:`plate_name`; by its folder when
+    the layout cannot be read here (the compile then fails that plate alone, with the layout's message).
+
+    Raises:
+        PlateError: the folder's name is not a usable plate name either.
+    """
+    root = plate_root(path)
+    try:
+        return PlateRef(name=plate_name(root, layout), path=root)
+    except PlateError:
+        return PlateRef.from_path(root)
 
 
 def read_plate(path: str | Path, layout: str | None = None) -> PlateIndex:
