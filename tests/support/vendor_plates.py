@@ -229,12 +229,14 @@ def make_zarr_plate(
     size: int = 64,
     seed: int = 0,
     name: str = "ZarrPlate",
+    timepoints: int = 0,
 ) -> Truth:
-    """Write an OME-Zarr HCS plate (axes ``czyx``) with ome-zarr's writer on zarr 3 (v3 for 0.5, v2 for 0.4)."""
+    """Write an OME-Zarr HCS plate (axes ``czyx``, or ``tczyx`` with ``timepoints``) with ome-zarr's writer on
+    zarr 3 (v3 for 0.5, v2 for 0.4)."""
     with warnings.catch_warnings():
         # ome-zarr 0.18 warns about its own deprecated Scaler at import time; we do not use it.
         warnings.simplefilter("ignore", DeprecationWarning)
-        return _make_zarr_plate(folder, version, wells, fields, channels, planes, size, seed, name)
+        return _make_zarr_plate(folder, version, wells, fields, channels, planes, size, seed, name, timepoints)
 
 
 def _make_zarr_plate(
@@ -247,6 +249,7 @@ def _make_zarr_plate(
     size: int,
     seed: int,
     name: str,
+    timepoints: int,
 ) -> Truth:
     import zarr
     from ome_zarr.format import FormatV04, FormatV05
@@ -264,16 +267,17 @@ def _make_zarr_plate(
         well = root.require_group(row).require_group(col)
         write_well_metadata(well, [{"path": str(f)} for f in range(fields)], fmt=fmt)
         for field in range(fields):
-            data = np.zeros((channels, planes, size, size), dtype=np.uint16)
-            for channel in range(channels):
-                stack, count = _planes(rng, size, planes)
-                data[channel] = np.stack(stack)
-                truth[(f"{row}{int(col):02d}", field + 1, channel + 1, 1)] = count
+            data = np.zeros((max(timepoints, 1), channels, planes, size, size), dtype=np.uint16)
+            for t in range(max(timepoints, 1)):
+                for channel in range(channels):
+                    stack, count = _planes(rng, size, planes)
+                    data[t, channel] = np.stack(stack)
+                    truth[(f"{row}{int(col):02d}", field + 1, channel + 1, t + 1)] = count
             image = well.require_group(str(field))
             write_image(
-                data,
+                data if timepoints else data[0],
                 image,
-                axes="czyx",
+                axes="tczyx" if timepoints else "czyx",
                 fmt=fmt,
                 scale_factors=[],
                 omero={

@@ -69,3 +69,14 @@ def test_a_zarr_group_without_plate_metadata_is_a_plate_error(tmp_path: Path) ->
     zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
     with pytest.raises(PlateError, match="without OME-Zarr plate metadata"):
         read_plate(tmp_path / "g.zarr")
+
+
+def test_a_time_axis_becomes_timepoints(tmp_path: Path) -> None:
+    plate = tmp_path / "t.zarr"
+    truth = make_zarr_plate(plate, version="0.4", wells=("C/4",), fields=1, channels=2, planes=2, timepoints=3)
+    index = read_plate(plate)
+    assert index.timepoints == (1, 2, 3) and index.channels == (1, 2) and index.z_planes == 2
+    assert len(truth) == 3 * 2
+    site, timepoint, channels = index.wells["C04"][2]
+    assert (site, timepoint) == (1, 3)
+    assert channels[1] == (2, ("zarr:C/4/0/s0#2,1,0", "zarr:C/4/0/s0#2,1,1"))
