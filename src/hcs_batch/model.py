@@ -119,3 +119,7 @@ class CompiledPlate:
     steps: tuple[str, ...]
     server_instance: str = ""
     """The server instance that holds the artifact; another instance must compile again."""
+    config: tuple[tuple[str, str], ...] = ()
+    """The compile config it was compiled with (``layout``, ``projection``, ...)."""
+    warnings: tuple[str, ...] = ()
+    """What the plate's layout reported: ignored files, images missing against its promise, unreadable parts."""

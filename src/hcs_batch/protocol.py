@@ -113,12 +113,19 @@ class HelloReply(_Reply, frozen=True, kw_only=True, tag="hello_reply"):
 
 
 class CompileReply(_Reply, frozen=True, kw_only=True, tag="compile_reply"):
+    """A compiled plate; ``warnings``: what its layout reported (ignored files, files missing against the
+    layout's promise, unreadable parts), one line each; ``layout``: the plate layout that read it."""
+
     artifact_id: Id
     plate_name: Name
     wells: list[str]
     sites: int
     channels: int
     steps: list[str]
+    warnings: list[str] = []
+    layout: Name = ""
+    timepoints: int = 1
+    z_planes: int = 1
 
 
 class ExecuteReply(_Reply, frozen=True, kw_only=True, tag="execute_reply"):

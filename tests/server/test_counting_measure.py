@@ -18,7 +18,7 @@ from hcs_batch.measure import INTENSITY_COLUMNS, SHAPE_COLUMNS, channel_means, m
 from hcs_batch.pipeline import default_pipeline_text, parse_pipeline
 from hcs_batch.server.compiler import compile_pipeline, compile_plate
 from hcs_batch.server.images import load_plane
-from hcs_batch.server.layouts.flat import listing_from_names
+from hcs_batch.server.layouts.flat import index_from_names
 from hcs_batch.server.results import load_done_wells, write_well_result
 from hcs_batch.server.worker import StepFailure, image_sets, run_well
 from hcs_batch.testing.plates import touching_nuclei
@@ -219,7 +219,7 @@ def test_a_missing_segmentation_channel_is_named(tmp_path: Path) -> None:
     steps_ = _worker_steps(default_pipeline_text())
     with pytest.raises(StepFailure, match="segmentation channel 3"):
         run_well(str(tmp_path / "plate"), "A01", [(1, 1, "A01_s1_w1.tif")], steps_, str(tmp_path / "o"), "x", "max", 3)
-    listing = listing_from_names(tmp_path / "plate", ["A01_s1_w1.tif", "A01_s1_w2.tif"])
+    listing = index_from_names(tmp_path / "plate", ["A01_s1_w1.tif", "A01_s1_w2.tif"])
     text = default_pipeline_text().replace("segment_channel = 1", "segment_channel = 3")
     with pytest.raises(PlateError, match=r"segments channel 3.*channel\(s\) 1, 2"):
         compile_plate(listing, "p", text, {}, compile_pipeline(text))

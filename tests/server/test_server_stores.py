@@ -35,7 +35,7 @@ def _plan(artifact_id: str) -> Plan:
         plate_path="/p",
         pipeline_name="noop",
         wells=("A01",),
-        well_images=types.MappingProxyType({"A01": ((1, 1, "A01_s1_w1.tif"),)}),
+        well_images=types.MappingProxyType({"A01": ((1, 1, ((1, ("A01_s1_w1.tif",)),)),)}),
         sites=1,
         channels=1,
         steps=(),

@@ -44,6 +44,7 @@ def test_the_summary_and_its_exit_code() -> None:
         "artifact_id": "",
         "execution_id": "",
         "output": "",
+        "warnings": [],
     }
     ledger.stopped_by_user = True
     assert ledger.summary().exit_code() == 130

@@ -1,6 +1,6 @@
 """The ``hcs-batch`` command: the parser (:mod:`.parser`), exit codes (:mod:`.exits`) and one module per group of
 commands (:mod:`.batch` compile/run/demo, :mod:`.observe` status/attach, :mod:`.serve`, :mod:`.plates`
-make-plates, :mod:`.keys`), each imported only when its command runs.
+make-plates, :mod:`.inspect`, :mod:`.keys`), each imported only when its command runs.
 
 Exit codes: 0 all plates succeeded; 1 some failed; 2 bad usage or input found before any work; 3 server
 unreachable; 130 cancelled by Ctrl-C.
@@ -21,6 +21,7 @@ _COMMANDS = {
     "serve": ("serve", "main_serve", False),
     "make-plates": ("plates", "main_make_plates", False),
     "keys": ("keys", "main_keys", False),
+    "inspect": ("inspect", "main_inspect", False),
     "compile": ("batch", "main_batch", True),
     "run": ("batch", "main_batch", True),
     "demo": ("batch", "main_demo", True),

@@ -28,14 +28,22 @@ from .terminal import TerminalHost
 __all__ = ["main_batch", "main_demo"]
 
 
-def _plates(paths: list[str], *, check_local: bool) -> list[PlateRef]:
-    """The plates as named; with ``check_local`` their folders must exist here. Raises PlateError."""
-    plates = [PlateRef.from_path(p) for p in paths]
-    if check_local:
-        for plate in plates:
-            if not plate.path.is_dir():
-                raise PlateError(f"plate folder {plate.path} does not exist or is not a folder")
-    return plates
+def _plates(paths: list[str], *, check_local: bool, layout: str | None = None) -> list[PlateRef]:
+    """The plates as named; with ``check_local`` their folders must exist here and each plate is named by its
+    layout (HTD file, Index XML PlateID, Zarr plate name), else by its folder. A MetaXpress ``TimePoint_<t>``
+    folder stands for the plate above it. Raises PlateError."""
+    from ..server.layouts import plate_ref, plate_root
+
+    plates = [PlateRef.from_path(plate_root(p)) for p in paths]
+    if not check_local:
+        return plates
+    for plate in plates:
+        if not plate.path.is_dir():
+            raise PlateError(f"plate folder {plate.path} does not exist or is not a folder")
+    named = [plate_ref(plate.path, layout) for plate in plates]
+    names = [plate.name for plate in named]
+    # Two exports of plates that carry one name (e.g. two "Plate1.HTD") keep their folders' names instead.
+    return [p if names.count(p.name) == 1 else PlateRef.from_path(p.path) for p in named]
 
 
 def _is_local(server: str | None) -> bool:
@@ -45,7 +53,8 @@ def _is_local(server: str | None) -> bool:
 def main_batch(args: argparse.Namespace) -> int:
     """``hcs-batch compile|run PLATE...``: the batch's exit code (0 all succeeded, 1 some failed)."""
     pipeline_text = load_pipeline_file(args.pipeline) if args.pipeline else default_pipeline_text()
-    plates = _plates(args.plates, check_local=_is_local(args.server))
+    plates = _plates(args.plates, check_local=_is_local(args.server), layout=args.layout)
+    config = {key: value for key in ("layout", "projection") if (value := getattr(args, key, None))}
     summary = trio.run(
         _run_batch,
         BatchKind(args.command),
@@ -56,6 +65,8 @@ def main_batch(args: argparse.Namespace) -> int:
         getattr(args, "fail_fast", False),
         getattr(args, "force", False),
         args.keys,
+        None,
+        config,
     )
     return _report(summary, as_json=args.json)
 
@@ -76,11 +87,18 @@ async def _run_batch(
     force: bool,
     keys: str | None = None,
     host: TerminalHost | None = None,
+    config: dict[str, str] | None = None,
 ) -> BatchSummary:
     host = host or TerminalHost()
     async with open_backend(server, keys=keys) as backend:
         service = BatchWorkflowService(
-            host, backend, pipeline_text=pipeline_text, output_dir=output, fail_fast=fail_fast, force=force
+            host,
+            backend,
+            pipeline_text=pipeline_text,
+            output_dir=output,
+            fail_fast=fail_fast,
+            force=force,
+            compile_config=config,
         )
         start = service.run_plates if kind is BatchKind.RUN else service.compile_plates
         return await _with_ctrl_c(service, lambda: start(plates))

@@ -6,6 +6,10 @@ import argparse
 
 __all__ = ["build_parser"]
 
+LAYOUTS = ("flat", "imagexpress", "phenix", "omezarr")
+"""Plate layout names (``hcs_batch.server.layouts``; not imported here, to keep ``--help`` fast)."""
+PROJECTIONS = ("max", "mean", "min", "sum")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``hcs-batch``; one sub-command per command."""
@@ -34,6 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--server", default=None, help="server URL (default: an embedded local server)")
         p.add_argument("--keys", default=None, help="CurveZMQ key folder for a remote server")
         p.add_argument("--json", action="store_true", help="print one summary object on stdout at the end")
+        layout_option(p)
+        p.add_argument(
+            "--projection",
+            choices=PROJECTIONS,
+            default=None,
+            help="how several z-planes become one image (default: max)",
+        )
+
+    def layout_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--layout", choices=LAYOUTS, default=None, help="plate layout (default: detected from the folder)"
+        )
 
     compile_ = sub.add_parser("compile", help="validate and plan plates, keep the artifacts")
     batch_options(compile_)
@@ -42,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", default="./hcs-results", help="results folder (default: ./hcs-results)")
     run.add_argument("--fail-fast", action="store_true", help="stop the batch at the first failed plate")
     run.add_argument("--force", action="store_true", help="recompute wells that already have results")
+
+    inspect = sub.add_parser("inspect", help="show what a plate folder holds: layout, wells, sites, channels, ...")
+    inspect.add_argument("plate", metavar="PLATE", help="plate folder")
+    layout_option(inspect)
+    inspect.add_argument("--json", action="store_true", help="print one JSON object")
 
     status = sub.add_parser("status", help="show a server's status and execution records")
     status.add_argument("--server", default=None)

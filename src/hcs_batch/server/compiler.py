@@ -5,8 +5,11 @@ Each step's ``module:function`` is imported (on the server) and its parameters a
 executor, never by the pipeline). Parameters annotated with a simple type (``int``, ``float``, ``str``, ``bool``,
 ``list``, ``dict``, their unions with ``None``) are type-checked; other annotations are trusted.
 
-The artifact id is the sha256 of the plate listing, the plate name, the pipeline text and the config, so compiling
-the same thing twice gives the same id.
+The artifact id is the sha256 of the plate's image index, the plate name, the pipeline text and the config, so
+compiling the same thing twice gives the same id.
+
+Config keys the compiler reads: ``layout`` (a layout name, see :mod:`.layouts`; read by the caller) and
+``projection`` (how several z-planes become one: ``max`` by default, ``mean``, ``min`` or ``sum``).
 """
 
 from __future__ import annotations
@@ -19,21 +22,20 @@ import json
 import types
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import PipelineError, PlateError
 from ..model import safe_plate_name
 from ..pipeline import StepSpec, parse_pipeline
 from ..steps import is_inline_noop, is_objects_step
-from .layouts.flat import PlateListing
+from .images import PROJECTIONS
+from .layouts.index import PlateIndex, WellImages
 
-__all__ = ["CompiledPipeline", "CompiledStep", "Plan", "compile_pipeline", "compile_plate"]
+__all__ = ["CompiledPipeline", "CompiledStep", "Plan", "WellImages", "compile_pipeline", "compile_plate"]
 
 WorkerStep = tuple[str, dict[str, Any], bool]
 """A step as worker processes receive it: (``module:function``, params, wants_raw). Plain data only."""
-WellImages = tuple[tuple[int, int, str], ...]
-"""The images of one well: (site, channel, file name)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +56,8 @@ class Plan:
 
     ``segment_channel``: the channel the steps run on when a step makes objects (then every channel is measured
     in them); otherwise the steps run on every channel's image.
+    ``well_images`` is the layout's index (plain data, sent to workers well by well); ``sites``, ``channels``,
+    ``timepoints`` and ``z_planes`` are counts; ``warnings`` what the layout reported (also in the compile reply).
     """
 
     artifact_id: str
@@ -68,6 +72,13 @@ class Plan:
     worker_steps: tuple[WorkerStep, ...]
     inline: bool
     segment_channel: int = 1
+    layout: str = "flat"
+    timepoints: int = 1
+    z_planes: int = 1
+    projection: str = "max"
+    channel_names: Mapping[int, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    image_metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 _SIMPLE: dict[Any, tuple[type, ...]] = {
@@ -196,12 +207,13 @@ def compile_pipeline(text: str, source: str = "<pipeline>") -> CompiledPipeline:
     return spec.name, tuple(compiled), inline, spec.segment_channel
 
 
-def artifact_id_for(listing: PlateListing, plate_name: str, pipeline_text: str, config: Mapping[str, str]) -> str:
+def artifact_id_for(index: PlateIndex, plate_name: str, pipeline_text: str, config: Mapping[str, str]) -> str:
     """The content hash (sha256 hex) of what a compile depends on."""
     payload = {
-        "plate": listing.path,
+        "plate": index.path,
+        "layout": index.layout,
         "plate_name": plate_name,
-        "images": [[im.well, im.site, im.channel, im.name] for im in listing.images],
+        "images": sorted(index.wells.items()),
         "pipeline": pipeline_text,
         "config": sorted(config.items()),
     }
@@ -209,41 +221,49 @@ def artifact_id_for(listing: PlateListing, plate_name: str, pipeline_text: str, 
 
 
 def compile_plate(
-    listing: PlateListing,
+    index: PlateIndex,
     plate_name: str,
     pipeline_text: str,
     config: Mapping[str, str],
     pipeline: CompiledPipeline,
 ) -> Plan:
-    """Freeze the plan of a discovered plate and a checked pipeline (no I/O: cheap enough for the Trio thread).
+    """Freeze the plan of an indexed plate and a checked pipeline (no I/O: cheap enough for the Trio thread).
 
     ``pipeline`` is what :func:`compile_pipeline` returned for ``pipeline_text``.
 
     Raises:
-        PlateError: an unsafe plate name, or a segmenting pipeline whose ``segment_channel`` the plate lacks.
+        PlateError: an unsafe plate name, an unknown ``projection`` in ``config``, or a segmenting pipeline whose
+            ``segment_channel`` the plate lacks.
     """
     safe_plate_name(plate_name)
+    projection = config.get("projection", "max")
+    if projection not in PROJECTIONS:
+        raise PlateError(f"unknown projection {projection!r}; choose one of {', '.join(PROJECTIONS)}")
     pipeline_name, steps, inline, segment_channel = pipeline
-    if any(s.makes_objects for s in steps) and segment_channel not in listing.channels:
-        have = ", ".join(str(c) for c in listing.channels)
+    if any(s.makes_objects for s in steps) and segment_channel not in index.channels:
+        have = ", ".join(str(c) for c in index.channels)
         raise PlateError(
             f"plate {plate_name}: the pipeline segments channel {segment_channel} (segment_channel) but the plate "
             f"has channel(s) {have}; set segment_channel in the pipeline to the nuclear stain's channel"
         )
-    per_well: dict[str, list[tuple[int, int, str]]] = {}
-    for im in listing.images:
-        per_well.setdefault(im.well, []).append((im.site, im.channel, im.name))
     return Plan(
-        artifact_id=artifact_id_for(listing, plate_name, pipeline_text, config),
+        artifact_id=artifact_id_for(index, plate_name, pipeline_text, config),
         plate_name=plate_name,
-        plate_path=listing.path,
+        plate_path=index.path,
         pipeline_name=pipeline_name,
-        wells=listing.wells,
-        well_images=types.MappingProxyType({well: tuple(images) for well, images in per_well.items()}),
-        sites=len(listing.sites),
-        channels=len(listing.channels),
+        wells=tuple(index.wells),
+        well_images=index.wells,
+        sites=len(index.sites),
+        channels=len(index.channels),
         steps=steps,
         worker_steps=tuple((s.func, dict(s.params), s.wants_raw) for s in steps),
         inline=inline,
         segment_channel=segment_channel,
+        layout=index.layout,
+        timepoints=len(index.timepoints),
+        z_planes=index.z_planes,
+        projection=projection,
+        channel_names=index.channel_names,
+        warnings=index.warnings,
+        image_metadata=index.metadata,
     )

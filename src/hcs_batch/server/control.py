@@ -10,7 +10,9 @@ A frame that does not decode (garbage, oversize, unknown kind, wrong version) ge
 envelope (no identity frame) is dropped.
 
 ``Compile.config["pipeline_file"]``, when a client sets it, names the pipeline in compile error messages (like
-every config entry, it is part of the artifact id).
+every config entry, it is part of the artifact id). ``Compile.config["layout"]`` names the plate layout (see
+:mod:`.layouts`; detected from the folder's content when absent), ``Compile.config["projection"]`` how z-planes
+are projected (see :mod:`.compiler`). The layout's warnings come back in ``CompileReply.warnings``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from ..runtime.thread_lane import ThreadLane
 from .compiler import CompiledPipeline, compile_pipeline, compile_plate
 from .events import EventPublisher
 from .executor import Executor
-from .layouts.flat import list_folder, listing_from_names
+from .layouts import choose_layout, flat
+from .layouts.flat import list_folder
 
 __all__ = ["CAPABILITIES", "ControlApp", "ServerAddress"]
 
@@ -219,11 +222,16 @@ class ControlApp:
                     self._pipelines.clear()
                 self._pipelines[key] = pipeline
             # Only the listdir runs in a thread (the server's lane: the listings of many compiles share one hop).
-            # The rest is pure computation, kept on the Trio thread: Python work in threads makes the event loop
-            # wait for the GIL (measured: noop plates/s halved).
+            # A flat plate's index is pure computation, kept on the Trio thread: Python work in threads makes the
+            # event loop wait for the GIL (measured: noop plates/s halved). Other layouts read metadata files.
             names = await self._lane.run(list_folder, request.plate_path)
-            listing = listing_from_names(request.plate_path, names)
-            plan = compile_plate(listing, request.plate_name, request.pipeline, request.config, pipeline)
+            layout = choose_layout(names, request.config.get("layout"))
+            if layout is flat:
+                index = flat.index_from_names(request.plate_path, names)
+            else:
+                # A thread of its own: one large Index XML or zarr store must not hold up other plates' listings.
+                index = await trio.to_thread.run_sync(layout.read, request.plate_path, names)
+            plan = compile_plate(index, request.plate_name, request.pipeline, request.config, pipeline)
         except HcsBatchError as exc:
             self._error(identity, request.rid, exc.code, str(exc))
             return
@@ -242,5 +250,9 @@ class ControlApp:
                 sites=plan.sites,
                 channels=plan.channels,
                 steps=[step.name for step in plan.steps],
+                warnings=list(plan.warnings),
+                layout=plan.layout,
+                timepoints=plan.timepoints,
+                z_planes=plan.z_planes,
             ),
         )

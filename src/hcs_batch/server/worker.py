@@ -209,3 +209,38 @@ def run_well(
             rows.append(row)
     write_well_result(Path(plate_dir), well, artifact_id, rows, tables)
     return rows
+
+
+def _run_image(
+    plate_path: str,
+    well: str,
+    site: int,
+    timepoint: int,
+    channel: int,
+    sources: tuple[str, ...],
+    steps: tuple[WorkerStep, ...],
+    projection: str,
+) -> Row:
+    where = f"well {well} site {site} channel {channel}" + (f" timepoint {timepoint}" if timepoint != 1 else "")
+    try:
+        raw = load_plane(plate_path, sources, projection)
+    except Exception as exc:
+        raise StepFailure(f"{where}: cannot read image: {exc}") from None
+    row: Row = {"well": well, "site": site, "channel": channel, "timepoint": timepoint}
+    image = raw
+    for ref, params, wants_raw in steps:
+        try:
+            func = _function(ref)
+            result = func(image, raw=raw, **params) if wants_raw else func(image, **params)
+        except Exception as exc:
+            raise StepFailure(f"{where}: step {ref} failed: {type(exc).__name__}: {exc}") from None
+        if isinstance(result, np.ndarray):
+            image = result
+        elif isinstance(result, dict):
+            for key, value in result.items():
+                row[str(key)] = _plain(value)
+        elif result is not None:
+            raise StepFailure(
+                f"{where}: step {ref} returned {type(result).__name__}; a step returns an array, a dict or None"
+            )
+    return row

@@ -19,7 +19,7 @@ import numpy as np
 import tifffile
 from numpy.typing import NDArray
 
-__all__ = ["ROWS", "make_plates", "touching_nuclei", "well_names"]
+__all__ = ["ROWS", "make_plates", "nucleus_image", "touching_nuclei", "well_names"]
 
 ROWS = "ABCDEFGHIJKLMNOP"
 _COLS = 24
@@ -62,6 +62,12 @@ def _site(rng: np.random.Generator, size: int, channels: int) -> tuple[list[NDAr
         image = _BACKGROUND + nuclei / channel + rng.normal(0.0, _NOISE, size=nuclei.shape).astype(np.float32)
         images.append(np.clip(image, 0, 65535).astype(np.uint16))
     return images, count
+
+
+def nucleus_image(rng: np.random.Generator, size: int) -> tuple[NDArray[np.uint16], int]:
+    """One synthetic field of separated nuclei (as :func:`make_plates` draws them) and its nucleus count."""
+    images, count = _site(rng, size, 1)
+    return images[0], count
 
 
 def make_plates(

@@ -58,8 +58,10 @@ class PlateOutcome:
     artifact_id: str = ""
     execution_id: str = ""
     output: str = ""
+    warnings: tuple[str, ...] = ()
+    """What the plate's layout reported at compile time (ignored files, missing images)."""
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "plate": self.plate.name,
             "path": str(self.plate.path),
@@ -68,6 +70,7 @@ class PlateOutcome:
             "artifact_id": self.artifact_id,
             "execution_id": self.execution_id,
             "output": self.output,
+            "warnings": list(self.warnings),
         }
 
 
@@ -115,6 +118,7 @@ class PlateSlot:
     artifact_id: str = ""
     execution_id: str = ""
     output: str = ""
+    warnings: tuple[str, ...] = ()
 
 
 class PlateLedger:
@@ -150,6 +154,7 @@ class PlateLedger:
                     artifact_id=s.artifact_id,
                     execution_id=s.execution_id,
                     output=s.output,
+                    warnings=s.warnings,
                 )
                 for s in self.slots
             ),

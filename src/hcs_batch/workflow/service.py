@@ -75,6 +75,7 @@ class BatchWorkflowService:
         output_dir: str | Path = "./hcs-results",
         fail_fast: bool = False,
         force: bool = False,
+        compile_config: dict[str, str] | None = None,
         max_concurrent_requests: int = 64,
         poll_interval: float = 5.0,
         max_poll_interval: float = 30.0,
@@ -94,6 +95,8 @@ class BatchWorkflowService:
         self.output_dir = Path(output_dir).expanduser().absolute()
         self.fail_fast = fail_fast
         self.force = force
+        self.compile_config = dict(compile_config or {})
+        """Sent with every compile (e.g. ``layout``, ``projection``); part of the artifact id on the server."""
         self.batch_state: AsyncValue[BatchState] = AsyncValue(BatchState.IDLE)
         self._stores = HostStores()
         """The plate states, execution ids, compile cache and progress of this service: written only here."""
@@ -290,11 +293,13 @@ class BatchWorkflowService:
             and cached.plate.path == plate.path
             and cached.pipeline_text == job.pipeline_text
             and cached.server_instance == self.backend.instance
+            and cached.config == tuple(sorted(self.compile_config.items()))
         ):
+            batch.by_name[plate.name].warnings = cached.warnings
             return cached
         self._transition(batch, batch.by_name[plate.name], PlateState.COMPILING)
         reply = await self.backend.compile(
-            plate_path=str(plate.path), plate_name=plate.name, pipeline=job.pipeline_text
+            plate_path=str(plate.path), plate_name=plate.name, pipeline=job.pipeline_text, config=self.compile_config
         )
         compiled = CompiledPlate(
             plate=plate,
@@ -305,7 +310,13 @@ class BatchWorkflowService:
             channels=reply.channels,
             steps=tuple(reply.steps),
             server_instance=self.backend.instance,
+            config=tuple(sorted(self.compile_config.items())),
+            warnings=tuple(reply.warnings),
         )
+        slot = batch.by_name[plate.name]
+        slot.warnings = compiled.warnings
+        for warning in compiled.warnings:
+            self._call(self.host.emit_status, f"{plate.name}: warning: {warning}")
         self._stores.compiled[plate.name] = compiled
         return compiled
 

@@ -192,8 +192,9 @@ class Executor(abc.ABC):
     async def _run_inline(self, execution: Execution, plan: Plan) -> list[Row]:
         rows: list[Row] = []
         for well in plan.wells:
-            for site, channel, _ in plan.well_images[well]:
-                rows.append({"well": well, "site": site, "channel": channel, "timepoint": 1})
+            for site, timepoint, channels in plan.well_images[well]:
+                for channel, _ in channels:
+                    rows.append({"well": well, "site": site, "channel": channel, "timepoint": timepoint})
             execution.wells_done += 1
             self._progress(execution, plan, well)
         await trio.lowlevel.checkpoint()
@@ -251,6 +252,13 @@ class Executor(abc.ABC):
             "sites": plan.sites,
             "channels": plan.channels,
             "segment_channel": plan.segment_channel,
+            "layout": plan.layout,
+            "timepoints": plan.timepoints,
+            "z_planes": plan.z_planes,
+            "projection": plan.projection,
+            "channel_names": {str(k): v for k, v in plan.channel_names.items()},
+            "image_metadata": dict(plan.image_metadata),
+            "compile_warnings": list(plan.warnings),
             "rows": rows,
             "wells_computed": execution.wells_done - execution.wells_skipped,
             "wells_skipped": execution.wells_skipped,

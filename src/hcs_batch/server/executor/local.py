@@ -58,8 +58,9 @@ class LocalExecutor(Executor):
             plan.worker_steps,
             str(plate_dir),
             plan.artifact_id,
-            "max",  # z-projection
+            plan.projection,
             plan.segment_channel,
+            dict(plan.channel_names),
             kill_on_cancel=True,
             limiter=self.limiter,
         )

@@ -1,42 +1,28 @@
-"""Plate discovery: which wells, sites and channels a plate folder holds.
+"""The flat layout: every image in the plate folder itself, named ``<well>[_s<site>][_w<channel>][_z<z>][_t<t>].tif``.
 
-A plate is a folder of ImageXpress-style TIFFs named ``<well>_s<site>_w<channel>.tif`` (or ``.tiff``), e.g.
-``A01_s1_w1.tif``; other files are ignored.
+``A01_s1_w1.tif`` (what ``hcs-batch make-plates`` writes), ``A01.tif``, ``B12_w2_z3.TIFF`` and ``AF48_s2_t5.tif``
+are all understood: a missing ``_s`` is site 1, ``_w`` channel 1, ``_z`` plane 1, ``_t`` timepoint 1. Wells go up
+to a 1,536-well plate (rows A-AF, columns 01-48). Every other name is reported as not understood. The plate is
+named after its folder.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import PlateError
+from .index import WELLS, IndexBuilder, PlateIndex, plate_name_or
 
-__all__ = ["IMAGE_PATTERN", "ImageFile", "PlateListing", "list_folder", "listing_from_names"]
+__all__ = ["IMAGE_PATTERN", "NAME", "detect", "index_from_names", "list_folder", "plate_name", "read"]
 
-IMAGE_PATTERN = re.compile(r"^([A-Pa-p](?:0[1-9]|1\d|2[0-4]))_s(\d{1,4})_w(\d{1,3})\.tiff?$", re.IGNORECASE)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ImageFile:
-    """One image of a plate: its well (upper case, e.g. ``A01``), site, channel and file name."""
-
-    well: str
-    site: int
-    channel: int
-    name: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PlateListing:
-    """What a plate folder holds, sorted by (well, site, channel)."""
-
-    path: str
-    images: tuple[ImageFile, ...]
-    wells: tuple[str, ...]
-    sites: tuple[int, ...]
-    channels: tuple[int, ...]
+NAME = "flat"
+IMAGE_PATTERN = re.compile(r"^([A-Z]{1,2}\d{2})((?:_[SWZT]\d{1,4})*)\.tiff?$", re.IGNORECASE)
+_TOKEN = re.compile(r"_([SWZT])(\d{1,4})", re.IGNORECASE)
+_CANONICAL = re.compile(
+    r"^([A-Z]{1,2}\d{2})(?:_s(\d{1,4}))?(?:_w(\d{1,4}))?(?:_z(\d{1,4}))?(?:_t(\d{1,4}))?\.tiff?$", re.IGNORECASE
+)
 
 
 def list_folder(path: str | Path) -> list[str]:
@@ -56,28 +42,68 @@ def list_folder(path: str | Path) -> list[str]:
         raise PlateError(f"cannot read plate folder {folder}: {exc.strerror or exc}") from None
 
 
-def listing_from_names(path: str | Path, names: list[str]) -> PlateListing:
-    """The listing of the folder at ``path`` holding ``names`` (no I/O).
+def detect(names: list[str]) -> bool:
+    """True when some name in the folder is a flat image name (the fallback layout)."""
+    return any(IMAGE_PATTERN.match(name) for name in names)
+
+
+def parse_name(name: str) -> tuple[str, int, int, int, int] | None:
+    """(well, site, channel, z, timepoint) of a flat image name, or None when it is not one."""
+    match = _CANONICAL.match(name)  # the common token order first: one regex, no token loop
+    if match is not None:
+        well, site, channel, z, timepoint = match.groups()
+        well = well.upper()
+        numbers = (int(site or 1), int(channel or 1), int(z or 1), int(timepoint or 1))
+        if well not in WELLS or 0 in numbers:
+            return None
+        return well, *numbers
+    match = IMAGE_PATTERN.match(name)
+    if match is None:
+        return None
+    values = {"S": 1, "W": 1, "Z": 1, "T": 1}
+    seen: set[str] = set()
+    for letter, number in _TOKEN.findall(match.group(2)):
+        letter = letter.upper()
+        if letter in seen or int(number) < 1:
+            return None
+        seen.add(letter)
+        values[letter] = int(number)
+    well = match.group(1).upper()
+    if well not in WELLS:
+        return None
+    return well, values["S"], values["W"], values["Z"], values["T"]
+
+
+def index_from_names(path: str | Path, names: list[str]) -> PlateIndex:
+    """The index of the flat plate folder at ``path`` holding ``names`` (no I/O: runs on the Trio thread).
 
     Raises:
-        PlateError: no name matches ``<well>_s<site>_w<channel>.tif``.
+        PlateError: no name is a flat image name.
     """
-    folder = Path(path)
-    images: list[ImageFile] = []
+    folder = Path(path).absolute()
+    builder = IndexBuilder()
     for name in names:
-        match = IMAGE_PATTERN.match(name)
-        if match is not None:
-            well, site, channel = match.groups()
-            images.append(ImageFile(well=well.upper(), site=int(site), channel=int(channel), name=name))
-    if not images:
+        parsed = parse_name(name)
+        if parsed is None:
+            if not name.startswith("."):
+                builder.ignored.append(name)
+            continue
+        well, site, channel, z, timepoint = parsed
+        builder.add(well, site, timepoint, channel, z, name)
+    try:
+        return builder.build(layout=NAME, path=str(folder), name=plate_name_or(folder.name, "plate"))
+    except PlateError:
         raise PlateError(
             f"plate folder {folder} holds no images named <well>_s<site>_w<channel>.tif (e.g. A01_s1_w1.tif)"
-        )
-    images.sort(key=lambda im: (im.well, im.site, im.channel, im.name))
-    return PlateListing(
-        path=str(folder.absolute()),
-        images=tuple(images),
-        wells=tuple(sorted({im.well for im in images})),
-        sites=tuple(sorted({im.site for im in images})),
-        channels=tuple(sorted({im.channel for im in images})),
-    )
+            + (f"; it holds {', '.join(sorted(builder.ignored)[:5])}" if builder.ignored else "")
+        ) from None
+
+
+def plate_name(path: str | Path, names: list[str]) -> str:
+    """The folder's name."""
+    return plate_name_or(Path(path).absolute().name, "plate")
+
+
+def read(path: str | Path, names: list[str]) -> PlateIndex:
+    """:func:`index_from_names` (the common signature of every layout's ``read``)."""
+    return index_from_names(path, names)

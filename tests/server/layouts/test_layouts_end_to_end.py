@@ -1,0 +1,139 @@
+"""``hcs-batch run`` / ``compile`` / ``inspect`` on vendor layouts, through the real embedded server and workers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.serverproc import env
+from tests.support.vendor_plates import Truth, make_metaxpress_plate, make_phenix_plate, make_zarr_plate
+
+
+def _hcs(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    environment = env()
+    return subprocess.run(
+        [sys.executable, "-m", "hcs_batch", *args], capture_output=True, text=True, env=environment, timeout=timeout
+    )
+
+
+def _counts(wells_csv: Path) -> Truth:
+    rows = csv.DictReader(wells_csv.read_text().splitlines())
+    return {(r["well"], int(r["site"]), int(r["channel"]), int(r["timepoint"])): int(r["object_count"]) for r in rows}
+
+
+def test_run_metaxpress_phenix_and_zarr_plates_counts_match_truth(tmp_path: Path) -> None:
+    # A real-looking MetaXpress export: plate prefix, GUIDs, thumbnails, two timepoints of three ZSteps (the
+    # instrument's projections beside them), an LZW-compressed file set, and an HTD promising a third site.
+    mx = tmp_path / "2026-12-04" / "4711"
+    mx_truth = make_metaxpress_plate(
+        mx,
+        name="Screen A",
+        wells=("B02", "C03"),
+        sites=2,
+        waves=2,
+        timepoints=2,
+        zsteps=3,
+        size=96,
+        htd_sites=3,
+        compression="lzw",
+        metaseries=True,
+        seed=11,
+    )
+    phx = tmp_path / "PHX__Measurement 1"
+    phx_truth = make_phenix_plate(phx, wells=((1, 2), (4, 5)), fields=2, planes=2, channels=1, size=96, seed=12)
+    zarr_plate = tmp_path / "zplate.ome.zarr"
+    zarr_truth = make_zarr_plate(
+        zarr_plate, version="0.5", wells=("A/1", "B/2"), fields=1, channels=2, size=96, seed=13
+    )
+    out = tmp_path / "results"
+    # The MetaXpress plate is named through its TimePoint_1 folder: it must still be "Screen A".
+    result = _hcs("run", str(mx / "TimePoint_1"), str(phx), str(zarr_plate), "--output", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert [p["plate"] for p in summary["plates"]] == ["Screen A", "PHX-0001", "ZarrPlate"]
+    assert summary["counts"] == {"completed": 3}
+    (mx_outcome, phx_outcome, zarr_outcome) = summary["plates"]
+    # The HTD promised site 3: a warning naming the missing images, in the JSON and on stderr; the plate still ran.
+    (warning,) = mx_outcome["warnings"]
+    assert "8 image(s) promised by Screen A.HTD are missing: B02 site 3 channel 1 timepoint 1" in warning
+    assert "Screen A: warning: 8 image(s) promised" in result.stderr
+    assert phx_outcome["warnings"] == zarr_outcome["warnings"] == []
+    assert _counts(out / "Screen A" / "wells.csv") == mx_truth
+    assert _counts(out / "PHX-0001" / "wells.csv") == phx_truth
+    assert _counts(out / "ZarrPlate" / "wells.csv") == zarr_truth
+    header = (out / "Screen A" / "wells.csv").read_text().splitlines()[0].split(",")
+    assert header[:6] == ["well", "site", "channel", "object_count", "mean_intensity", "timepoint"]
+    manifest = json.loads((out / "Screen A" / "manifest.json").read_text())
+    assert manifest["layout"] == "imagexpress" and manifest["plate_path"] == str(mx)
+    assert manifest["z_planes"] == 3 and manifest["timepoints"] == 2 and manifest["projection"] == "max"
+    assert manifest["channel_names"] == {"1": "DAPI", "2": "FITC"}
+    assert manifest["image_metadata"]["metaseries"]["2"]["wavelength"] == 520
+    assert manifest["compile_warnings"] == [warning]
+
+
+def test_compile_with_a_layout_override_and_a_projection(tmp_path: Path) -> None:
+    mx = tmp_path / "plate"
+    make_metaxpress_plate(mx, wells=("A01",), sites=1, waves=1, zsteps=2, size=32)
+    # Forced flat, a MetaXpress export has no flat images: a compile failure that names the folder.
+    result = _hcs("compile", str(mx), "--layout", "flat", "--json")
+    assert result.returncode == 1
+    (plate,) = json.loads(result.stdout)["plates"]
+    assert plate["state"] == "failed" and "holds no images named <well>_s<site>_w<channel>.tif" in plate["error"]
+    ok = _hcs("compile", str(mx), "--layout", "imagexpress", "--projection", "mean", "--json")
+    assert ok.returncode == 0, ok.stderr
+    bad = _hcs("compile", str(mx), "--layout", "nope")
+    assert bad.returncode == 2 and "invalid choice: 'nope'" in bad.stderr
+
+
+def test_inspect_prints_what_the_layout_found(tmp_path: Path) -> None:
+    mx = tmp_path / "4711"
+    make_metaxpress_plate(mx, wells=("A01", "B02"), sites=2, waves=2, zsteps=3, timepoints=2, size=32)
+    (mx / "TimePoint_1" / "notes.txt").write_text("x")
+    result = _hcs("inspect", str(mx), "--json")
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert {k: found[k] for k in ("layout", "plate", "wells", "sites", "channels", "z_planes", "timepoints")} == {
+        "layout": "imagexpress",
+        "plate": "Plate1",
+        "wells": ["A01", "B02"],
+        "sites": [1, 2],
+        "channels": [1, 2],
+        "z_planes": 3,
+        "timepoints": [1, 2],
+    }
+    assert found["ignored"] == ["TimePoint_1/notes.txt"] and len(found["skipped"]) == 2 * 2 * 2 * 2 * 2
+    text = _hcs("inspect", str(mx))
+    assert text.returncode == 0
+    for line in ("layout     imagexpress", "wells      2 (A01, B02)", "channels   2 (1 DAPI, 2 FITC)", "z-planes   3"):
+        assert line in text.stdout
+    assert "warning: 1 file(s) not understood by the imagexpress layout were ignored: TimePoint_1/notes.txt" in (
+        text.stdout
+    )
+    missing = _hcs("inspect", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "does not exist" in missing.stderr
+
+
+def test_a_corrupt_index_fails_its_plate_alone(tmp_path: Path) -> None:
+    bad = tmp_path / "bad_export"
+    make_phenix_plate(bad, wells=((1, 1),), fields=1, channels=1, size=16)
+    index_file = bad / "Images" / "Index.idx.xml"
+    index_file.write_text(index_file.read_text()[:200])
+    good = tmp_path / "good"
+    make_metaxpress_plate(good, wells=("A01",), sites=1, waves=1, size=16)
+    result = _hcs("compile", str(bad), str(good), "--json")
+    assert result.returncode == 1, result.stderr
+    bad_outcome, good_outcome = json.loads(result.stdout)["plates"]
+    assert bad_outcome["plate"] == "bad_export" and bad_outcome["state"] == "failed"
+    assert f"{index_file} is not a usable Index XML: malformed XML" in bad_outcome["error"]
+    assert good_outcome["plate"] == "Plate1" and good_outcome["state"] == "compiled"
+
+
+def test_two_exports_carrying_one_plate_name_keep_their_folder_names(tmp_path: Path) -> None:
+    for folder in ("run_a", "run_b"):
+        make_metaxpress_plate(tmp_path / folder, name="Plate1", wells=("A01",), sites=1, waves=1, size=16)
+    result = _hcs("compile", str(tmp_path / "run_a" / "TimePoint_1"), str(tmp_path / "run_b"), "--json")
+    assert result.returncode == 0, result.stderr
+    assert [p["plate"] for p in json.loads(result.stdout)["plates"]] == ["run_a", "run_b"]
