@@ -1,4 +1,4 @@
-"""Talking to an execution server: the backend seam and its ZeroMQ implementation."""
+"""Talking to an execution server over ZeroMQ: the implementation of the backend seam (:mod:`hcs_batch.backend`)."""
 
 from ..backend import ConnectionLost, EventGap, ExecutionBackend, StreamItem
 from .connection import ServerConnection, open_connection

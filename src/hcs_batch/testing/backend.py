@@ -1,6 +1,6 @@
 """Test helpers for hosts and policy code: an in-memory, scripted execution server.
 
-:class:`InMemoryBackend` implements :class:`~hcs_batch.client.ExecutionBackend` (the seam the service talks to)
+:class:`InMemoryBackend` implements :class:`~hcs_batch.backend.ExecutionBackend` (the seam the service talks to)
 without sockets or processes, on Trio's clock, so policy tests run under ``autojump_clock`` in milliseconds::
 
     from hcs_batch.testing import open_in_memory_backend

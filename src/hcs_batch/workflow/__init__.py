@@ -1,2 +1,3 @@
-"""The policy layer: :class:`~.service.BatchWorkflowService`, the host contract (:mod:`.host`) and progress
-projection (:mod:`.progress`). Imports neither Qt nor ZeroMQ, not even indirectly."""
+"""The policy layer: :class:`~.service.BatchWorkflowService`, the plate ledger (:mod:`.ledger`), the host contract
+(:mod:`.host`), progress projection (:mod:`.progress`) and the one execution follower (:mod:`.follow`). Imports
+neither Qt nor ZeroMQ, not even indirectly."""
