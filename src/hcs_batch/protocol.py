@@ -194,7 +194,8 @@ class _Event(_Message, frozen=True, kw_only=True):
 
 
 class ProgressEvent(_Event, frozen=True, kw_only=True, tag="progress"):
-    """One step of one well of one execution finished: ``done`` of ``total`` (well, step) units."""
+    """One step of one well of one execution finished: ``done`` of ``total`` (well, step) units. An empty
+    ``step`` says the well started running (``done`` unchanged)."""
 
     execution_id: Id
     plate_name: Name

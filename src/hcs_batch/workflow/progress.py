@@ -8,12 +8,20 @@ updates (at most 30 a second) however fast events arrive.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 
 from ..model import TERMINAL_STATES, PlateState
 from ..protocol import ProgressEvent
 
-__all__ = ["PlateProgress", "ProgressTracker"]
+__all__ = ["PlateProgress", "ProgressTracker", "WellState"]
+
+
+class WellState(StrEnum):
+    """A well's progress as the events show it (a well not yet seen is queued)."""
+
+    RUNNING = "running"
+    DONE = "done"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -26,6 +34,9 @@ class PlateProgress:
     last_well: str = ""
     last_step: str = ""
     error: str = ""
+    wells: dict[str, WellState] = field(default_factory=dict)
+    """Each well seen in the events: ``running`` once started, ``done`` once its steps finished (a well not in
+    it is still queued)."""
 
     @property
     def fraction(self) -> float:
@@ -52,12 +63,15 @@ class ProgressTracker:
         self.changed = True
 
     def record(self, event: ProgressEvent) -> None:
-        """Take a progress event; events of plates outside the batch, or out of order, are ignored."""
+        """Take a progress event; events of plates outside the batch, or out of order, are ignored. An event with
+        an empty step marks its well running; one with a step marks it done."""
         plate = self.plates.get(event.plate_name)
         if plate is None or event.done < plate.done:
             return
         plate.done, plate.total = event.done, event.total
         plate.last_well, plate.last_step = event.well, event.step
+        if event.step or event.well not in plate.wells:  # a start marker (empty step) never undoes "done"
+            plate.wells[event.well] = WellState.DONE if event.step else WellState.RUNNING
         self.changed = True
 
     def set_state(self, plate_name: str, state: PlateState, error: str = "") -> None:

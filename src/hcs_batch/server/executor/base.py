@@ -1,8 +1,9 @@
 """The executor seam: an execution's life (``queued → running → completed | failed | cancelled``) written once;
 an executor only says how one well runs (:meth:`Executor.run_well`).
 
-- Progress: when a well finishes, one ``progress`` event per (well, step) is published (steps of a well run in
-  one call, so they are reported together when the well is done). Wells skipped because their result file
+- Progress: when a well starts, one ``progress`` event with an empty ``step`` (its done count unchanged); when
+  it finishes, one ``progress`` event per (well, step) (steps of a well run in one call, so they are reported
+  together when the well is done). Wells skipped because their result file
   already exists for the same artifact count as done and publish nothing.
 - A plan whose steps are all marked noops (:func:`hcs_batch.steps.inline_noop`) runs inline: no images are read
   and no well runs on the executor; each (well, site, channel) gets a row without measurements.
@@ -14,7 +15,8 @@ an executor only says how one well runs (:meth:`Executor.run_well`).
 - :meth:`Executor.cancel` cancels exactly the named executions: :meth:`Executor.run_well` must stop the well's
   work before it returns on cancellation; every other execution goes on.
 - On completion ``wells.csv``, ``objects.parquet`` (not for inline plans) and ``manifest.json`` are written (see
-  :mod:`..results`), and only once all are on disk does the execution report ``completed``; a failed or
+  :mod:`..results`), then ``plate_map.png`` (not for inline plans; see :mod:`..plate_map`), and only once all
+  are on disk does the execution report ``completed``; a failed or
   cancelled execution leaves only the per-well files of the wells that finished (one cancelled while its results
   were being written may leave those too).
 """
@@ -38,6 +40,7 @@ from ...model import ExecutionState
 from ...runtime.thread_lane import ThreadLane
 from ..compiler import Plan
 from ..events import EventPublisher
+from ..plate_map import write_plate_map
 from ..results import Row, load_done_wells, plate_output_dir, write_plate_results
 from ..stores import ArtifactStore, Execution, RecordStore
 
@@ -159,6 +162,8 @@ class Executor(abc.ABC):
                 manifest = self._manifest(execution, plan, len(rows), started)
                 write = functools.partial(write_plate_results, objects=not plan.inline)
                 await self._lane.run(write, plate_dir, rows, manifest)
+                if not plan.inline:  # a picture of the measurements (issue 15); never fails the plate
+                    await self._lane.run(write_plate_map, plate_dir, plan.plate_name, rows)
                 state = ExecutionState.COMPLETED
         except _WellFailed as exc:
             state, error = ExecutionState.FAILED, exc.message
@@ -188,6 +193,17 @@ class Executor(abc.ABC):
                 done=done,
                 total=total,
             )
+
+    def _well_started(self, execution: Execution, plan: Plan, well: str) -> None:
+        # A progress event with an empty step: the well is running (its done count unchanged).
+        self._publisher.progress(
+            execution_id=execution.execution_id,
+            plate_name=plan.plate_name,
+            well=well,
+            step="",
+            done=execution.wells_done * len(plan.steps),
+            total=execution.wells_total * len(plan.steps),
+        )
 
     async def _run_inline(self, execution: Execution, plan: Plan) -> list[Row]:
         rows: list[Row] = []
@@ -229,6 +245,7 @@ class Executor(abc.ABC):
     ) -> None:
         # The drivers share one iterator: each next() hands out a different well.
         for well in todo:
+            self._well_started(execution, plan, well)
             try:
                 rows = await self.run_well(plan, well, plate_dir)
             except Exception as exc:  # StepFailure, BrokenWorkerError, OSError from the worker
