@@ -25,7 +25,7 @@ import contextlib
 import functools
 import logging
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import ParamSpec, TypeVar, Unpack
 
@@ -47,6 +47,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from guest_mode.data_views import DataViews
 from guest_mode.session import BatchSession, SessionOptions
 from guest_mode.tables.executions import AttachedTableModel, AttachedTableView
 from guest_mode.tables.plates import PlateTableModel, PlateTableView
@@ -200,6 +201,7 @@ class PlateManagerWindow(QMainWindow):
         selection = self.table.selectionModel()
         assert selection is not None
         selection.selectionChanged.connect(lambda *_: self.update_state())
+        self._build_data_views()
 
     # ------------------------------------------------------------------ plates and pipeline
 
@@ -235,6 +237,7 @@ class PlateManagerWindow(QMainWindow):
         self.plate_model.add(list(added.values()))
         self._update_count()
         self.update_state()
+        self._show_current_plate()
         return list(added.values())
 
     def remove_plates(self, names: Sequence[str]) -> None:
@@ -244,6 +247,7 @@ class PlateManagerWindow(QMainWindow):
         self.plate_model.remove(names)
         self._update_count()
         self.update_state()
+        self._show_current_plate()
 
     def _update_count(self) -> None:
         n = len(self.plates)
@@ -306,6 +310,7 @@ class PlateManagerWindow(QMainWindow):
             self.batch_bar.setRange(0, total)
             self.batch_bar.setValue(done)
         self.attached_model.refresh()
+        self.data_views.refresh()
         self.attached_box.setVisible(bool(self.attached_model.rows))
         if self.attached_model.rows:
             self.update_state()  # Stop follows whether an attached execution is still live
@@ -412,6 +417,53 @@ class PlateManagerWindow(QMainWindow):
                 accept(dialog.selectedFiles())
             except HcsBatchError as exc:
                 self.log(f"error: {exc}")
+
+    # ------------------------------------------------------------------ data views (issue 15: plate map, well view,
+    # results; the widgets and their loading live in guest_mode/data_views.py, only their wiring is here)
+
+    def _build_data_views(self) -> None:
+        """Put the plate map over the well view and results tabs, right of the plate list."""
+        self.data_views = DataViews(self.session, self._spawn_view_task, self)
+        left = self.takeCentralWidget()
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(left)
+        split.addWidget(self.data_views.panel)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)
+        self.setCentralWidget(split)
+        self.resize(1440, 880)
+        selection = self.table.selectionModel()
+        assert selection is not None
+        selection.currentRowChanged.connect(lambda *_: self._show_current_plate())
+
+    def _spawn_view_task(self, fn: Callable[[], Awaitable[None]]) -> bool:
+        if self._tasks is None:
+            return False
+        self._tasks.start_soon(fn)
+        return True
+
+    @_slot
+    def _show_current_plate(self) -> None:
+        """The data views follow the plate list's current row (the first plate when none is current)."""
+        row = self.table.currentIndex().row()
+        plates = self.plates
+        self.data_views.show_plate(plates[row] if 0 <= row < len(plates) else plates[0] if plates else None)
+
+    async def show_well_for_screenshot(self, well: str | None = None) -> str | None:
+        """Load the current plate's views and show ``well`` (default: the one counting the most objects);
+        returns the well shown, None when the plate has none (for ``--screenshot``)."""
+        views = self.data_views
+        self._show_current_plate()
+        await views.wait_loaded()
+        views.refresh()
+        await views.wait_loaded()
+        if well is None:
+            means = views.plate_map.values or {w: 0.0 for w in (views.index.wells if views.index else {})}
+            well = max(means, key=means.__getitem__, default=None)
+        if well is not None:
+            views.show_well(well)
+            await views.wait_loaded()
+        return well
 
     # ------------------------------------------------------------------ life cycle
 
