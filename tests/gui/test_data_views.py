@@ -6,7 +6,6 @@ import csv
 from pathlib import Path
 
 import pytest
-import trio
 from PyQt6.QtCore import QPoint, Qt
 from PyQt6.QtGui import QColor
 from PyQt6.QtTest import QTest

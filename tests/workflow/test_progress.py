@@ -7,7 +7,9 @@ from hcs_batch.workflow.progress import ProgressTracker, WellState
 
 
 def _event(well: str, step: str, done: int, plate: str = "P") -> ProgressEvent:
-    return ProgressEvent(seq=1, instance="i1", execution_id="e1", plate_name=plate, well=well, step=step, done=done, total=4)
+    return ProgressEvent(
+        seq=1, instance="i1", execution_id="e1", plate_name=plate, well=well, step=step, done=done, total=4
+    )
 
 
 def test_wells_go_running_then_done_and_a_late_start_marker_never_undoes_done() -> None:
