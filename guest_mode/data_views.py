@@ -140,7 +140,8 @@ class DataViews:
         self.plate_map.select(well)
         sites, channels = well_choices(self.index, well)
         header, rows = self.results if self.results is not None else ([], [])
-        self.well_view.show_well(well, sites, channels, [r for r in rows if r.get("well") == well], header)
+        mine = [r for r in rows if r.get("well") == well]
+        self.well_view.show_well(well, sites, channels, mine, header, self.index.channel_names)
         self.tabs.setCurrentWidget(self.well_view)
         self._load_image()
 

@@ -103,6 +103,7 @@ class PlateMapWidget(QWidget):
         self.title = QLabel("Plate map: select a plate")
         self.color_by = QComboBox()
         self.color_by.addItem(STATE_MODE)
+        self.color_by.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.color_by.setToolTip("colour wells by their state, or by a measurement of wells.csv (mean per well)")
         self.canvas = _Canvas(self)
         bar = QHBoxLayout()

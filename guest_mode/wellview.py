@@ -13,7 +13,7 @@ and its rows of the plate's results.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,6 +138,8 @@ class WellView(QWidget):
         self.channel_box = QComboBox()
         self.overlay_box = QComboBox()
         self.overlay_box.addItems(OVERLAYS)
+        for box in (self.site_box, self.channel_box, self.overlay_box):
+            box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.canvas = _ImageCanvas(self)
         self.rows_model = CsvTableModel(self)
         self.rows_table = sortable_table(self.rows_model, self)
@@ -178,14 +180,17 @@ class WellView(QWidget):
         channels: Sequence[int],
         rows: Sequence[dict[str, str]],
         header: Sequence[str],
+        channel_names: Mapping[int, str] | None = None,
     ) -> None:
-        """Switch to ``well``: its choices (the current site and channel kept when it has them) and its rows."""
+        """Switch to ``well``: its choices (the current site and channel kept when it has them; channels by their
+        names when the plate names them) and its rows."""
         self.well = well
-        for box, values, label in ((self.site_box, sites, "site"), (self.channel_box, channels, "channel")):
+        names = channel_names or {}
+        for box, values, named in ((self.site_box, sites, {}), (self.channel_box, channels, names)):
             keep = box.currentData()
             box.clear()
             for value in values:
-                box.addItem(f"{label} {value}", value)
+                box.addItem(f"{value} {named[value]}" if value in named else str(value), value)
             if keep in values:
                 box.setCurrentIndex(list(values).index(keep))
         self.rows_model.set_rows(header, rows)
@@ -249,20 +254,28 @@ class _ImageCanvas(QWidget):
             scale = target.width() / image.width()
             painter.translate(target.topLeft())
             painter.scale(scale, scale)
-            pen = QPen(QColor(255, 60, 200) if overlay == "Outlines" else QColor(60, 255, 120))
-            pen.setCosmetic(True)
-            pen.setWidthF(1.4)
-            painter.setPen(pen)
-            painter.setBrush(Qt.BrushStyle.NoBrush)
-            # Pixel centres: pixel (x, y) covers x..x+1, so a centroid at x is drawn at x + 0.5.
-            for x, y, diameter in shown.objects:
-                centre = QPointF(x + 0.5, y + 0.5)
-                if overlay == "Outlines":
-                    r = max(1.5, diameter / 2)
-                    painter.drawEllipse(centre, r, r)
-                else:
-                    arm = max(1.5, 3 / scale)
-                    painter.drawLine(centre - QPointF(arm, 0), centre + QPointF(arm, 0))
-                    painter.drawLine(centre - QPointF(0, arm), centre + QPointF(0, arm))
+            colour = QColor(255, 60, 200) if overlay == "Outlines" else QColor(40, 255, 90)
+            # Twice: a dark halo, then the colour, so the marks read on bright nuclei and dark background alike.
+            for pen_colour, width in ((QColor(0, 0, 0, 170), 3.2), (colour, 1.4)):
+                pen = QPen(pen_colour)
+                pen.setCosmetic(True)
+                pen.setWidthF(width)
+                painter.setPen(pen)
+                painter.setBrush(Qt.BrushStyle.NoBrush)
+                self._paint_objects(painter, shown.objects, overlay, scale)
         finally:
             painter.end()
+
+    @staticmethod
+    def _paint_objects(painter: QPainter, objects: NDArray[np.float64], overlay: str, scale: float) -> None:
+        """Each object in image coordinates: a cross at its centroid, or its equivalent-diameter circle."""
+        arm = max(1.5, 4.5 / scale)
+        # Pixel centres: pixel (x, y) covers x..x+1, so a centroid at x is drawn at x + 0.5.
+        for x, y, diameter in objects:
+            centre = QPointF(x + 0.5, y + 0.5)
+            if overlay == "Outlines":
+                r = max(1.5, diameter / 2)
+                painter.drawEllipse(centre, r, r)
+            else:
+                painter.drawLine(centre - QPointF(arm, 0), centre + QPointF(arm, 0))
+                painter.drawLine(centre - QPointF(0, arm), centre + QPointF(0, arm))

@@ -428,10 +428,11 @@ class PlateManagerWindow(QMainWindow):
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(left)
         split.addWidget(self.data_views.panel)
-        split.setStretchFactor(0, 2)
-        split.setStretchFactor(1, 3)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 2)
         self.setCentralWidget(split)
         self.resize(1440, 880)
+        split.setSizes([540, 900])
         selection = self.table.selectionModel()
         assert selection is not None
         selection.currentRowChanged.connect(lambda *_: self._show_current_plate())

@@ -63,6 +63,8 @@ def assert_only_whole_files(out: Path) -> list[Path]:
             json.loads(data)
         elif path.suffix == ".parquet":
             pq.read_table(path)  # raises on a partial file
+        elif path.suffix == ".png":  # plate_map.png: a whole PNG ends with its IEND chunk
+            assert data.startswith(b"\x89PNG") and data.endswith(b"IEND\xaeB`\x82"), path
         else:
             assert path.suffix == ".csv" and data.endswith(b"\n"), path
         visible.append(path)
