@@ -101,11 +101,15 @@ class DataViews:
         if plate == self.plate:
             return
         self.plate, self.index, self.results, self._seen_state = plate, None, None, None
+        self.well_view.clear()
         if plate is None:
             self.plate_map.set_plate("", [])
             return
         self.plate_map.set_plate(plate.name, [])
         self.plate_map.title.setText(f"<b>{plate.name}</b> · reading the plate…")
+        folder = self.output_folder
+        if folder is not None:
+            self.results_view.show_results(plate.name, folder, None, "reading the results…")
         self._start("plate", functools.partial(self._load_plate, plate))
 
     def refresh(self) -> None:

@@ -205,6 +205,14 @@ class WellView(QWidget):
         )
         self.canvas.set_pixels(image.pixels)
 
+    def clear(self) -> None:
+        """Show nothing (another plate was chosen)."""
+        self.well = ""
+        self.image = None
+        self.rows_model.set_rows([], [])
+        self.title.setText("Well view: click a well of the plate map")
+        self.canvas.set_pixels(None)
+
     def show_problem(self, text: str) -> None:
         self.image = None
         self.title.setText(f"<b>{self.well}</b> · {text}")

@@ -174,3 +174,33 @@ async def test_a_failed_well_shows_red_with_its_error_on_hover(qtbot, tmp_path):
         assert tip.startswith("A03: failed") and "A03_s1_w1.tif" in tip
         assert "failed" not in plate_map.tooltip("A01")
         assert not (tmp_path / "results" / window.plates[0].name / "plate_map.png").exists()
+
+
+@guest
+async def test_the_views_follow_the_current_plate_and_show_earlier_results(qtbot, tmp_path):
+    folders = synth.make_plates(tmp_path / "plates", plates=2, wells=3, size=32, seed=5)
+    (tmp_path / "plates" / "plate_002" / "B05_s1_w1.tif").write_bytes((folders[1] / "A01_s1_w1.tif").read_bytes())
+    earlier = tmp_path / "results" / "plate_002"
+    earlier.mkdir(parents=True)
+    (earlier / "wells.csv").write_text("well,site,channel,object_count\nA01,1,1,3\nB05,1,1,9\n")
+    window = PlateManagerWindow(output_dir=tmp_path / "results", workers=1)
+    qtbot.addWidget(window)
+    window.add_plates(folders)
+    views = window.data_views
+    async with serving(window):
+        window.refresh_now()
+        await views.wait_loaded()
+        assert views.plate_map.plate == "plate_001" and views.plate_map.wells == ["A01", "A02", "A03"]
+        assert views.results is None and "no results" in views.results_view.title.text()
+        views.show_well("A02")
+        await views.wait_loaded()
+        assert views.well_view.image is not None and views.well_view.image.objects.shape == (0, 3)
+
+        window.table.selectRow(1)
+        await views.wait_loaded()
+        assert views.plate_map.plate == "plate_002" and "B05" in views.plate_map.wells
+        assert views.well_view.well == "" and views.well_view.image is None  # the other plate's well is gone
+        # Results of an earlier run are on disk: shown as done, coloured by their counts.
+        assert views.plate_map.mode == "object_count" and views.plate_map.values == {"A01": 3.0, "B05": 9.0}
+        assert {state for state, _ in views.plate_map.states.values()} == {"done"}
+        assert views.results_view.model.rowCount() == 2
