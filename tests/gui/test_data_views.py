@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import trio
 from PyQt6.QtCore import QPoint, Qt
 from PyQt6.QtGui import QColor
 from PyQt6.QtTest import QTest
@@ -14,10 +16,12 @@ from guest_mode.platemap import STATE_COLORS, STATE_MODE, value_color, well_stat
 from guest_mode.results_view import SORT_ROLE, open_folder
 from guest_mode.window import PlateManagerWindow
 from hcs_batch.model import PlateState
+from hcs_batch.pipeline import default_pipeline_text
 from hcs_batch.server.plate_map import well_means
 from hcs_batch.workflow.progress import PlateProgress, WellState
 from hcs_batch.workflow.service import BatchKind
 
+from ..support.slow_steps import release_gate
 from .conftest import guest, serving
 
 synth = pytest.importorskip("hcs_batch.testing.plates")
@@ -31,8 +35,8 @@ def make_window(qtbot, tmp_path: Path, *, wells: int, size: int, sites: int = 1)
     return window
 
 
-def record_states(window: PlateManagerWindow) -> list[dict[str, str]]:
-    """Every distinct set of well states the map was given, in order."""
+def record_states(window: PlateManagerWindow, on_change: Callable[[dict[str, str]], object]) -> list[dict[str, str]]:
+    """Every distinct set of well states the map was given, in order; each new one also goes to ``on_change``."""
     seen: list[dict[str, str]] = []
     plate_map = window.data_views.plate_map
     original = plate_map.set_states
@@ -41,6 +45,7 @@ def record_states(window: PlateManagerWindow) -> list[dict[str, str]]:
         flat = {well: state for well, (state, _) in states.items()}
         if not seen or seen[-1] != flat:
             seen.append(flat)
+            on_change(flat)
         original(states)
 
     plate_map.set_states = recording  # type: ignore[method-assign]
@@ -76,28 +81,48 @@ def test_well_states_follow_progress_and_name_the_failed_well() -> None:
 @guest
 async def test_map_shows_states_while_running_then_counts_and_a_click_shows_the_well(qtbot, tmp_path):
     window = make_window(qtbot, tmp_path, wells=6, size=256, sites=2)
+    # The first well waits at a gate until released: the map must show it running and the others queued.
+    gate_dir = tmp_path / "gate"
+    gate_dir.mkdir()
+    pipeline = tmp_path / "gated.toml"
+    gate = f'[[steps]]\nfunc = "tests.support.slow_steps:gate"\ngate_dir = "{gate_dir}"\n\n'
+    text = default_pipeline_text()
+    pipeline.write_text(text.replace("[[steps]]", gate + "[[steps]]", 1))
+    window.add_pipeline_file(pipeline)
     views = window.data_views
-    seen = record_states(window)
+    first_running = trio.Event()
+    expected = {"A01": "running", **{f"A0{i}": "queued" for i in range(2, 7)}}
+    seen = record_states(window, lambda states: states == expected and first_running.set())
     async with serving(window, limit=120):
         await window.session.wait_connection()
         window.refresh_now()
         await views.wait_loaded()
         assert views.plate_map.wells == ["A01", "A02", "A03", "A04", "A05", "A06"]
         assert (views.plate_map.rows, views.plate_map.cols) == (8, 12)  # six wells of row A: a 96-well plate
-        summary = await window.run_batch(BatchKind.RUN)
+
+        summaries = []
+
+        async def run() -> None:
+            summaries.append(await window.run_batch(BatchKind.RUN))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run)
+            await first_running.wait()
+            assert views.plate_map.color_of("A01") == STATE_COLORS["running"]
+            assert views.plate_map.color_of("A02") == STATE_COLORS["queued"]
+            assert "1 running" in views.plate_map.title.text() and "5 queued" in views.plate_map.title.text()
+            release_gate(gate_dir)
+        summary = summaries[0]
         assert summary.exit_code() == 0, window.log_pane.toPlainText()
         window.refresh_now()
         await views.wait_loaded()
 
-        # Live: one worker runs the wells in order, so the map went through "A01 running, the rest queued"
-        # and "some done, one running, the rest queued", and ended all done.
-        assert {"A01": "running", **{f"A0{i}": "queued" for i in range(2, 7)}} in seen
-        assert any(
-            list(states.values()).count("running") == 1 and "done" in states.values() and "queued" in states.values()
-            for states in seen
-        ), seen
+        # Each well went queued -> running -> done, never back; and the map ended all done.
+        order = {"queued": 0, "running": 1, "done": 2}
+        for well in views.plate_map.wells:
+            ranks = [order[states[well]] for states in seen]
+            assert ranks == sorted(ranks), (well, seen)
         assert seen[-1] == dict.fromkeys(views.plate_map.wells, "done")
-        assert not any("failed" in states.values() for states in seen)
 
         # Done: coloured by the mean object count of wells.csv, with every numeric column offered.
         plate_dir = tmp_path / "results" / window.plates[0].name
