@@ -54,6 +54,19 @@ def _manifest_projection(folder: Path) -> str:
     return value if isinstance(value, str) else "max"
 
 
+def _logged(fn: Callable[..., None]) -> Callable[..., None]:
+    """A Qt slot that logs instead of raising (an exception escaping a slot would abort PyQt6)."""
+
+    @functools.wraps(fn)
+    def slot(*args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            logger.exception("%s failed", fn.__name__)
+
+    return slot
+
+
 class DataViews:
     """The plate map, well view and results of one plate at a time, fed off the Trio thread."""
 
@@ -81,8 +94,8 @@ class DataViews:
         self._pending = 0
         self._idle = trio.Event()
         self._idle.set()
-        self.plate_map.well_clicked.connect(self.show_well)
-        self.well_view.image_wanted.connect(self._load_image)
+        self.plate_map.well_clicked.connect(_logged(self.show_well))
+        self.well_view.image_wanted.connect(_logged(self._load_image))
 
     # ------------------------------------------------------------------ what the window calls
 

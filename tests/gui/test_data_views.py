@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import trio
-from PyQt6.QtCore import QPoint, Qt
-from PyQt6.QtGui import QColor
+from PyQt6.QtCore import QEvent, QPoint, Qt
+from PyQt6.QtGui import QColor, QHelpEvent
 from PyQt6.QtTest import QTest
+from PyQt6.QtWidgets import QApplication, QToolTip
 
 from guest_mode.platemap import STATE_COLORS, STATE_MODE, value_color, well_states
 from guest_mode.results_view import SORT_ROLE, open_folder
@@ -198,6 +199,12 @@ async def test_a_failed_well_shows_red_with_its_error_on_hover(qtbot, tmp_path):
         tip = plate_map.tooltip("A03")
         assert tip.startswith("A03: failed") and "A03_s1_w1.tif" in tip
         assert "failed" not in plate_map.tooltip("A01")
+        # Hovering the well shows it (a real tooltip event on the painted map).
+        canvas = plate_map.canvas
+        at = canvas.well_rect("A03").center().toPoint()
+        QApplication.sendEvent(canvas, QHelpEvent(QEvent.Type.ToolTip, at, canvas.mapToGlobal(at)))
+        assert QToolTip.text() == tip
+        QToolTip.hideText()
         assert not (tmp_path / "results" / window.plates[0].name / "plate_map.png").exists()
 
 
