@@ -84,10 +84,13 @@ async def app_main(window: PlateManagerWindow, args: argparse.Namespace) -> int:
             # The server line lags the batch by up to one snapshot poll: let it catch up (bounded) for the picture.
             with trio.move_on_after(1.5):
                 await window.session.wait_server_status()
+            shown = None
             with trio.move_on_after(20):  # the plate map and a well's image, loaded off the Trio thread
-                await window.show_well_for_screenshot(args.screenshot_well)
+                shown = await window.show_well_for_screenshot(args.screenshot_well)
             path = window.save_screenshot(args.screenshot)
-            print(f"guest_mode: screenshot saved to {path}", file=sys.stderr)
+            plate = window.data_views.plate
+            where = f" (plate {plate.name}, well {shown})" if plate and shown else ""
+            print(f"guest_mode: screenshot saved to {path}{where}", file=sys.stderr)
         if args.exit_when_done:
             window.request_close()
 

@@ -132,6 +132,7 @@ def test_scripted_run_exits_0_and_saves_a_screenshot(tmp_path):
             "--workers=1",
             f"--output={tmp_path / 'results'}",
             f"--screenshot={shot}",
+            "--screenshot-well=A02",
         ],
         capture_output=True,
         text=True,
@@ -139,6 +140,7 @@ def test_scripted_run_exits_0_and_saves_a_screenshot(tmp_path):
         env=_env(),
     )
     assert proc.returncode == 0, proc.stderr
+    assert "(plate plate_001, well A02)" in proc.stderr  # the picture shows the first plate's map and that well
     assert shot.stat().st_size > 10_000
     from PyQt6.QtGui import QImage
 
