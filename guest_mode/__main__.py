@@ -86,7 +86,7 @@ async def app_main(window: PlateManagerWindow, args: argparse.Namespace) -> int:
                 await window.session.wait_server_status()
             shown = None
             with trio.move_on_after(20):  # the plate map and a well's image, loaded off the Trio thread
-                shown = await window.show_well_for_screenshot(args.screenshot_well)
+                shown = await window.data_views.show_for_screenshot(args.screenshot_well)
             path = window.save_screenshot(args.screenshot)
             plate = window.data_views.plate
             where = f" (plate {plate.name}, well {shown})" if plate and shown else ""

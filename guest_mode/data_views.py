@@ -162,6 +162,20 @@ class DataViews:
         self.tabs.setCurrentWidget(self.well_view)
         self._load_image()
 
+    async def show_for_screenshot(self, well: str | None = None) -> str | None:
+        """Load the shown plate's views and show ``well`` (default: the one counting the most objects, else the
+        first); returns the well shown, None without a plate or wells (for ``--screenshot``)."""
+        await self.wait_loaded()
+        self.refresh()  # starts the plate's load if it was shown before the window was served
+        await self.wait_loaded()
+        if well is None:
+            means = self.plate_map.values or dict.fromkeys(self.index.wells if self.index else (), 0.0)
+            well = max(means, key=means.__getitem__, default=None)
+        if well is not None:
+            self.show_well(well)
+            await self.wait_loaded()
+        return well
+
     async def wait_loaded(self) -> None:
         """Return once nothing is loading (for tests and ``--screenshot``)."""
         while self._pending:

@@ -450,22 +450,6 @@ class PlateManagerWindow(QMainWindow):
         plates = self.plates
         self.data_views.show_plate(plates[row] if 0 <= row < len(plates) else plates[0] if plates else None)
 
-    async def show_well_for_screenshot(self, well: str | None = None) -> str | None:
-        """Load the current plate's views and show ``well`` (default: the one counting the most objects);
-        returns the well shown, None when the plate has none (for ``--screenshot``)."""
-        views = self.data_views
-        self._show_current_plate()
-        await views.wait_loaded()
-        views.refresh()
-        await views.wait_loaded()
-        if well is None:
-            means = views.plate_map.values or {w: 0.0 for w in (views.index.wells if views.index else {})}
-            well = max(means, key=means.__getitem__, default=None)
-        if well is not None:
-            views.show_well(well)
-            await views.wait_loaded()
-        return well
-
     # ------------------------------------------------------------------ life cycle
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
