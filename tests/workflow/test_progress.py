@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hcs_batch.protocol import ProgressEvent
-from hcs_batch.workflow.progress import ProgressTracker, WellState
+from hcs_batch.workflow.progress import MAX_WELLS, ProgressTracker, WellState
 
 
 def _event(well: str, step: str, done: int, plate: str = "P") -> ProgressEvent:
@@ -29,3 +29,13 @@ def test_wells_go_running_then_done_and_a_late_start_marker_never_undoes_done() 
     assert "other" not in tracker.plates
     tracker.reset(["P"])
     assert tracker.plates["P"].wells == {}
+
+
+def test_a_flood_of_invented_well_names_is_bounded() -> None:
+    tracker = ProgressTracker()
+    tracker.reset(["P"])
+    for i in range(MAX_WELLS + 50):
+        tracker.record(_event(f"W{i}", "", 0))
+    tracker.record(_event("W0", "count", 1))  # a known well still moves on
+    wells = tracker.plates["P"].wells
+    assert len(wells) == MAX_WELLS and wells["W0"] is WellState.DONE

@@ -14,7 +14,11 @@ from enum import StrEnum
 from ..model import TERMINAL_STATES, PlateState
 from ..protocol import ProgressEvent
 
-__all__ = ["PlateProgress", "ProgressTracker", "WellState"]
+__all__ = ["MAX_WELLS", "PlateProgress", "ProgressTracker", "WellState"]
+
+MAX_WELLS = 4096
+"""At most this many wells a plate's progress keeps states for (a 1,536-well plate fits; a hostile server's
+flood of invented well names does not grow it further)."""
 
 
 class WellState(StrEnum):
@@ -70,7 +74,9 @@ class ProgressTracker:
             return
         plate.done, plate.total = event.done, event.total
         plate.last_well, plate.last_step = event.well, event.step
-        if event.step or event.well not in plate.wells:  # a start marker (empty step) never undoes "done"
+        known = event.well in plate.wells
+        if (event.step or not known) and (known or len(plate.wells) < MAX_WELLS):
+            # A start marker (empty step) never undoes "done"; a server naming endless wells cannot grow the map.
             plate.wells[event.well] = WellState.DONE if event.step else WellState.RUNNING
         self.changed = True
 
