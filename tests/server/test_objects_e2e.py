@@ -62,5 +62,5 @@ def test_run_writes_objects_parquet_matching_wells_csv(tmp_path: Path) -> None:
     (plate_dir / "objects.parquet").unlink()
     second = _run(str(plates[0]), "--output", str(out), "--json")
     assert second.returncode == 0, second.stderr
-    assert json.loads((plate_dir / "manifest.json").read_text())["wells_skipped"] == 3
+    assert json.loads((plate_dir / "manifest.json").read_text())["wells_reused"] == 3
     assert pq.read_table(plate_dir / "objects.parquet").equals(before)

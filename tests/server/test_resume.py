@@ -36,7 +36,7 @@ func = "hcs_batch.steps:mean_intensity"
 
 
 class WellFile(msgspec.Struct, forbid_unknown_fields=True):
-    artifact_id: str
+    well_key: str
     rows: list[dict[str, Any]]
 
 
@@ -114,7 +114,7 @@ async def test_killed_server_mid_plate_then_rerun_skips_done_wells_unless_forced
         (rerun,) = status["executions"]
         assert (rerun["state"], rerun["wells_skipped"], rerun["wells_done"]) == ("completed", 3, 6)
         manifest = json.loads((out / plate.name / "manifest.json").read_bytes())
-        assert (manifest["wells_skipped"], manifest["wells_computed"]) == (3, 3)
+        assert (manifest["wells_reused"], manifest["wells_computed"]) == (3, 3)
         after = {p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in wells.glob("*.*")}
         assert len(after) == 12
         for name, kept in before.items():
@@ -125,7 +125,7 @@ async def test_killed_server_mid_plate_then_rerun_skips_done_wells_unless_forced
         )
         assert forced.returncode == 0, forced.stderr
         manifest = json.loads((out / plate.name / "manifest.json").read_bytes())
-        assert (manifest["wells_skipped"], manifest["wells_computed"]) == (0, 6)
+        assert (manifest["wells_reused"], manifest["wells_computed"]) == (0, 6)
     recomputed = {p.name: (p.read_bytes(), p.stat().st_ino) for p in wells.glob("*.*")}
     for name, (data, inode, _) in before.items():
         assert recomputed[name][0] == data, f"{name}: the same artifact computes the same result"

@@ -19,7 +19,7 @@ import trio
 from .._util import is_loopback
 from ..connect import open_backend
 from ..errors import PlateError
-from ..model import PlateRef
+from ..model import PlateRef, PlateState
 from ..pipeline import default_pipeline_text, load_pipeline_file
 from ..workflow.service import BatchKind, BatchState, BatchSummary, BatchWorkflowService
 from .exits import error
@@ -72,6 +72,16 @@ def main_batch(args: argparse.Namespace) -> int:
 
 
 def _report(summary: BatchSummary, *, as_json: bool) -> int:
+    completed = [o for o in summary.plates if o.state is PlateState.COMPLETED]
+    if completed:
+        total = sum(o.wells_total for o in completed)
+        reused = sum(o.wells_reused for o in completed)
+        print(
+            f"{total - reused} well(s) computed, {reused} reused from an earlier run of the same images and pipeline"
+            + (" (--force computes them again)" if reused else ""),
+            file=sys.stderr,
+            flush=True,
+        )
     if as_json:
         print(json.dumps(summary.to_json(), indent=2), flush=True)
     return summary.exit_code()

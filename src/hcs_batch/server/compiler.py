@@ -5,8 +5,11 @@ Each step's ``module:function`` is imported (on the server) and its parameters a
 executor, never by the pipeline). Parameters annotated with a simple type (``int``, ``float``, ``str``, ``bool``,
 ``list``, ``dict``, their unions with ``None``) are type-checked; other annotations are trusted.
 
-The artifact id is the sha256 of the plate's image index, the plate name, the pipeline text and the config, so
-compiling the same thing twice gives the same id.
+The artifact id is the sha256 of the plate's image index, the images' content identity (sizes and modification
+times, :mod:`.identity`), the plate name, the pipeline text and the config, so compiling the same thing twice gives
+the same id and changed images give another. Each well also gets a key of its own (:attr:`Plan.well_keys`): the
+same hash restricted to that well's images. Resume keys on it, so a well whose images changed is computed again
+while the others are reused.
 
 Config keys the compiler reads: ``layout`` (a layout name, see :mod:`.layouts`; read by the caller) and
 ``projection`` (how several z-planes become one: ``max`` by default, ``mean``, ``min`` or ``sum``).
@@ -79,6 +82,12 @@ class Plan:
     channel_names: Mapping[int, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     image_metadata: Mapping[str, Any] = field(default_factory=dict)
+    well_keys: Mapping[str, str] = field(default_factory=dict)
+    """Per well: the hash of the pipeline, config, plate and that well's images with their content identity."""
+
+    def well_key(self, well: str) -> str:
+        """What a finished well's result files carry; a well is reused only when its key matches."""
+        return self.well_keys.get(well, self.artifact_id)
 
 
 _SIMPLE: dict[Any, tuple[type, ...]] = {
@@ -207,17 +216,42 @@ def compile_pipeline(text: str, source: str = "<pipeline>") -> CompiledPipeline:
     return spec.name, tuple(compiled), inline, spec.segment_channel
 
 
-def artifact_id_for(index: PlateIndex, plate_name: str, pipeline_text: str, config: Mapping[str, str]) -> str:
-    """The content hash (sha256 hex) of what a compile depends on."""
+def _base_payload(index: PlateIndex, plate_name: str, pipeline_text: str, config: Mapping[str, str]) -> str:
     payload = {
         "plate": index.path,
         "layout": index.layout,
         "plate_name": plate_name,
-        "images": sorted(index.wells.items()),
         "pipeline": pipeline_text,
         "config": sorted(config.items()),
     }
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def artifact_id_for(
+    index: PlateIndex,
+    plate_name: str,
+    pipeline_text: str,
+    config: Mapping[str, str],
+    identity: Mapping[str, str] | None = None,
+) -> str:
+    """The content hash (sha256 hex) of what a compile depends on; ``identity`` is :func:`.identity.content_identity`."""
+    payload = [
+        _base_payload(index, plate_name, pipeline_text, config),
+        sorted(index.wells.items()),
+        sorted((identity or {}).items()),
+    ]
     return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
+
+
+def _well_keys(
+    index: PlateIndex, plate_name: str, pipeline_text: str, config: Mapping[str, str], identity: Mapping[str, str]
+) -> dict[str, str]:
+    base = _base_payload(index, plate_name, pipeline_text, config)
+    keys: dict[str, str] = {}
+    for well, images in index.wells.items():
+        payload = json.dumps([base, well, images, identity.get(well, "")], separators=(",", ":"))
+        keys[well] = hashlib.sha256(payload.encode()).hexdigest()
+    return keys
 
 
 def compile_plate(
@@ -226,10 +260,12 @@ def compile_plate(
     pipeline_text: str,
     config: Mapping[str, str],
     pipeline: CompiledPipeline,
+    identity: Mapping[str, str] | None = None,
 ) -> Plan:
     """Freeze the plan of an indexed plate and a checked pipeline (no I/O: cheap enough for the Trio thread).
 
-    ``pipeline`` is what :func:`compile_pipeline` returned for ``pipeline_text``.
+    ``pipeline`` is what :func:`compile_pipeline` returned for ``pipeline_text``; ``identity`` the images' content
+    identity per well (:func:`.identity.content_identity`; None for a pipeline that reads no image, an inline one).
 
     Raises:
         PlateError: an unsafe plate name, an unknown ``projection`` in ``config``, or a segmenting pipeline whose
@@ -246,8 +282,9 @@ def compile_plate(
             f"plate {plate_name}: the pipeline segments channel {segment_channel} (segment_channel) but the plate "
             f"has channel(s) {have}; set segment_channel in the pipeline to the nuclear stain's channel"
         )
+    well_keys = _well_keys(index, plate_name, pipeline_text, config, identity) if identity is not None else {}
     return Plan(
-        artifact_id=artifact_id_for(index, plate_name, pipeline_text, config),
+        artifact_id=artifact_id_for(index, plate_name, pipeline_text, config, identity),
         plate_name=plate_name,
         plate_path=index.path,
         pipeline_name=pipeline_name,
@@ -266,4 +303,5 @@ def compile_plate(
         channel_names=index.channel_names,
         warnings=index.warnings,
         image_metadata=index.metadata,
+        well_keys=well_keys,
     )

@@ -32,6 +32,7 @@ from ..runtime.thread_lane import ThreadLane
 from .compiler import CompiledPipeline, compile_pipeline, compile_plate
 from .events import EventPublisher
 from .executor import Executor
+from .identity import content_identity
 from .layouts import choose_layout, flat
 from .layouts.flat import list_folder
 
@@ -231,7 +232,9 @@ class ControlApp:
             else:
                 # A thread of its own: one large Index XML or zarr store must not hold up other plates' listings.
                 index = await trio.to_thread.run_sync(layout.read, request.plate_path, names)
-            plan = compile_plate(index, request.plate_name, request.pipeline, request.config, pipeline)
+            # What resume keys on (sizes and mtimes of the images); an inline pipeline reads no image, needs none.
+            content = None if pipeline[2] else await trio.to_thread.run_sync(content_identity, index.path, index.wells)
+            plan = compile_plate(index, request.plate_name, request.pipeline, request.config, pipeline, content)
         except HcsBatchError as exc:
             self._error(identity, request.rid, exc.code, str(exc))
             return

@@ -175,13 +175,14 @@ def run_well(
     images: Sequence[Sequence[Any]],
     steps: tuple[WorkerStep, ...],
     plate_dir: str,
-    artifact_id: str,
+    well_key: str,
     projection: str = "max",
     segment_channel: int = 1,
     channel_names: Mapping[int, str] | None = None,
 ) -> list[Row]:
     """Process every image set of ``well`` (see the module docstring); write the well's result and object files
-    (:func:`.results.write_well_result`); return its rows.
+    (:func:`.results.write_well_result`, both carrying ``well_key``: :meth:`.compiler.Plan.well_key`); return its
+    rows.
 
     ``projection`` is how z-planes become one plane (see :func:`.images.load_plane`); ``channel_names`` names
     channels in object column suffixes (the layout's names); a channel without one is named by its number, and
@@ -207,7 +208,7 @@ def run_well(
             row: Row = {"well": well, "site": site, "channel": channel, "timepoint": timepoint}
             _run_steps(where, _load(plate_path, sources, where, projection), steps, row)
             rows.append(row)
-    write_well_result(Path(plate_dir), well, artifact_id, rows, tables)
+    write_well_result(Path(plate_dir), well, well_key, rows, tables)
     return rows
 
 

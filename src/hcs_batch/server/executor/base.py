@@ -22,6 +22,7 @@ an executor only says how one well runs (:meth:`Executor.run_well`).
 from __future__ import annotations
 
 import abc
+import datetime
 import functools
 import logging
 import time
@@ -32,6 +33,7 @@ from typing import Any
 
 import trio
 
+from ... import __version__
 from ... import protocol as p
 from ...errors import HcsBatchError
 from ...model import ExecutionState
@@ -51,6 +53,11 @@ class ExecutorStatistics:
     queued: int
     running: int
     busy_workers: int
+
+
+def _iso(timestamp: float) -> str:
+    """``timestamp`` (seconds since the epoch) as ISO 8601 in UTC, e.g. ``2026-12-04T06:13:28.123+00:00``."""
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="milliseconds")
 
 
 class _WellFailed(Exception):
@@ -142,6 +149,8 @@ class Executor(abc.ABC):
             plate_name=execution.plate_name,
             state=execution.state,
             error=execution.error,
+            wells_total=execution.wells_total,
+            wells_skipped=execution.wells_skipped,
         )
 
     async def _run(self, execution: Execution, plan: Plan, plate_dir: Path, force: bool) -> None:
@@ -203,7 +212,8 @@ class Executor(abc.ABC):
     async def _run_wells(self, execution: Execution, plan: Plan, plate_dir: Path, force: bool) -> list[Row]:
         done: dict[str, list[Row]] = {}
         if not force:
-            done = await self._lane.run(load_done_wells, plate_dir, plan.wells, plan.artifact_id)
+            keys = {well: plan.well_key(well) for well in plan.wells}
+            done = await self._lane.run(load_done_wells, plate_dir, keys)
         execution.wells_skipped = len(done)
         execution.wells_done = len(done)
         todo = iter([well for well in plan.wells if well not in done])
@@ -259,12 +269,13 @@ class Executor(abc.ABC):
             "channel_names": {str(k): v for k, v in plan.channel_names.items()},
             "image_metadata": dict(plan.image_metadata),
             "compile_warnings": list(plan.warnings),
-            "rows": rows,
+            "result_rows": rows,
             "wells_computed": execution.wells_done - execution.wells_skipped,
-            "wells_skipped": execution.wells_skipped,
+            "wells_reused": execution.wells_skipped,
             "inline": plan.inline,
-            "started_at": started,
-            "finished_at": time.time(),
+            "started_at": _iso(started),
+            "finished_at": _iso(time.time()),
+            "software_version": __version__,
             "protocol_version": p.PROTOCOL_VERSION,
         }
 
