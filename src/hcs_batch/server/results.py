@@ -49,7 +49,8 @@ __all__ = [
 ]
 
 Row = dict[str, Any]
-BASE_COLUMNS = ("well", "site", "channel", "object_count", "mean_intensity", "timepoint")
+BASE_COLUMNS = ("plate", "well", "site", "channel", "object_count", "mean_intensity", "timepoint", "file")
+"""The first columns of ``wells.csv``; docs/output.md defines every column."""
 
 _json_encoder = msgspec.json.Encoder()
 
@@ -163,12 +164,12 @@ def _objects_key(path: Path) -> str | None:
     return value.decode(errors="replace") if value is not None else None
 
 
-def _csv_text(rows: Sequence[Row]) -> str:
+def _csv_text(plate: str, rows: Sequence[Row]) -> str:
     extra = sorted({key for row in rows for key in row} - set(BASE_COLUMNS))
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=[*BASE_COLUMNS, *extra], restval="", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({**row, "plate": plate} for row in rows)
     return out.getvalue()
 
 
@@ -195,10 +196,11 @@ def write_objects(plate_dir: Path, wells: Iterable[str]) -> None:
 def write_plate_results(
     plate_dir: Path, rows: Sequence[Row], manifest: Mapping[str, Any], *, objects: bool = False
 ) -> None:
-    """Write ``wells.csv`` (``BASE_COLUMNS`` first, then other measurements sorted), with ``objects`` the
+    """Write ``wells.csv`` (``BASE_COLUMNS`` first, ``plate`` from ``manifest["plate"]``, then other measurements
+    sorted), with ``objects`` the
     combined ``objects.parquet`` of the rows' wells, and last ``manifest.json``."""
     plate_dir.mkdir(parents=True, exist_ok=True)
     if objects:
         write_objects(plate_dir, dict.fromkeys(str(row["well"]) for row in rows))
-    atomic_write(plate_dir / "wells.csv", _csv_text(rows).encode())
+    atomic_write(plate_dir / "wells.csv", _csv_text(str(manifest.get("plate", plate_dir.name)), rows).encode())
     atomic_write(plate_dir / "manifest.json", msgspec.json.format(_json_encoder.encode(dict(manifest))) + b"\n")

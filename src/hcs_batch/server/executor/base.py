@@ -202,8 +202,9 @@ class Executor(abc.ABC):
         rows: list[Row] = []
         for well in plan.wells:
             for site, timepoint, channels in plan.well_images[well]:
-                for channel, _ in channels:
-                    rows.append({"well": well, "site": site, "channel": channel, "timepoint": timepoint})
+                for channel, sources in channels:
+                    row = {"well": well, "site": site, "channel": channel, "timepoint": timepoint}
+                    rows.append({**row, "file": ";".join(sources)})
             execution.wells_done += 1
             self._progress(execution, plan, well)
         await trio.lowlevel.checkpoint()
