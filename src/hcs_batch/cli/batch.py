@@ -16,9 +16,9 @@ from pathlib import Path
 
 import trio
 
-from .._util import is_loopback
+from .._util import check_server_url, is_loopback
 from ..connect import open_backend
-from ..errors import PlateError
+from ..errors import InputError, PlateError
 from ..model import PlateRef, PlateState
 from ..pipeline import default_pipeline_text, load_pipeline_file
 from ..workflow.service import BatchKind, BatchState, BatchSummary, BatchWorkflowService
@@ -51,10 +51,26 @@ def _is_local(server: str | None) -> bool:
 
 
 def main_batch(args: argparse.Namespace) -> int:
-    """``hcs-batch compile|run PLATE...``: the batch's exit code (0 all succeeded, 1 some failed)."""
+    """``hcs-batch compile|run PLATE...``: the batch's exit code (0 all succeeded, 1 some failed).
+
+    Raises InputError (exit 2) before any work: a server address not ``tcp://HOST:PORT``, an ``--output`` that is
+    a file, a pipeline that does not compile here (with a local server), a missing plate folder.
+    """
+    if args.server is not None:
+        check_server_url(args.server)
+    output = getattr(args, "output", None)
+    if output is not None and Path(output).exists() and not Path(output).is_dir():
+        raise InputError(f"--output {output} is a file; name a folder (it is created when missing)")
     pipeline_text = load_pipeline_file(args.pipeline) if args.pipeline else default_pipeline_text()
+    if args.server is None:
+        # The embedded server runs in this process: check the pipeline once here, before any plate (exit 2).
+        from ..server.compiler import compile_pipeline
+
+        compile_pipeline(pipeline_text, args.pipeline or "<pipeline>")
     plates = _plates(args.plates, check_local=_is_local(args.server), layout=args.layout)
     config = {key: value for key in ("layout", "projection") if (value := getattr(args, key, None))}
+    if args.pipeline:
+        config["pipeline_file"] = str(args.pipeline)  # names the file in the server's compile errors
     summary = trio.run(
         _run_batch,
         BatchKind(args.command),
