@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +110,29 @@ def test_built_in_parameter_ranges_are_checked_at_compile(step: str, params: str
     text = f'[[steps]]\nfunc = "hcs_batch.steps:{step}"\n{params}\n'
     with pytest.raises(PipelineError, match=message):
         compile_pipeline(text, "p.toml")
+
+
+def test_serve_logs_one_line_per_execution_start_and_end(plate: Path, tmp_path: Path) -> None:
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0", "--workers", "1"],
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            text=True,
+            env=env(),
+        )
+        try:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().split()[4]
+            result = _hcs("run", str(plate), "--server", url, "--output", str(tmp_path / "out"), "--json")
+            assert result.returncode == 0, result.stderr
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=60)
+            proc.stdout.close()  # type: ignore[union-attr]
+    execution = json.loads(result.stdout)["plates"][0]["execution_id"]
+    lines = [line for line in log_path.read_text().splitlines() if execution in line]
+    assert len(lines) == 2, log_path.read_text()
+    assert "plate plate_001 started, 1 wells" in lines[0]
+    assert re.search(r"plate plate_001 completed in \d+\.\d\d s, 1 of 1 wells done \(0 reused\)$", lines[1])

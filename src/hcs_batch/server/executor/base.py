@@ -7,6 +7,9 @@ an executor only says how one well runs (:meth:`Executor.run_well`).
 - A plan whose steps are all marked noops (:func:`hcs_batch.steps.inline_noop`) runs inline: no images are read
   and no well runs on the executor; each (well, site, channel) gets a row without measurements.
 - Each execution drives at most ``workers`` wells at once; the first failing well cancels the others.
+- An execution that reads images holds its plate folder's lock (:mod:`..plate_lock`) while it runs: a second
+  execution of the plate into the same folder fails at once, naming the owner, instead of computing it twice.
+- Every execution logs one line when it starts and one when it ends (plate, wells, duration, outcome).
 - Every file-system call of an execution (finding done wells, writing the plate's results) runs on the server's
   :class:`~hcs_batch.runtime.thread_lane.ThreadLane`: never on the Trio thread (a slow or hung drive cannot stall
   the event loop, or a GUI hosting an embedded server), and many plates finishing together share one thread hop
@@ -35,11 +38,13 @@ import trio
 
 from ... import __version__
 from ... import protocol as p
+from ..._util import clip_text
 from ...errors import HcsBatchError
 from ...model import ExecutionState
 from ...runtime.thread_lane import ThreadLane
 from ..compiler import Plan
 from ..events import EventPublisher
+from ..plate_lock import acquire_plate_lock, release_plate_lock
 from ..results import Row, load_done_wells, plate_output_dir, write_plate_results
 from ..stores import ArtifactStore, Execution, RecordStore
 
@@ -157,6 +162,14 @@ class Executor(abc.ABC):
         state = ExecutionState.CANCELLED
         error = ""
         started = time.time()
+        lock: Path | None = None
+        log.info(
+            "execution %s: plate %s started, %d wells, output %s",
+            execution.execution_id,
+            plan.plate_name,
+            len(plan.wells),
+            plate_dir,
+        )
         try:
             with execution.cancel_scope:
                 self.records.mark_running(execution)
@@ -164,6 +177,14 @@ class Executor(abc.ABC):
                 if plan.inline:
                     rows = await self._run_inline(execution, plan)
                 else:
+                    lock = await self._lane.run(
+                        functools.partial(
+                            acquire_plate_lock,
+                            execution_id=execution.execution_id,
+                            server=self._publisher.instance,
+                        ),
+                        plate_dir,
+                    )
                     rows = await self._run_wells(execution, plan, plate_dir, force)
                 manifest = self._manifest(execution, plan, len(rows), started)
                 write = functools.partial(write_plate_results, objects=not plan.inline)
@@ -180,8 +201,24 @@ class Executor(abc.ABC):
             state, error = ExecutionState.FAILED, f"internal error: {type(exc).__name__}: {exc}"
         finally:
             # Runs on cancellation too (the server stopping): the record and the event say "cancelled".
+            if lock is not None:
+                with trio.CancelScope(shield=True):
+                    await self._lane.run(
+                        functools.partial(release_plate_lock, execution_id=execution.execution_id), lock
+                    )
             self.records.finish(execution, state, error)
             self._publish_state(execution)
+            log.info(
+                "execution %s: plate %s %s in %.2f s, %d of %d wells done (%d reused)%s",
+                execution.execution_id,
+                plan.plate_name,
+                execution.state.value,
+                time.time() - started,
+                execution.wells_done,
+                execution.wells_total,
+                execution.wells_skipped,
+                f": {clip_text(execution.error, 300)}" if execution.error else "",
+            )
 
     def _progress(self, execution: Execution, plan: Plan, well: str) -> None:
         steps = plan.steps
