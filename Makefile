@@ -22,6 +22,10 @@ $(BENCH_STAMP): $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/hcs-batch demo
+	@echo
+	@echo "The hcs-batch command is installed in $(VENV). To use it, activate the environment:"
+	@echo "    . $(VENV)/bin/activate      # then: hcs-batch --help"
+	@echo "or call it by its path: $(VENV)/bin/hcs-batch --help"
 
 test: $(STAMP)
 	$(PY) -m pytest

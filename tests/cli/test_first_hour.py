@@ -136,3 +136,36 @@ def test_serve_logs_one_line_per_execution_start_and_end(plate: Path, tmp_path: 
     assert len(lines) == 2, log_path.read_text()
     assert "plate plate_001 started, 1 wells" in lines[0]
     assert re.search(r"plate plate_001 completed in \d+\.\d\d s, 1 of 1 wells done \(0 reused\)$", lines[1])
+
+
+def test_version_is_the_package_version() -> None:
+    import hcs_batch
+
+    result = _hcs("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"hcs-batch {hcs_batch.__version__}"
+
+
+def test_make_plates_refuses_a_non_empty_folder_unless_overwrite(tmp_path: Path) -> None:
+    first = _hcs("make-plates", "plates", "--plates", "2", "--wells", "2", "--size", "32", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    (tmp_path / "plates" / "notes.txt").write_text("mine")
+    line = _one_line(_hcs("make-plates", "plates", "--plates", "1", "--wells", "1", "--size", "32", cwd=tmp_path))
+    assert "plates is not empty" in line and "--overwrite" in line
+    assert len(list((tmp_path / "plates" / "plate_002").iterdir())) == 2, "nothing touched"
+    again = _hcs("make-plates", "plates", "--plates", "1", "--wells", "1", "--size", "32", "--overwrite", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in (tmp_path / "plates").iterdir()) == ["ground_truth.csv", "notes.txt", "plate_001"]
+    assert [p.name for p in (tmp_path / "plates" / "plate_001").iterdir()] == ["A01_s1_w1.tif"]
+    assert len((tmp_path / "plates" / "ground_truth.csv").read_text().splitlines()) == 2
+
+
+def test_the_demo_writes_its_own_folder_and_make_demo_says_how_to_get_the_command(tmp_path: Path) -> None:
+    (tmp_path / "hcs-results").mkdir()
+    (tmp_path / "hcs-results" / "mine.csv").write_text("precious")
+    result = _hcs("demo", "--plates", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "hcs-demo-results" / "plate_001" / "wells.csv").exists()
+    assert [p.name for p in (tmp_path / "hcs-results").iterdir()] == ["mine.csv"]
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    demo_recipe = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    assert ". $(VENV)/bin/activate" in demo_recipe and "$(VENV)/bin/hcs-batch --help" in demo_recipe

@@ -154,7 +154,8 @@ async def _with_ctrl_c(service: BatchWorkflowService, batch: Callable[[], Awaita
 
 
 def main_demo(args: argparse.Namespace) -> int:
-    """``hcs-batch demo``: synthetic plates in a temporary folder, run, compared with their ground truth."""
+    """``hcs-batch demo``: synthetic plates in a temporary folder, run, compared with their ground truth; the
+    results go to ``--output`` (``./hcs-demo-results``), never to ``run``'s default folder."""
     from ..testing.plates import make_plates
 
     with tempfile.TemporaryDirectory(prefix="hcs-batch-demo-") as tmp:
@@ -162,7 +163,7 @@ def main_demo(args: argparse.Namespace) -> int:
         print(f"making {args.plates} synthetic plates in {root}", file=sys.stderr)
         paths = make_plates(root / "plates", plates=args.plates, wells=8, sites=2, channels=1, size=256, seed=7)
         plates = [PlateRef.from_path(p) for p in paths]
-        output = Path("hcs-results").absolute()
+        output = Path(args.output).absolute()
         summary = trio.run(_run_batch, BatchKind.RUN, plates, default_pipeline_text(), None, str(output), False, False)
         _print_demo_summary(summary, root / "plates" / "ground_truth.csv", output)
         return summary.exit_code()
