@@ -66,7 +66,7 @@ def render() -> str:
         signature = inspect.signature(func)
         hints = typing.get_type_hints(func, include_extras=True)
         doc = inspect.cleandoc(func.__doc__ or "(undocumented)")
-        parts.append(f"## `{name}`\n\n`func = \"hcs_batch.steps:{name}\"` · returns {_returns(func)}\n\n{doc}\n")
+        parts.append(f'## `{name}`\n\n`func = "hcs_batch.steps:{name}"` · returns {_returns(func)}\n\n{doc}\n')
         params = [p for p in list(signature.parameters.values())[1:] if p.name != "raw"]
         if "raw" in signature.parameters:
             parts.append("Receives the raw image as loaded (`raw`) besides the working image.\n")

@@ -72,16 +72,18 @@ class Range:
     lt: float | None = None
 
     def check(self, value: object) -> str:
-        """ "" when ``value`` is inside the range (or not a number: the type check names that), else what it must be."""
+        """What ``value`` must be when it is outside the range; empty when inside (or not a number: the type
+        check names that)."""
         if isinstance(value, bool) or not isinstance(value, int | float):
             return ""
-        for bound, ok, text in (
-            (self.ge, lambda b: value >= b, ">="),
-            (self.gt, lambda b: value > b, ">"),
-            (self.le, lambda b: value <= b, "<="),
-            (self.lt, lambda b: value < b, "<"),
+        x = float(value)
+        for bound, inside, text in (
+            (self.ge, self.ge is None or x >= self.ge, ">="),
+            (self.gt, self.gt is None or x > self.gt, ">"),
+            (self.le, self.le is None or x <= self.le, "<="),
+            (self.lt, self.lt is None or x < self.lt, "<"),
         ):
-            if bound is not None and not ok(bound):
+            if bound is not None and not inside:
                 return f"must be {text} {bound:g}, got {value!r}"
         return ""
 

@@ -54,7 +54,15 @@ def test_run_counts_match_ground_truth_and_json_has_the_promised_shape(plates: l
     assert [p["plate"] for p in summary["plates"]] == ["plate_001", "plate_002"]
     for plate in summary["plates"]:
         assert set(plate) == {
-            "plate", "path", "state", "error", "artifact_id", "execution_id", "output", "warnings", "wells_total",
+            "plate",
+            "path",
+            "state",
+            "error",
+            "artifact_id",
+            "execution_id",
+            "output",
+            "warnings",
+            "wells_total",
             "wells_reused",
         }
         assert plate["state"] == "completed" and plate["artifact_id"] and plate["execution_id"]

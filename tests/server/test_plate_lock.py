@@ -53,7 +53,7 @@ def test_a_live_process_of_another_host_is_never_taken_over(tmp_path: Path) -> N
     folder.mkdir()
     other = {"pid": 1, "host": "another-host.example", "server": "far", "execution_id": "theirs"}
     (folder / LOCK_NAME).write_text(json.dumps(other))
-    with pytest.raises(PlateBusyError, match="another-host.example"):
+    with pytest.raises(PlateBusyError, match=r"another-host\.example"):
         acquire_plate_lock(folder, execution_id="mine", server="srv")
 
 

@@ -270,7 +270,7 @@ def artifact_id_for(
     config: Mapping[str, str],
     identity: Mapping[str, str] | None = None,
 ) -> str:
-    """The content hash (sha256 hex) of what a compile depends on; ``identity`` is :func:`.identity.content_identity`."""
+    """The content hash (sha256 hex) of what a compile depends on; ``identity``: :func:`.identity.content_identity`."""
     payload = [
         _base_payload(index, plate_name, pipeline_text, config),
         sorted(index.wells.items()),

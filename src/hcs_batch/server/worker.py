@@ -227,7 +227,8 @@ def run_well(
         site, timepoint, channels = image_set
         for channel, sources in channels.items():
             where = f"well {well} site {site} channel {channel} timepoint {timepoint}"
-            row: Row = {"well": well, "site": site, "channel": channel, "timepoint": timepoint, "file": ";".join(sources)}
+            row: Row = {"well": well, "site": site, "channel": channel, "timepoint": timepoint}
+            row["file"] = ";".join(sources)
             _run_steps(where, _load(plate_path, sources, where, projection), steps, row)
             rows.append(row)
     write_well_result(Path(plate_dir), well, well_key, rows, tables)

@@ -115,7 +115,8 @@ def _warn_missing(builder: IndexBuilder) -> None:
         if (well, site, t, channel, z) not in keys
     ]
     builder.warnings.append(
-        f"{len(missing)} image(s) missing where the plate's other images have them (it runs without them): {few(missing)}"
+        f"{len(missing)} image(s) missing where the plate's other images have them (it runs without them): "
+        f"{few(missing)}"
     )
 
 
