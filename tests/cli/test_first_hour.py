@@ -169,3 +169,17 @@ def test_the_demo_writes_its_own_folder_and_make_demo_says_how_to_get_the_comman
     makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
     demo_recipe = makefile.split("\ndemo:", 1)[1].split("\n\n", 1)[0]
     assert ". $(VENV)/bin/activate" in demo_recipe and "$(VENV)/bin/hcs-batch --help" in demo_recipe
+
+
+def test_a_pipeline_mistake_against_a_named_server_is_one_error_before_any_plate(tmp_path: Path) -> None:
+    from ..support.serverproc import running_server
+
+    plates = make_plates(tmp_path / "plates", plates=3, wells=1, size=32, seed=1)
+    (tmp_path / "mine.toml").write_text(BAD_STEP)
+    with running_server(workers=1) as server:
+        result = _hcs(
+            "run", *map(str, plates), "--pipeline", "mine.toml", "--server", server.url, "--output", "out", cwd=tmp_path
+        )
+    line = _one_line(result)
+    assert "mine.toml:7: step 2 (hcs_batch.steps:gausian_blur)" in line and "did you mean 'gaussian_blur'?" in line
+    assert not (tmp_path / "out").exists()

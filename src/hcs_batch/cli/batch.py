@@ -17,8 +17,9 @@ from pathlib import Path
 import trio
 
 from .._util import check_server_url, is_loopback
+from ..backend import ExecutionBackend
 from ..connect import open_backend
-from ..errors import InputError, PlateError
+from ..errors import HcsBatchError, InputError, PipelineError, PlateError
 from ..model import PlateRef, PlateState
 from ..pipeline import default_pipeline_text, load_pipeline_file
 from ..workflow.service import BatchKind, BatchState, BatchSummary, BatchWorkflowService
@@ -117,6 +118,8 @@ async def _run_batch(
 ) -> BatchSummary:
     host = host or TerminalHost()
     async with open_backend(server, keys=keys) as backend:
+        if server is not None and plates:
+            await _check_pipeline_on(backend, plates[0], pipeline_text, config or {})
         service = BatchWorkflowService(
             host,
             backend,
@@ -128,6 +131,19 @@ async def _run_batch(
         )
         start = service.run_plates if kind is BatchKind.RUN else service.compile_plates
         return await _with_ctrl_c(service, lambda: start(plates))
+
+
+async def _check_pipeline_on(
+    backend: ExecutionBackend, plate: PlateRef, pipeline_text: str, config: dict[str, str]
+) -> None:
+    """Compile the first plate once on a named server, so a pipeline mistake is one error (exit 2) before any plate
+    runs, not one failure per plate. Raises PipelineError; a problem of that plate alone is left to the batch."""
+    try:
+        await backend.compile(plate_path=str(plate.path), plate_name=plate.name, pipeline=pipeline_text, config=config)
+    except PipelineError:
+        raise
+    except HcsBatchError:
+        pass
 
 
 async def _with_ctrl_c(service: BatchWorkflowService, batch: Callable[[], Awaitable[BatchSummary]]) -> BatchSummary:
