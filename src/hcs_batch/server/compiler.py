@@ -258,7 +258,8 @@ def _base_payload(index: PlateIndex, plate_name: str, pipeline_text: str, config
         "layout": index.layout,
         "plate_name": plate_name,
         "pipeline": pipeline_text,
-        "config": sorted(config.items()),
+        # The file's name only labels error messages: the same pipeline text from another file is the same work.
+        "config": sorted((k, v) for k, v in config.items() if k != "pipeline_file"),
     }
     return json.dumps(payload, separators=(",", ":"))
 
