@@ -10,9 +10,10 @@ A frame that does not decode (garbage, oversize, unknown kind, wrong version) ge
 envelope (no identity frame) is dropped.
 
 ``Compile.config["pipeline_file"]``, when a client sets it, names the pipeline in compile error messages (unlike
-the other config entries, it is not part of the artifact id: the pipeline's text is). ``Compile.config["layout"]`` names the plate layout (see
-:mod:`.layouts`; detected from the folder's content when absent), ``Compile.config["projection"]`` how z-planes
-are projected (see :mod:`.compiler`). The layout's warnings come back in ``CompileReply.warnings``.
+the other config entries, it is not part of the artifact id: the pipeline's text is). ``Compile.config["layout"]``
+names the plate layout (see :mod:`.layouts`; detected from the folder's content when absent),
+``Compile.config["projection"]`` how z-planes are projected (see :mod:`.compiler`). The layout's warnings come
+back in ``CompileReply.warnings``.
 """
 
 from __future__ import annotations
