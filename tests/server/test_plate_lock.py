@@ -87,3 +87,17 @@ async def test_the_same_plate_twice_at_once_into_one_folder_runs_once(tmp_path: 
             ended = await wait_terminal(conn, [first])
     assert ended[first].state == "completed"
     assert not (out / plate.name / LOCK_NAME).exists(), "released at the end"
+
+
+def test_a_garbled_lock_or_a_symlink_is_taken_over_and_nothing_outside_is_touched(tmp_path: Path) -> None:
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / LOCK_NAME).write_text("{not json")
+    lock = acquire_plate_lock(folder, execution_id="a", server="srv")
+    release_plate_lock(lock, execution_id="a")
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep")
+    (folder / LOCK_NAME).symlink_to(precious)
+    lock = acquire_plate_lock(folder, execution_id="b", server="srv")
+    assert not lock.is_symlink() and json.loads(lock.read_text())["execution_id"] == "b"
+    assert precious.read_text() == "keep"
