@@ -206,12 +206,15 @@ class ProgressEvent(_Event, frozen=True, kw_only=True, tag="progress"):
 
 
 class StateEvent(_Event, frozen=True, kw_only=True, tag="state"):
-    """An execution changed state; terminal states carry ``error`` when failed."""
+    """An execution changed state; terminal states carry ``error`` when failed, and ``wells_total`` and
+    ``wells_skipped`` (wells reused from an earlier run of the same images and pipeline) once known."""
 
     execution_id: Id
     plate_name: Name
     state: ExecutionState
     error: str = ""
+    wells_total: NonNegative = 0
+    wells_skipped: NonNegative = 0
 
 
 class HeartbeatEvent(_Event, frozen=True, kw_only=True, tag="heartbeat"):

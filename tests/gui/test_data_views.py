@@ -158,7 +158,8 @@ async def test_map_shows_states_while_running_then_counts_and_a_click_shows_the_
         assert view.image is not None and (view.image.well, view.image.site) == (well, 1)
         site_rows = [r for r in rows if r["well"] == well and r["site"] == "1" and r["channel"] == "1"]
         assert len(view.image.objects) == int(site_rows[0]["object_count"]) > 0
-        assert view.rows_model.rowCount() == 2 and {r[0] for r in view.rows_model.rows} == {well}
+        column = view.rows_model.header.index("well")
+        assert view.rows_model.rowCount() == 2 and {r[column] for r in view.rows_model.rows} == {well}
         # The overlay is drawn where the objects are, and only when asked for.
         x, y, _ = view.image.objects[0]
         target = view.canvas.image_rect()

@@ -45,6 +45,8 @@ def test_the_summary_and_its_exit_code() -> None:
         "execution_id": "",
         "output": "",
         "warnings": [],
+        "wells_total": 0,
+        "wells_reused": 0,
     }
     ledger.stopped_by_user = True
     assert ledger.summary().exit_code() == 130

@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 import trio
 
+from .._util import check_server_url
 from ..connect import open_backend
 from ..model import ExecutionState
 from ..workflow.follow import LIVE_STATES, ExecutionFollower
@@ -20,11 +21,14 @@ __all__ = ["main_attach", "main_status"]
 
 def main_status(args: argparse.Namespace) -> int:
     """``hcs-batch status``: print the server's status (``--json``: one object); 0."""
+    if args.server is not None:
+        check_server_url(args.server)
     return trio.run(_status, args)
 
 
 def main_attach(args: argparse.Namespace) -> int:
     """``hcs-batch attach``: see :func:`_attach`."""
+    check_server_url(args.server)
     return trio.run(_attach, args)
 
 

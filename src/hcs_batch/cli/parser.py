@@ -11,11 +11,18 @@ LAYOUTS = ("flat", "imagexpress", "phenix", "omezarr")
 PROJECTIONS = ("max", "mean", "min", "sum")
 
 
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``hcs-batch``; one sub-command per command."""
     parser = argparse.ArgumentParser(
         prog="hcs-batch", description="Batch compile and run high-content-screening plates on an execution server."
     )
+    parser.add_argument("--version", action="version", version=f"hcs-batch {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run an execution server")
@@ -31,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     plates.add_argument("--channels", type=int, default=1)
     plates.add_argument("--size", type=int, default=128)
     plates.add_argument("--seed", type=int, default=0)
+    plates.add_argument(
+        "--overwrite", action="store_true", help="replace the plate folders and ground_truth.csv already in DIR"
+    )
 
     def batch_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("plates", nargs="+", metavar="PLATE", help="plate folders")
@@ -75,9 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     attach.add_argument("--json", action="store_true")
 
     demo = sub.add_parser(
-        "demo", help="make synthetic plates in a temporary folder and run them (results in ./hcs-results)"
+        "demo", help="make synthetic plates in a temporary folder and run them (results in ./hcs-demo-results)"
     )
     demo.add_argument("--plates", type=int, default=4)
+    demo.add_argument("--output", default="./hcs-demo-results", help="results folder (default: ./hcs-demo-results)")
 
     keys = sub.add_parser("keys", help="CurveZMQ keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import trio
 
 from .. import protocol as p
-from .._util import collapse_single_exception_group
+from .._util import check_server_url, collapse_single_exception_group
 from .._zmq import AsyncSocket, new_socket
 from ..backend import EventFanout, EventGap, ExecutionBackend, StreamItem
 from ..errors import (
@@ -293,6 +293,7 @@ async def open_connection(
     """Connect to the server at ``url`` (``tcp://host:port``) and handshake.
 
     Raises:
+        InputError: ``url`` is not of the form ``tcp://HOST:PORT``.
         ServerUnreachableError: nothing answered the handshake within ``connect_timeout``.
         ProtocolError: the server speaks another protocol version.
 
@@ -300,6 +301,7 @@ async def open_connection(
     heartbeat or reply arrives for ``liveness_timeout`` seconds, pending and later requests raise
     ``ServerLostError`` and event streams end with ``ConnectionLost``.
     """
+    check_server_url(url)
     conn = ServerConnection(url, liveness_timeout=liveness_timeout, socket_options=socket_options or {})
     try:
         with collapse_single_exception_group():

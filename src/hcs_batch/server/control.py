@@ -9,10 +9,11 @@ A frame that does not decode (garbage, oversize, unknown kind, wrong version) ge
 ``protocol`` and the best-effort request id, and is logged; the server keeps serving. A message without a usable
 envelope (no identity frame) is dropped.
 
-``Compile.config["pipeline_file"]``, when a client sets it, names the pipeline in compile error messages (like
-every config entry, it is part of the artifact id). ``Compile.config["layout"]`` names the plate layout (see
-:mod:`.layouts`; detected from the folder's content when absent), ``Compile.config["projection"]`` how z-planes
-are projected (see :mod:`.compiler`). The layout's warnings come back in ``CompileReply.warnings``.
+``Compile.config["pipeline_file"]``, when a client sets it, names the pipeline in compile error messages (unlike
+the other config entries, it is not part of the artifact id: the pipeline's text is). ``Compile.config["layout"]``
+names the plate layout (see :mod:`.layouts`; detected from the folder's content when absent),
+``Compile.config["projection"]`` how z-planes are projected (see :mod:`.compiler`). The layout's warnings come
+back in ``CompileReply.warnings``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ..runtime.thread_lane import ThreadLane
 from .compiler import CompiledPipeline, compile_pipeline, compile_plate
 from .events import EventPublisher
 from .executor import Executor
+from .identity import content_identity
 from .layouts import choose_layout, flat
 from .layouts.flat import list_folder
 
@@ -231,7 +233,9 @@ class ControlApp:
             else:
                 # A thread of its own: one large Index XML or zarr store must not hold up other plates' listings.
                 index = await trio.to_thread.run_sync(layout.read, request.plate_path, names)
-            plan = compile_plate(index, request.plate_name, request.pipeline, request.config, pipeline)
+            # What resume keys on (sizes and mtimes of the images); an inline pipeline reads no image, needs none.
+            content = None if pipeline[2] else await trio.to_thread.run_sync(content_identity, index.path, index.wells)
+            plan = compile_plate(index, request.plate_name, request.pipeline, request.config, pipeline, content)
         except HcsBatchError as exc:
             self._error(identity, request.rid, exc.code, str(exc))
             return

@@ -60,6 +60,9 @@ class PlateOutcome:
     output: str = ""
     warnings: tuple[str, ...] = ()
     """What the plate's layout reported at compile time (ignored files, missing images)."""
+    wells_total: int = 0
+    wells_reused: int = 0
+    """Wells not computed again: an earlier run of the same images and pipeline left their results."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,6 +74,8 @@ class PlateOutcome:
             "execution_id": self.execution_id,
             "output": self.output,
             "warnings": list(self.warnings),
+            "wells_total": self.wells_total,
+            "wells_reused": self.wells_reused,
         }
 
 
@@ -105,6 +110,7 @@ class BatchSummary:
             "batch": self.kind.value,
             "plates": [outcome.to_json() for outcome in self.plates],
             "counts": self.counts,
+            "wells_reused": sum(outcome.wells_reused for outcome in self.plates),
         }
 
 
@@ -119,6 +125,8 @@ class PlateSlot:
     execution_id: str = ""
     output: str = ""
     warnings: tuple[str, ...] = ()
+    wells_total: int = 0
+    wells_reused: int = 0
 
 
 class PlateLedger:
@@ -155,6 +163,8 @@ class PlateLedger:
                     execution_id=s.execution_id,
                     output=s.output,
                     warnings=s.warnings,
+                    wells_total=s.wells_total,
+                    wells_reused=s.wells_reused,
                 )
                 for s in self.slots
             ),

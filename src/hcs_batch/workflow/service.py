@@ -368,6 +368,7 @@ class BatchWorkflowService:
 
         def on_result(job: tuple[PlateSlot, CompiledPlate], ended: FollowedExecution) -> None:
             assert isinstance(ended.state, ExecutionState)  # wait() raises for the other endings
+            job[0].wells_total, job[0].wells_reused = ended.wells_total, ended.wells_reused
             self._transition(batch, job[0], PLATE_STATE_OF_EXECUTION[ended.state], ended.error)
 
         engine: BatchSubmitWaitEngine[tuple[PlateSlot, CompiledPlate], str, FollowedExecution] = BatchSubmitWaitEngine(

@@ -8,6 +8,9 @@ an executor only says how one well runs (:meth:`Executor.run_well`).
 - A plan whose steps are all marked noops (:func:`hcs_batch.steps.inline_noop`) runs inline: no images are read
   and no well runs on the executor; each (well, site, channel) gets a row without measurements.
 - Each execution drives at most ``workers`` wells at once; the first failing well cancels the others.
+- An execution that reads images holds its plate folder's lock (:mod:`..plate_lock`) while it runs: a second
+  execution of the plate into the same folder fails at once, naming the owner, instead of computing it twice.
+- Every execution logs one line when it starts and one when it ends (plate, wells, duration, outcome).
 - Every file-system call of an execution (finding done wells, writing the plate's results) runs on the server's
   :class:`~hcs_batch.runtime.thread_lane.ThreadLane`: never on the Trio thread (a slow or hung drive cannot stall
   the event loop, or a GUI hosting an embedded server), and many plates finishing together share one thread hop
@@ -24,6 +27,7 @@ an executor only says how one well runs (:meth:`Executor.run_well`).
 from __future__ import annotations
 
 import abc
+import datetime
 import functools
 import logging
 import time
@@ -34,12 +38,15 @@ from typing import Any
 
 import trio
 
+from ... import __version__
 from ... import protocol as p
+from ..._util import clip_text
 from ...errors import HcsBatchError
 from ...model import ExecutionState
 from ...runtime.thread_lane import ThreadLane
 from ..compiler import Plan
 from ..events import EventPublisher
+from ..plate_lock import acquire_plate_lock, release_plate_lock
 from ..plate_map import write_plate_map
 from ..results import Row, load_done_wells, plate_output_dir, write_plate_results
 from ..stores import ArtifactStore, Execution, RecordStore
@@ -54,6 +61,11 @@ class ExecutorStatistics:
     queued: int
     running: int
     busy_workers: int
+
+
+def _iso(timestamp: float) -> str:
+    """``timestamp`` (seconds since the epoch) as ISO 8601 in UTC, e.g. ``2026-12-04T06:13:28.123+00:00``."""
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="milliseconds")
 
 
 class _WellFailed(Exception):
@@ -145,12 +157,22 @@ class Executor(abc.ABC):
             plate_name=execution.plate_name,
             state=execution.state,
             error=execution.error,
+            wells_total=execution.wells_total,
+            wells_skipped=execution.wells_skipped,
         )
 
     async def _run(self, execution: Execution, plan: Plan, plate_dir: Path, force: bool) -> None:
         state = ExecutionState.CANCELLED
         error = ""
         started = time.time()
+        lock: Path | None = None
+        log.info(
+            "execution %s: plate %s started, %d wells, output %s",
+            execution.execution_id,
+            plan.plate_name,
+            len(plan.wells),
+            plate_dir,
+        )
         try:
             with execution.cancel_scope:
                 self.records.mark_running(execution)
@@ -158,6 +180,14 @@ class Executor(abc.ABC):
                 if plan.inline:
                     rows = await self._run_inline(execution, plan)
                 else:
+                    lock = await self._lane.run(
+                        functools.partial(
+                            acquire_plate_lock,
+                            execution_id=execution.execution_id,
+                            server=self._publisher.instance,
+                        ),
+                        plate_dir,
+                    )
                     rows = await self._run_wells(execution, plan, plate_dir, force)
                 manifest = self._manifest(execution, plan, len(rows), started)
                 write = functools.partial(write_plate_results, objects=not plan.inline)
@@ -176,8 +206,24 @@ class Executor(abc.ABC):
             state, error = ExecutionState.FAILED, f"internal error: {type(exc).__name__}: {exc}"
         finally:
             # Runs on cancellation too (the server stopping): the record and the event say "cancelled".
+            if lock is not None:
+                with trio.CancelScope(shield=True):
+                    await self._lane.run(
+                        functools.partial(release_plate_lock, execution_id=execution.execution_id), lock
+                    )
             self.records.finish(execution, state, error)
             self._publish_state(execution)
+            log.info(
+                "execution %s: plate %s %s in %.2f s, %d of %d wells done (%d reused)%s",
+                execution.execution_id,
+                plan.plate_name,
+                execution.state.value,
+                time.time() - started,
+                execution.wells_done,
+                execution.wells_total,
+                execution.wells_skipped,
+                f": {clip_text(execution.error, 300)}" if execution.error else "",
+            )
 
     def _progress(self, execution: Execution, plan: Plan, well: str) -> None:
         steps = plan.steps
@@ -209,8 +255,9 @@ class Executor(abc.ABC):
         rows: list[Row] = []
         for well in plan.wells:
             for site, timepoint, channels in plan.well_images[well]:
-                for channel, _ in channels:
-                    rows.append({"well": well, "site": site, "channel": channel, "timepoint": timepoint})
+                for channel, sources in channels:
+                    row = {"well": well, "site": site, "channel": channel, "timepoint": timepoint}
+                    rows.append({**row, "file": ";".join(sources)})
             execution.wells_done += 1
             self._progress(execution, plan, well)
         await trio.lowlevel.checkpoint()
@@ -219,7 +266,8 @@ class Executor(abc.ABC):
     async def _run_wells(self, execution: Execution, plan: Plan, plate_dir: Path, force: bool) -> list[Row]:
         done: dict[str, list[Row]] = {}
         if not force:
-            done = await self._lane.run(load_done_wells, plate_dir, plan.wells, plan.artifact_id)
+            keys = {well: plan.well_key(well) for well in plan.wells}
+            done = await self._lane.run(load_done_wells, plate_dir, keys)
         execution.wells_skipped = len(done)
         execution.wells_done = len(done)
         todo = iter([well for well in plan.wells if well not in done])
@@ -276,12 +324,13 @@ class Executor(abc.ABC):
             "channel_names": {str(k): v for k, v in plan.channel_names.items()},
             "image_metadata": dict(plan.image_metadata),
             "compile_warnings": list(plan.warnings),
-            "rows": rows,
+            "result_rows": rows,
             "wells_computed": execution.wells_done - execution.wells_skipped,
-            "wells_skipped": execution.wells_skipped,
+            "wells_reused": execution.wells_skipped,
             "inline": plan.inline,
-            "started_at": started,
-            "finished_at": time.time(),
+            "started_at": _iso(started),
+            "finished_at": _iso(time.time()),
+            "software_version": __version__,
             "protocol_version": p.PROTOCOL_VERSION,
         }
 

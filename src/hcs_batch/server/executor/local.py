@@ -57,7 +57,7 @@ class LocalExecutor(Executor):
             plan.well_images[well],
             plan.worker_steps,
             str(plate_dir),
-            plan.artifact_id,
+            plan.well_key(well),
             plan.projection,
             plan.segment_channel,
             dict(plan.channel_names),
