@@ -22,6 +22,7 @@ from .errors import (
     SecurityError,
     ServerLostError,
     ServerRestartedError,
+    ServerShutDownError,
     ServerUnreachableError,
     TransportError,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "ServerConnection",
     "ServerLostError",
     "ServerRestartedError",
+    "ServerShutDownError",
     "ServerUnreachableError",
     "TransportError",
     "open_backend",

@@ -75,6 +75,11 @@ def _is_local(server: str | None) -> bool:
 
 
 def _batch(args: argparse.Namespace) -> int:
+    if args.allow_steps and args.server is not None:
+        raise InputError(
+            "--allow-steps configures the embedded server only; start the remote server with "
+            "'hcs-batch serve --allow-steps PREFIX'"
+        )
     pipeline_text = load_pipeline_file(args.pipeline) if args.pipeline else default_pipeline_text()
     plates = _plates(args.plates, check_local=_is_local(args.server))
     summary = trio.run(
@@ -87,6 +92,8 @@ def _batch(args: argparse.Namespace) -> int:
         getattr(args, "fail_fast", False),
         getattr(args, "force", False),
         args.keys,
+        None,
+        tuple(args.allow_steps),
     )
     return _report(summary, as_json=args.json)
 
@@ -107,9 +114,18 @@ async def _run_batch(
     force: bool,
     keys: str | None = None,
     host: TerminalHost | None = None,
+    allow_steps: tuple[str, ...] = (),
 ) -> BatchSummary:
+    """Run one batch. An embedded server (no ``server``) gets the roots this command names: the plates' folders
+    as data roots, ``output`` as the output root, and the ``allow_steps`` prefixes."""
     host = host or TerminalHost()
-    async with open_backend(server, keys=keys) as backend:
+    async with open_backend(
+        server,
+        keys=keys,
+        allow_steps=allow_steps,
+        data_roots=[plate.path for plate in plates],
+        output_roots=[output],
+    ) as backend:
         service = BatchWorkflowService(
             host, backend, pipeline_text=pipeline_text, output_dir=output, fail_fast=fail_fast, force=force
         )

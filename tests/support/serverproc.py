@@ -14,7 +14,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterable, Iterator
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import trio
 from .slow_steps import release_gate
 
 SUPPORT = Path(__file__).parent
+TMP = tempfile.gettempdir()
 LINE = re.compile(r"^hcs-batch server listening on (tcp://127\.0\.0\.1:(\d+)) \(events on (\d+)\)$")
 
 
@@ -63,11 +65,24 @@ class Server:
         return self.proc.pid
 
 
-def start_server(*, workers: int = 2, port: int = 0) -> Server:
+def start_server(*, workers: int = 2, port: int = 0, extra: Sequence[str] = ()) -> Server:
     """Start ``hcs-batch serve`` on ``port`` (0: free ports) and return once it listens. Blocking: call it in a
-    thread from Trio code."""
+    thread from Trio code. Its data and output root is the temporary folder (tests' plates live there) unless
+    ``extra`` arguments name roots."""
+    roots = [] if any(a.endswith("-root") for a in extra) else ["--data-root", TMP, "--output-root", TMP]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hcs_batch", "serve", "--bind", f"tcp://127.0.0.1:{port}", "--workers", str(workers)],
+        [
+            sys.executable,
+            "-m",
+            "hcs_batch",
+            "serve",
+            "--bind",
+            f"tcp://127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            *roots,
+            *extra,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -76,6 +76,10 @@ class EventPublisher:
             p.HeartbeatEvent(seq=self._next(), instance=self.instance, time=time.time(), queued=queued, running=running)
         )
 
+    def shutdown(self, reason: str) -> None:
+        """Announce that the server is stopping (before anything is cancelled)."""
+        self._send(p.ShutdownEvent(seq=self._next(), instance=self.instance, reason=reason[:256]))
+
     async def run_heartbeat(self, counts: Callable[[], tuple[int, int]]) -> None:
         """Publish a heartbeat with ``counts()`` = (queued, running) every ``HEARTBEAT_INTERVAL``, first at once.
 

@@ -15,9 +15,13 @@
   (a hop per plate cost more than the write itself).
 - :meth:`Executor.cancel` cancels exactly the named executions: their worker processes are killed (and waited
   for) before the execution reports ``cancelled``; every other execution goes on.
-- On completion ``wells.csv`` and ``manifest.json`` are written (see :mod:`.results`), and only once both are on
-  disk does the execution report ``completed``; a failed or cancelled execution leaves only the per-well files of
-  the wells that finished (one cancelled while its results were being written may leave those too).
+- A well fails alone: when its image cannot be read, its step raises or its worker dies, the plate's other wells
+  still run. Once every well is done or failed, ``wells.csv`` and ``manifest.json`` are written as a pair (see
+  :mod:`.results`; ``failed_wells`` maps each failed well to its error) for the wells that finished, and only then
+  does the execution report ``completed``, or ``failed`` with ``"N of M wells failed: A03: cannot read ...; ..."``.
+  A rerun of the same artifact computes only the wells without a result file. A cancelled execution leaves only
+  the per-well files of the wells that finished (one cancelled while its results were being written may leave
+  the pair too).
 """
 
 from __future__ import annotations
@@ -47,10 +51,16 @@ __all__ = ["Executor", "default_workers"]
 log = logging.getLogger("hcs_batch.server")
 
 
-class _WellFailed(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+_FAILED_WELLS_SHOWN = 5
+"""Failed wells named in an execution's error (all of them are in ``manifest.json``)."""
+
+
+def failed_wells_message(failed: dict[str, str], total: int) -> str:
+    """``"2 of 8 wells failed: A03: cannot read A03_s1_w1.tif: ...; B01: ..."`` (the first few wells, in order)."""
+    shown = "; ".join(f"{well}: {failed[well]}" for well in sorted(failed)[:_FAILED_WELLS_SHOWN])
+    hidden = len(failed) - _FAILED_WELLS_SHOWN
+    more = f"; and {hidden} more (see manifest.json)" if hidden > 0 else ""
+    return f"{len(failed)} of {total} wells failed: {shown}{more}"
 
 
 class Executor:
@@ -153,15 +163,17 @@ class Executor:
             with execution.cancel_scope:
                 self.records.mark_running(execution)
                 self._publish_state(execution)
+                failed: dict[str, str] = {}
                 if plan.inline:
                     rows = await self._run_inline(execution, plan)
                 else:
-                    rows = await self._run_wells(execution, plan, plate_dir, force)
-                manifest = self._manifest(execution, plan, len(rows), started)
+                    rows = await self._run_wells(execution, plan, plate_dir, force, failed)
+                manifest = self._manifest(execution, plan, len(rows), started, failed)
                 await self._lane.run(write_plate_results, plate_dir, rows, manifest)
-                state = ExecutionState.COMPLETED
-        except _WellFailed as exc:
-            state, error = ExecutionState.FAILED, exc.message
+                if failed:
+                    state, error = ExecutionState.FAILED, failed_wells_message(failed, len(plan.wells))
+                else:
+                    state = ExecutionState.COMPLETED
         except HcsBatchError as exc:
             state, error = ExecutionState.FAILED, str(exc)
         except OSError as exc:
@@ -199,7 +211,11 @@ class Executor:
         await trio.lowlevel.checkpoint()
         return rows
 
-    async def _run_wells(self, execution: Execution, plan: Plan, plate_dir: Path, force: bool) -> list[Row]:
+    async def _run_wells(
+        self, execution: Execution, plan: Plan, plate_dir: Path, force: bool, failed: dict[str, str]
+    ) -> list[Row]:
+        """Run every well not yet done; returns the rows of the finished wells (in plate order) and fills
+        ``failed`` (well -> error) with the wells that failed."""
         done: dict[str, list[Row]] = {}
         if not force:
             done = await self._lane.run(load_done_wells, plate_dir, plan.wells, plan.artifact_id)
@@ -207,14 +223,11 @@ class Executor:
         execution.wells_done = len(done)
         todo = iter([well for well in plan.wells if well not in done])
         results: dict[str, list[Row]] = {}
-        failure: list[str] = []
         drivers = min(self.workers, len(plan.wells) - len(done))
         async with trio.open_nursery() as nursery:
             for _ in range(drivers):
-                nursery.start_soon(self._drive, execution, plan, plate_dir, todo, results, failure, nursery)
-        if failure:
-            raise _WellFailed(failure[0])
-        return [row for well in plan.wells for row in done.get(well) or results[well]]
+                nursery.start_soon(self._drive, execution, plan, plate_dir, todo, results, failed)
+        return [row for well in plan.wells if well not in failed for row in done.get(well) or results[well]]
 
     async def _drive(
         self,
@@ -223,8 +236,7 @@ class Executor:
         plate_dir: Path,
         todo: Iterator[str],
         results: dict[str, list[Row]],
-        failure: list[str],
-        nursery: trio.Nursery,
+        failed: dict[str, str],
     ) -> None:
         # The drivers share one iterator: each next() hands out a different well.
         for well in todo:
@@ -240,16 +252,17 @@ class Executor:
                     kill_on_cancel=True,
                     limiter=self.limiter,
                 )
-            except Exception as exc:  # StepFailure, BrokenWorkerError, OSError from the worker
-                if not failure:
-                    failure.append(f"plate {plan.plate_name}: {exc}" if str(exc) else repr(exc))
-                nursery.cancel_scope.cancel()  # kills this execution's other workers
-                return
+            except Exception as exc:  # StepFailure, BrokenWorkerError, OSError from the worker: this well only
+                failed[well] = str(exc) or repr(exc)
+                log.info("plate %s: well %s failed: %s", plan.plate_name, well, failed[well])
+                continue
             results[well] = rows
             execution.wells_done += 1
             self._progress(execution, plan, well)
 
-    def _manifest(self, execution: Execution, plan: Plan, rows: int, started: float) -> dict[str, Any]:
+    def _manifest(
+        self, execution: Execution, plan: Plan, rows: int, started: float, failed: dict[str, str]
+    ) -> dict[str, Any]:
         return {
             "plate": plan.plate_name,
             "plate_path": plan.plate_path,
@@ -263,6 +276,8 @@ class Executor:
             "rows": rows,
             "wells_computed": execution.wells_done - execution.wells_skipped,
             "wells_skipped": execution.wells_skipped,
+            "failed_wells": sorted(failed),
+            "well_errors": {well: failed[well] for well in sorted(failed)},
             "inline": plan.inline,
             "started_at": started,
             "finished_at": time.time(),

@@ -3,8 +3,15 @@
 Layout below the execution's output folder::
 
     <output>/<plate>/wells/<well>.json   one per finished well: {"artifact_id": ..., "rows": [...]}
-    <output>/<plate>/wells.csv           one row per well, site and channel (written when the plate completes)
-    <output>/<plate>/manifest.json       what ran, when, and how many wells were computed or skipped
+    <output>/<plate>/wells.csv           one row per well, site and channel of the wells that finished
+    <output>/<plate>/manifest.json       what ran (``execution_id``), when, how many wells were computed, skipped
+                                         or failed (``failed_wells``), and the sha256 of its ``wells.csv``
+
+``wells.csv`` and ``manifest.json`` are a pair describing one execution: both are written in full to temporary
+files first (a full disk fails there, leaving the previous pair untouched), then the old manifest is removed and
+both are renamed into place, manifest last. So a reader never sees a partial file, nor a table with another
+execution's manifest; a ``wells.csv`` without a ``manifest.json`` (only if the process died between two renames)
+is an unfinished write.
 
 A well file whose ``artifact_id`` matches the execution's artifact counts as done: a re-run of the same artifact
 skips that well unless forced. A different artifact (other pipeline, other images) recomputes it.
@@ -13,6 +20,7 @@ skips that well unless forced. A different artifact (other pipeline, other image
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import uuid
@@ -63,12 +71,26 @@ def plate_output_dir(output_dir: str | Path, plate_name: str) -> Path:
     return target
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part."""
+def _write_temp(path: Path, data: bytes, *, sync: bool = False) -> Path:
+    """Write ``data`` in full to a fresh temporary file beside ``path``; returns its path. With ``sync`` it is
+    flushed to the disk first: a file system that allocates late reports a full disk only then."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part."""
+    tmp = _write_temp(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -113,7 +135,42 @@ def _csv_text(rows: Sequence[Row]) -> str:
 
 
 def write_plate_results(plate_dir: Path, rows: Sequence[Row], manifest: Mapping[str, Any]) -> None:
-    """Write ``wells.csv`` (``BASE_COLUMNS`` first, then other measurements sorted) and ``manifest.json``."""
+    """Write ``wells.csv`` (``BASE_COLUMNS`` first, then other measurements sorted) and ``manifest.json`` as one
+    pair (see the module docstring); the manifest gains ``wells_csv_sha256``.
+
+    Raises:
+        OSError: e.g. a full disk; then the previous pair (if any) is left as it was and no temporary file stays.
+    """
     plate_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(plate_dir / "wells.csv", _csv_text(rows).encode())
-    atomic_write(plate_dir / "manifest.json", msgspec.json.format(_json_encoder.encode(dict(manifest))) + b"\n")
+    table = _csv_text(rows).encode()
+    document = {**manifest, "wells_csv_sha256": hashlib.sha256(table).hexdigest()}
+    table_path, manifest_path = plate_dir / "wells.csv", plate_dir / "manifest.json"
+    table_tmp = _write_temp(table_path, table, sync=True)
+    try:
+        text = msgspec.json.format(_json_encoder.encode(document)) + b"\n"
+        manifest_tmp = _write_temp(manifest_path, text, sync=True)
+    except BaseException:
+        table_tmp.unlink(missing_ok=True)
+        raise
+    try:
+        manifest_path.unlink(missing_ok=True)  # from here on the old pair is gone, and no mixed pair can exist
+        os.replace(table_tmp, table_path)
+        os.replace(manifest_tmp, manifest_path)
+    finally:
+        table_tmp.unlink(missing_ok=True)
+        manifest_tmp.unlink(missing_ok=True)
+    _fsync_dir(plate_dir)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames durable (best effort: some file systems refuse to sync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

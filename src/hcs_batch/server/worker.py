@@ -64,11 +64,11 @@ def run_well(
 
     rows: list[Row] = []
     for site, channel, name in images:
-        where = f"well {well} site {site} channel {channel}"
+        where = f"site {site} channel {channel}"  # the executor prefixes the well
         try:
             raw = tifffile.imread(os.path.join(plate_path, name))
         except Exception as exc:
-            raise StepFailure(f"{where}: cannot read image {name}: {type(exc).__name__}: {exc}") from None
+            raise StepFailure(f"cannot read {name}: {type(exc).__name__}: {exc}") from None
         row: Row = {"well": well, "site": site, "channel": channel}
         image = raw
         for ref, params, wants_raw in steps:
