@@ -196,3 +196,21 @@ def test_prefixes_match_whole_module_names() -> None:
 def test_deeply_nested_pipeline_toml_is_a_pipeline_error() -> None:
     with pytest.raises(PipelineError, match="nests arrays or tables too deeply"):
         compile_pipeline("x = " + "[" * 5000 + "]" * 5000 + "\n[[steps]]\nfunc = 'hcs_batch.steps:noop'\n")
+
+
+def test_the_gui_passes_allow_steps_and_its_plates_to_its_embedded_server(
+    modules: Path, plate: Path, tmp_path: Path
+) -> None:
+    pipeline = tmp_path / "evil.toml"
+    pipeline.write_text("[[steps]]\nfunc = 'evil_mod:step'\n")
+    environment = dict(_env(modules), QT_QPA_PLATFORM="offscreen")
+    command = [sys.executable, "-m", "guest_mode", str(plate), "--compile", "--exit-when-done"]
+    command += ["--pipeline", str(pipeline), "--output", str(tmp_path / "out")]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=120, env=environment)
+    assert refused.returncode == 1, refused.stderr
+    assert not (tmp_path / "imported").exists()
+    allowed = subprocess.run(
+        [*command, "--allow-steps", "evil_mod"], capture_output=True, text=True, timeout=120, env=environment
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert (tmp_path / "imported").exists()
