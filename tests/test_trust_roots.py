@@ -146,3 +146,23 @@ def _noop(tmp_path: Path) -> Path:
     path = tmp_path / "noop.toml"
     path.write_text(noop_pipeline_text())
     return path
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--data-root", "/no/such/folder"], "--data-root /no/such/folder is not an existing folder"),
+        (["--allow-steps", "not a module"], "is not a module name"),
+    ],
+)
+def test_serve_refuses_a_bad_root_or_prefix_with_one_line_and_exit_2(args: list[str], words: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env(),
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], result.stderr
