@@ -72,7 +72,7 @@ def _unsafe_char(char: str) -> bool:
 def safe_plate_name(name: str) -> str:
     """Return ``name`` if it can be used as one folder below an output directory: any Unicode name
     (``Platte_Müller``, ``プレート1``) except empty ones, ones holding a path separator, ``..`` or a control
-    character, ones starting with ``.`` (hidden or ``.``), ones with surrounding spaces, and ones over 255 bytes.
+    character, ones starting with ``.`` (hidden or ``.``), and ones over 255 bytes.
 
     Raises:
         PlateError: the name cannot be one safe folder name.
@@ -80,14 +80,13 @@ def safe_plate_name(name: str) -> str:
     if (
         not name
         or name.startswith(".")
-        or name != name.strip()
         or ".." in name
         or any(_unsafe_char(char) for char in name)
         or len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES
     ):
         raise PlateError(
             f"plate name {name!r} cannot be used as an output folder name: any name works except one with a path "
-            "separator, '..', a control character, a leading '.' or surrounding spaces"
+            "separator, '..', a control character or a leading '.'"
         )
     return name
 
