@@ -161,11 +161,11 @@ def test_a_simulated_enospc_on_either_file_leaves_the_previous_pair(
     before = (plate_dir / "wells.csv").read_bytes(), (plate_dir / "manifest.json").read_bytes()
     real, calls = results._write_temp, []
 
-    def write_temp(path: Path, data: bytes, *, sync: bool = False) -> Path:
+    def write_temp(path: Path, data: bytes) -> Path:
         calls.append(path.name)
         if len(calls) - 1 == failing:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path, data, sync=sync)
+        return real(path, data)
 
     monkeypatch.setattr(results, "_write_temp", write_temp)
     with pytest.raises(OSError, match="No space left"):
