@@ -84,6 +84,24 @@ async def test_plate_folders_outside_the_data_roots_are_refused_alike(
     assert compiled.wells == ["A01"]
 
 
+async def test_a_link_in_a_plate_folder_cannot_reach_outside_the_data_roots(
+    rooted: ServerConnection, layout: dict[str, Path]
+) -> None:
+    plate = layout["plate"]
+    (plate / "A02_s1_w1.tif").symlink_to(plate / "A01_s1_w1.tif")  # a link inside the roots: fine
+    with trio.fail_after(60):
+        compiled = await rooted.compile(plate_path=str(plate), plate_name="p", pipeline=noop_pipeline_text())
+        assert compiled.wells == ["A01", "A02"]
+        for target in [layout["outside"] / "plate_001" / "A01_s1_w1.tif", layout["outside"] / "missing.tif"]:
+            link = plate / "A03_s1_w1.tif"
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
+            message = await _refusal(
+                rooted.compile(plate_path=str(plate), plate_name="p", pipeline=noop_pipeline_text())
+            )
+            assert "'A03_s1_w1.tif', a link to a file outside the server's data roots" in message
+
+
 async def test_output_folders_outside_the_output_roots_are_refused_alike(
     rooted: ServerConnection, layout: dict[str, Path]
 ) -> None:

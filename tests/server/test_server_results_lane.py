@@ -85,18 +85,18 @@ async def test_a_hung_plate_folder_does_not_hold_up_other_plates_results(
 ) -> None:
     # Plate folders (input) and result files (output) are on separate lanes: a listing stuck on a dead network
     # share must not keep another plate's results from being written.
-    from hcs_batch.server import roots as roots_module
-    from hcs_batch.server.plates import list_folder
+    from hcs_batch.server import app as app_module
+    from hcs_batch.server.roots import Roots, list_plate_folder
 
     release, entered = threading.Event(), threading.Event()
 
-    def listing(path: str | Path) -> list[str]:
-        if str(path).endswith("hung"):
+    def listing(path: str, roots: Roots) -> tuple[str, list[str]]:
+        if path.endswith("hung"):
             entered.set()
             release.wait(30)
-        return list_folder(path)
+        return list_plate_folder(path, roots)
 
-    monkeypatch.setattr(roots_module, "list_folder", listing)
+    monkeypatch.setattr(app_module, "list_plate_folder", listing)
     hung = tmp_path / "hung"
     hung.mkdir()
     try:

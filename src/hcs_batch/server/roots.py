@@ -71,12 +71,27 @@ def check_plate_folder(path: str, roots: Roots) -> Path:
 
 def list_plate_folder(path: str, roots: Roots) -> tuple[str, list[str]]:
     """(real path, names in it) of a plate folder inside the data roots: one blocking call for a thread lane.
+    A symbolic link in the folder must point inside the data roots too (so a planted link cannot make the server
+    read a file elsewhere); the check costs nothing for ordinary files.
 
     Raises:
-        PlateError: outside the data roots, or (inside) missing, not a folder, unreadable.
+        PlateError: outside the data roots, a link in it pointing outside them, or (inside) missing, not a
+            folder, unreadable.
     """
     real = check_plate_folder(path, roots)
-    return str(real), list_folder(real)
+    try:
+        with os.scandir(real) as entries:
+            found = [(entry.name, entry.is_symlink()) for entry in entries]
+    except OSError:
+        list_folder(real)  # raises the PlateError naming the problem
+        raise
+    for name, is_link in found:
+        if is_link and not _inside(_real(real / name), roots.data):
+            raise PlateError(
+                f"plate folder {path!r} holds {name!r}, a link to a file outside the server's data roots; "
+                "copy the file into the plate folder or ask the operator to add a data root"
+            )
+    return str(real), [name for name, _ in found]
 
 
 def check_output_dir(output_dir: str, plate_name: str, roots: Roots) -> Path:
