@@ -68,13 +68,28 @@ def default_pipeline() -> str:
     return default_pipeline_text()
 
 
+TMP = tempfile.gettempdir()
+SERVE_ROOTS = ("--data-root", TMP, "--output-root", TMP)
+"""``hcs-batch serve`` arguments letting a benchmark server read and write in the temporary folder, where the
+benchmarks' plates and outputs live (a server's roots default to its working directory)."""
+
+
 @asynccontextmanager
 async def open_backend(server_url: str | None = None, *, workers: int | None = None) -> AsyncIterator[Any]:
-    """An embedded local server and a connection to it (``server_url=None``), or a connection to ``server_url``."""
+    """An embedded local server and a connection to it (``server_url=None``), or a connection to ``server_url``.
+    The embedded server's data and output root is the temporary folder."""
     from hcs_batch.connect import open_backend as _open_backend
 
-    async with _open_backend(server_url, workers=workers) as backend:
+    async with _open_backend(server_url, workers=workers, data_roots=[TMP], output_roots=[TMP]) as backend:
         yield backend
+
+
+def embedded_backend(*args: Any, **kwargs: Any) -> Any:
+    """``hcs_batch.connect.open_backend`` with the temporary folder as the embedded server's roots (for the
+    window's ``open_backend`` seam)."""
+    from hcs_batch.connect import open_backend as _open_backend
+
+    return _open_backend(*args, data_roots=[TMP], output_roots=[TMP], **kwargs)
 
 
 def make_service(host: BatchHost, backend: Any, *, pipeline_text: str, output_dir: Path) -> Any:

@@ -30,7 +30,16 @@ from PyQt6.QtCore import QCoreApplication, QEvent, QObject, Qt, QTimer
 from PyQt6.QtWidgets import QApplication
 
 from ._common import child_process, emit, now, params_from_argv, python_module_cmd, summary_ms
-from ._hcs import SilentHost, make_plate_refs, make_service, noop_pipeline, open_backend, temp_dir
+from ._hcs import (
+    SERVE_ROOTS,
+    SilentHost,
+    embedded_backend,
+    make_plate_refs,
+    make_service,
+    noop_pipeline,
+    open_backend,
+    temp_dir,
+)
 
 TIMER_MS = 10
 _EVENT_TYPE = QEvent.Type(QEvent.registerEventType())
@@ -268,7 +277,11 @@ def run_window(plates: int, idle_s: float, server_url: str | None = None, gc_mod
             pipeline = root / "noop.toml"
             pipeline.write_text(noop_pipeline())
             window = PlateManagerWindow(
-                server=server_url, pipeline_file=pipeline, output_dir=root / "out", on_batch_start=collect_and_freeze
+                server=server_url,
+                pipeline_file=pipeline,
+                output_dir=root / "out",
+                on_batch_start=collect_and_freeze,
+                open_backend=embedded_backend,
             )
             t_add = now()
             window.add_plates([r.path for r in refs])
@@ -345,7 +358,7 @@ def measure(
     with contextlib.ExitStack() as stack:
         url = None
         if server == "process":
-            cmd = python_module_cmd("hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0", "--workers", "1")
+            cmd = python_module_cmd("hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0", "--workers", "1", *SERVE_ROOTS)
             _, line = stack.enter_context(child_process(cmd, ready_prefix="hcs-batch server listening on"))
             url = line.split()[4]
         result = run_window(plates, idle_s, url, gc_mode) if use_window else run(plates, idle_s, url, gc_mode)

@@ -33,13 +33,18 @@ from hcs_batch.client import ServerConnection, open_connection
 from hcs_batch.pipeline import noop_pipeline_text
 from hcs_batch.testing.plates import make_plates
 
+from ._hcs import SERVE_ROOTS
+
 LINE = re.compile(r"listening on (tcp://\S+) ")
 RESULTS = Path(__file__).parent / "results" / "load.json"
 
 
 def start_server(workers: int) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0", "--workers", str(workers)],
+        [
+            *(sys.executable, "-m", "hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0"),
+            *("--workers", str(workers), *SERVE_ROOTS),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -35,7 +35,7 @@ from ._common import (
     peak_rss_bytes,
     python_module_cmd,
 )
-from ._hcs import SilentHost, make_plate_refs, make_service, noop_pipeline, open_backend, temp_dir
+from ._hcs import SERVE_ROOTS, SilentHost, make_plate_refs, make_service, noop_pipeline, open_backend, temp_dir
 
 WARMUP_PLATES = 20
 
@@ -131,7 +131,9 @@ async def main(
             url = None
             server_pid = 0
             if server == "process":
-                cmd = python_module_cmd("hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0", "--workers", "1")
+                cmd = python_module_cmd(
+                    "hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0", "--workers", "1", *SERVE_ROOTS
+                )
                 server_proc, line = stack.enter_context(
                     child_process(cmd, ready_prefix="hcs-batch server listening on")
                 )

@@ -18,7 +18,7 @@ from typing import Any
 import trio
 
 from ._common import ROOT, child_env, emit, now, params_from_argv
-from ._hcs import SilentHost, make_plate_refs, make_service, noop_pipeline, open_backend, temp_dir
+from ._hcs import SERVE_ROOTS, SilentHost, make_plate_refs, make_service, noop_pipeline, open_backend, temp_dir
 
 
 async def _client(url: str, plates: int, out: Path) -> float:
@@ -46,7 +46,7 @@ def main(plates: int, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     server_report = out / "profile-server.txt"
     cmd = [sys.executable, "-m", "pyinstrument", "-i", "0.0005", "-r", "text", "-o", str(server_report)]
-    cmd += ["-m", "hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0", "--workers", "1"]
+    cmd += ["-m", "hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0", "--workers", "1", *SERVE_ROOTS]
     server = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None

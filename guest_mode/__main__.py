@@ -1,7 +1,12 @@
 """``python -m guest_mode``: the plate manager window, with scripting flags for automation and tests.
 
     python -m guest_mode [PLATE...] [--pipeline FILE] [--server URL] [--compile | --run] [--exit-when-done]
-                         [--screenshot FILE [--screenshot-well WELL]]
+                         [--screenshot FILE [--screenshot-well WELL]] [--allow-steps PREFIX]...
+                         [--data-root DIR]...
+
+The embedded server (no ``--server``) reads plates only below the plate folders named here and the
+``--data-root`` folders (none named: the working directory), writes only below ``--output``, and runs steps only
+from ``hcs_batch.steps``, registered step packages and the ``--allow-steps`` prefixes.
 
 Exit codes as ``hcs-batch run``: 0 every plate succeeded (or no batch was asked for); 1 some plates failed;
 2 bad usage or input (missing plate folder, unreadable pipeline); 3 server unreachable; 130 the batch was
@@ -19,6 +24,7 @@ from pathlib import Path
 import trio
 
 from hcs_batch.cli import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from hcs_batch.cli.parser import add_allow_steps
 from hcs_batch.errors import InputError, TransportError
 from hcs_batch.workflow.service import BatchKind
 
@@ -53,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the well the screenshot shows (default: the one counting the most objects)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    add_allow_steps(parser, embedded=True)
+    parser.add_argument(
+        "--data-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="let the embedded server read plates below DIR too (repeatable)",
+    )
     return parser
 
 
@@ -127,6 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # delays the window instead of freezing it in one guest tick.
         import hcs_batch.server.serve  # noqa: F401
 
+    from functools import partial
+
+    from hcs_batch.connect import open_backend
+
+    data_roots = [*args.data_root, *args.plates]
+    opener = partial(open_backend, allow_steps=args.allow_steps, data_roots=data_roots, output_roots=[args.output])
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "guest_mode"])
     # Build the window before the Qt loop runs: its construction is one-time work, not a GUI freeze.
     try:
@@ -138,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             connect_timeout=args.connect_timeout,
             # Each batch's plates and records live as long as it: keep the cyclic GC from scanning them mid-batch.
             on_batch_start=collect_and_freeze,
+            open_backend=opener,
         )
         window.add_plates(args.plates)
     except InputError as exc:

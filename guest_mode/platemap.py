@@ -3,8 +3,9 @@ coloured by state while it runs and by a measurement once its results are in, wi
 
 - :func:`well_states` (Qt-free) derives each well's state from the plate's state and the service's per-well
   progress (:attr:`~hcs_batch.workflow.progress.PlateProgress.wells`): ``queued``, ``running``, ``done``,
-  ``failed`` (the well its plate's error names, or every unfinished well when the error names none), and
-  ``cancelled`` (unfinished wells of a cancelled plate).
+  ``failed`` (the well its plate's error names, or every unfinished well when the error names none; with a
+  per-well report, ``"2 of 8 wells failed: A03: ...; B01: ..."``, exactly the wells it names, each with its own
+  error, the other wells of the plate being done), and ``cancelled`` (unfinished wells of a cancelled plate).
 - :class:`PlateMapWidget` paints the grid itself (one ``paintEvent``, no widget per well: a 1,536-well plate costs
   one repaint), shows a well's state, value and error on hover, and emits :attr:`PlateMapWidget.well_clicked`.
   "Colour by" offers "State" and every numeric column of the plate's ``wells.csv`` (mean per well; default
@@ -53,6 +54,21 @@ _VIRIDIS = [
     (0.993, 0.906, 0.144),
 ]
 _WELL_IN_ERROR = re.compile(r"\bwell ([A-Z]{1,2}\d{1,2})\b")
+_PER_WELL_REPORT = re.compile(r"^\d+ of \d+ wells failed: ")
+_REPORT_ENTRY = re.compile(r"(?:^\d+ of \d+ wells failed: |; )([A-Z]{1,2}\d{1,2}): ")
+_REPORT_MORE = re.compile(r"; and \d+ more \(see manifest\.json\)$")
+
+
+def _per_well_errors(error: str) -> tuple[dict[str, str], bool] | None:
+    """From the server's per-well report (``"2 of 8 wells failed: A03: ...; B01: ..."``): each named well's own
+    error, and whether the report leaves wells unnamed (``"; and 3 more"``); None for any other error."""
+    if not _PER_WELL_REPORT.match(error):
+        return None
+    more = _REPORT_MORE.search(error)
+    text = error[: more.start()] if more else error
+    entries = list(_REPORT_ENTRY.finditer(text))
+    ends = [entry.start() for entry in entries[1:]] + [len(text)]
+    return {entry.group(1): text[entry.end() : end] for entry, end in zip(entries, ends, strict=True)}, bool(more)
 
 
 def value_color(fraction: float) -> QColor:
@@ -69,11 +85,18 @@ def well_states(wells: Iterable[str], state: PlateState, progress: PlateProgress
     seen = progress.wells if progress is not None else {}
     error = progress.error if progress is not None else ""
     named = set(_WELL_IN_ERROR.findall(error))
+    report = _per_well_errors(error) if state is PlateState.FAILED else None
     result: dict[str, tuple[str, str]] = {}
     for well in wells:
         mark = seen.get(well)
         if state is PlateState.COMPLETED or mark is WellState.DONE:
             result[well] = ("done", "")
+        elif report is not None:  # the wells failed alone: the others were computed (or reused)
+            own, unnamed = report
+            if well in own:
+                result[well] = ("failed", f"{well}: {own[well]}")
+            else:
+                result[well] = ("failed", error) if unnamed else ("done", "")
         elif state is PlateState.FAILED and (well in named or not named):
             result[well] = ("failed", error)
         elif state in (PlateState.FAILED, PlateState.CANCELLED):

@@ -150,8 +150,26 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedServ
     log = base / "server.log"
     keys = str(base / "keys")
     with open(log, "w") as log_file:
+        roots = [
+            "--data-root",
+            str(tmp_path_factory.getbasetemp()),
+            "--output-root",
+            str(tmp_path_factory.getbasetemp()),
+        ]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hcs_batch", "serve", "--bind", "tcp://0.0.0.0:0", "--workers", "1", "--keys", keys],
+            [
+                sys.executable,
+                "-m",
+                "hcs_batch",
+                "serve",
+                "--bind",
+                "tcp://0.0.0.0:0",
+                "--workers",
+                "1",
+                "--keys",
+                keys,
+                *roots,
+            ],
             stdout=subprocess.PIPE,
             stderr=log_file,
             text=True,

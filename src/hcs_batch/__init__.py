@@ -28,6 +28,7 @@ if _typing.TYPE_CHECKING:
         SecurityError,
         ServerLostError,
         ServerRestartedError,
+        ServerShutDownError,
         ServerUnreachableError,
         TransportError,
     )
@@ -72,6 +73,7 @@ __all__ = [
     "ServerConnection",
     "ServerLostError",
     "ServerRestartedError",
+    "ServerShutDownError",
     "ServerUnreachableError",
     "TransportError",
     "open_backend",
@@ -110,6 +112,7 @@ _HOMES: dict[str, str] = {
     "ServerConnection": ".client.connection",
     "ServerLostError": ".errors",
     "ServerRestartedError": ".errors",
+    "ServerShutDownError": ".errors",
     "ServerUnreachableError": ".errors",
     "TERMINAL_STATES": ".model",
     "TransportError": ".errors",

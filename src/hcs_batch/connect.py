@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -21,12 +21,18 @@ async def open_backend(
     connect_timeout: float = 5.0,
     liveness_timeout: float = DEFAULT_LIVENESS_TIMEOUT,
     keys: str | Path | None = None,
+    allow_steps: Sequence[str] = (),
+    data_roots: Sequence[str | Path] = (),
+    output_roots: Sequence[str | Path] = (),
 ) -> AsyncIterator[ServerConnection]:
     """Connect to ``server`` (``tcp://host:port``), or, when it is None, start an execution server on a free
     loopback port inside this Trio run and connect to that; it stops (cancelling its executions and killing its
     workers) when the context exits.
 
     ``keys`` is a CurveZMQ key folder (``hcs-batch keys generate``) for a server that requires them.
+    ``allow_steps``, ``data_roots`` and ``output_roots`` configure an embedded server (see
+    :func:`hcs_batch.server.serve`; roots default to the working directory); the connection to an embedded
+    server may shut it down (it holds the server's shutdown token).
 
     Raises:
         InputError: ``server`` is not of the form ``tcp://HOST:PORT`` (before any connection attempt).
@@ -45,9 +51,12 @@ async def open_backend(
     from .server import open_embedded_server  # the server layer only when a host embeds one
 
     async with (
-        open_embedded_server(workers=workers) as address,
+        open_embedded_server(
+            workers=workers, allow_steps=allow_steps, data_roots=data_roots, output_roots=output_roots
+        ) as address,
         open_connection(
             address.control_url, connect_timeout=connect_timeout, liveness_timeout=liveness_timeout
         ) as connection,
     ):
+        connection.shutdown_token = address.shutdown_token
         yield connection

@@ -15,6 +15,7 @@
     │   ├── ServerUnreachableError the handshake was never answered (CLI exit code 3)
     │   ├── ServerLostError        the server stopped answering mid-session (killed, frozen, network gone)
     │   ├── ServerRestartedError   the server came back with a new instance id: its executions are gone
+    │   ├── ServerShutDownError    the server announced that it is stopping (SIGTERM, Ctrl-C, shutdown request)
     │   └── ConnectionClosedError  *you* closed the connection; not the peer's fault
     ├── SecurityError              a non-loopback bind without CurveZMQ keys, a bad key file
     └── BatchError
@@ -103,6 +104,12 @@ class ServerRestartedError(TransportError):
     """The server answers with a new instance id: everything the old instance ran is gone."""
 
     code = "server_restarted"
+
+
+class ServerShutDownError(TransportError):
+    """The server announced that it is shutting down: its live executions end; run them again elsewhere."""
+
+    code = "server_shut_down"
 
 
 class ConnectionClosedError(TransportError):

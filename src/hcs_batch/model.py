@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,19 +60,33 @@ class PlateState(enum.StrEnum):
 
 TERMINAL_STATES = frozenset({PlateState.COMPLETED, PlateState.FAILED, PlateState.CANCELLED})
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,127}$")
+_MAX_NAME_BYTES = 255
+"""The longest file name (in UTF-8 bytes) common file systems accept."""
+
+
+def _unsafe_char(char: str) -> bool:
+    # Cc: control characters (NUL, newline, escape...); Cs: undecodable bytes; Zl/Zp: line separators.
+    return char in "/\\" or unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp")
 
 
 def safe_plate_name(name: str) -> str:
-    """Return ``name`` if it can be used as one folder below an output directory.
+    """Return ``name`` if it can be used as one folder below an output directory: any Unicode name
+    (``Platte_Müller``, ``プレート1``) except empty ones, ones holding a path separator, ``..`` or a control
+    character, ones starting with ``.`` (hidden or ``.``), and ones over 255 bytes.
 
     Raises:
-        PlateError: the name is empty, absolute, contains a path separator or ``..``, or odd characters.
+        PlateError: the name cannot be one safe folder name.
     """
-    if not _SAFE_NAME.match(name) or ".." in name:
+    if (
+        not name
+        or name.startswith(".")
+        or ".." in name
+        or any(_unsafe_char(char) for char in name)
+        or len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES
+    ):
         raise PlateError(
-            f"plate name {name!r} cannot be used as an output folder name: use letters, digits, '.', '_', '-' "
-            "or spaces, with no path separators and no '..'"
+            f"plate name {name!r} cannot be used as an output folder name: any name works except one with a path "
+            "separator, '..', a control character or a leading '.'"
         )
     return name
 

@@ -75,6 +75,8 @@ def parse_pipeline(text: str, *, source: str = "<pipeline>") -> PipelineSpec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PipelineError(f"pipeline {source} is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise PipelineError(f"pipeline {source} nests arrays or tables too deeply to be a pipeline") from None
     name = data.get("name", Path(source).stem if not source.startswith("<") else "pipeline")
     if not isinstance(name, str) or not name:
         raise PipelineError(f"pipeline {source}: 'name' must be a non-empty string")

@@ -22,6 +22,9 @@ PROTOCOL_VERSION: Final = 1
 MAX_FRAME_BYTES: Final = 1 << 20
 MAX_ERROR_BYTES: Final = 8192
 """UTF-8 bytes of an execution's error kept in its record and state events: bounds a record's size."""
+MAX_DEPTH: Final = 32
+"""Deepest nesting of arrays and maps a frame may hold (ours need 3). Checked without recursion, before any
+decoder recurses: 2 KB of nested arrays must not exhaust the decoder's stack."""
 HEARTBEAT_INTERVAL: Final = 1.0
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -83,7 +86,10 @@ class ServerInfo(_Request, frozen=True, kw_only=True, tag="server_info"):
 
 
 class Shutdown(_Request, frozen=True, kw_only=True, tag="shutdown"):
-    """Cancel everything and stop the server after replying."""
+    """Cancel everything and stop the server after replying. Refused (code ``security``) unless the server runs
+    with ``--allow-remote-shutdown`` or ``token`` is the server's own shutdown token (an embedded server's host)."""
+
+    token: Annotated[str, msgspec.Meta(max_length=256)] = ""
 
 
 class Ping(_Request, frozen=True, kw_only=True, tag="ping"):
@@ -225,7 +231,14 @@ class HeartbeatEvent(_Event, frozen=True, kw_only=True, tag="heartbeat"):
     running: NonNegative = 0
 
 
-Event = ProgressEvent | StateEvent | HeartbeatEvent
+class ShutdownEvent(_Event, frozen=True, kw_only=True, tag="shutdown"):
+    """The server is shutting down (SIGTERM, Ctrl-C or a shutdown request): published before it cancels
+    anything, so clients fail their live plates at once instead of waiting for the missing heartbeat."""
+
+    reason: Name = ""
+
+
+Event = ProgressEvent | StateEvent | HeartbeatEvent | ShutdownEvent
 
 # --------------------------------------------------------------------------------------------- codec
 
@@ -240,9 +253,61 @@ def encode(message: msgspec.Struct) -> bytes:
     return _encoder.encode(message)
 
 
+_CONTAINER_HEADERS = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
+_NOT_CONTAINER = bytes(b for b in range(256) if b not in _CONTAINER_HEADERS)
+# Bytes that follow a MessagePack header byte before the next item: (length-field size, fixed payload size).
+_SKIP: dict[int, tuple[int, int]] = {
+    0xC4: (1, 0), 0xC5: (2, 0), 0xC6: (4, 0),  # bin 8/16/32
+    0xC7: (1, 1), 0xC8: (2, 1), 0xC9: (4, 1),  # ext 8/16/32 (+ type byte)
+    0xCA: (0, 4), 0xCB: (0, 8),  # float 32/64
+    0xCC: (0, 1), 0xCD: (0, 2), 0xCE: (0, 4), 0xCF: (0, 8),  # uint
+    0xD0: (0, 1), 0xD1: (0, 2), 0xD2: (0, 4), 0xD3: (0, 8),  # int
+    0xD4: (0, 2), 0xD5: (0, 3), 0xD6: (0, 5), 0xD7: (0, 9), 0xD8: (0, 17),  # fixext (+ type byte)
+    0xD9: (1, 0), 0xDA: (2, 0), 0xDB: (4, 0),  # str 8/16/32
+}  # fmt: skip
+
+
+def nesting_depth_exceeds(frame: bytes, limit: int = MAX_DEPTH) -> bool:
+    """True when the MessagePack ``frame`` nests arrays/maps more than ``limit`` deep. Iterative (no recursion);
+    a frame with at most ``limit`` container header bytes is cleared by one C-speed pass, so ordinary frames
+    cost almost nothing. A truncated or invalid frame is left for the decoder to refuse."""
+    if len(frame) <= limit or len(frame.translate(None, _NOT_CONTAINER)) <= limit:
+        return False
+    remaining = [1]  # items still to read at each open level
+    pos, end = 0, len(frame)
+    while remaining and pos < end:
+        if remaining[-1] == 0:
+            remaining.pop()
+            continue
+        remaining[-1] -= 1
+        byte = frame[pos]
+        pos += 1
+        count = -1
+        if 0x80 <= byte <= 0x8F:
+            count = 2 * (byte & 0x0F)
+        elif 0x90 <= byte <= 0x9F:
+            count = byte & 0x0F
+        elif byte in (0xDC, 0xDD, 0xDE, 0xDF):
+            size = 2 if byte in (0xDC, 0xDE) else 4
+            count = int.from_bytes(frame[pos : pos + size], "big") * (2 if byte >= 0xDE else 1)
+            pos += size
+        elif 0xA0 <= byte <= 0xBF:
+            pos += byte & 0x1F
+        elif byte in _SKIP:
+            length_size, fixed = _SKIP[byte]
+            pos += length_size + fixed + int.from_bytes(frame[pos : pos + length_size], "big")
+        if count >= 0:
+            remaining.append(count)
+            if len(remaining) > limit + 1:
+                return True
+    return False
+
+
 def _decode(decoder: msgspec.msgpack.Decoder[Any], frame: bytes, what: str) -> Any:
     if len(frame) > MAX_FRAME_BYTES:
         raise ProtocolError(f"{what} frame of {len(frame)} bytes is over the {MAX_FRAME_BYTES}-byte limit")
+    if nesting_depth_exceeds(frame):
+        raise ProtocolError(f"{what} frame nests arrays or maps more than {MAX_DEPTH} deep; refused")
     try:
         return decoder.decode(frame)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # ValidationError is a subclass of DecodeError
@@ -267,7 +332,7 @@ def decode_request(frame: bytes) -> Request:
 
 def peek_rid(frame: bytes) -> int:
     """Best-effort request id of a frame that failed to decode, so the error reply can be matched; else 0."""
-    if len(frame) > MAX_FRAME_BYTES:
+    if len(frame) > MAX_FRAME_BYTES or nesting_depth_exceeds(frame):
         return 0
     try:
         obj = msgspec.msgpack.decode(frame)

@@ -93,6 +93,8 @@ async def run_and_fault(
                 os.kill(server.pid, signal.SIGKILL)
             elif fault == "freeze":
                 os.kill(server.pid, signal.SIGSTOP)
+            elif fault == "term":
+                os.kill(server.pid, signal.SIGTERM)
             faulted_at = trio.current_time()
             if fault == "restart":
                 os.kill(server.pid, signal.SIGKILL)

@@ -73,6 +73,17 @@ def test_well_states_follow_progress_and_name_the_failed_well() -> None:
         "A02": ("failed", error),
         "A03": ("cancelled", ""),
     }
+    # Wells that failed alone (the server's per-well report): exactly those, each with its own error.
+    report = "2 of 3 wells failed: A01: site 1: cannot read image A01_s1_w1.tif: x; y; A03: step s failed: z"
+    alone = PlateProgress(state=PlateState.FAILED, error=report, wells={})
+    assert well_states(wells, PlateState.FAILED, alone) == {
+        "A01": ("failed", "A01: site 1: cannot read image A01_s1_w1.tif: x; y"),
+        "A02": ("done", ""),
+        "A03": ("failed", "A03: step s failed: z"),
+    }
+    more = PlateProgress(state=PlateState.FAILED, error="7 of 8 wells failed: A01: e; and 6 more (see manifest.json)")
+    assert well_states(wells, PlateState.FAILED, more)["A01"] == ("failed", "A01: e")
+    assert well_states(wells, PlateState.FAILED, more)["A02"][0] == "failed"
     # An error that names no well (the plate could not be read) fails every unfinished well with it.
     whole = PlateProgress(state=PlateState.FAILED, error="no images", wells={})
     assert {s for s, _ in well_states(wells, PlateState.FAILED, whole).values()} == {"failed"}

@@ -178,8 +178,11 @@ async def test_failing_step_fails_the_execution_naming_it(
         with trio.fail_after(60):
             record = (await wait_terminal(conn, [execution_id]))[execution_id]
     assert record.state == "failed"
-    assert "tests.support.slow_steps:explode" in record.error and "kaboom" in record.error and "well A0" in record.error
-    assert not (tmp_path / "plate" / "wells.csv").exists()
+    assert record.error.startswith("3 of 3 wells failed: A01: ")
+    assert "tests.support.slow_steps:explode" in record.error and "kaboom" in record.error
+    # Every well failed: the pair describes an execution with no finished well and names them all.
+    manifest = json.loads((tmp_path / "plate" / "manifest.json").read_text())
+    assert manifest["failed_wells"] == ["A01", "A02", "A03"] and manifest["execution_id"] == execution_id
 
 
 async def test_many_requests_in_flight_from_several_clients(control_server: ServerAddress) -> None:

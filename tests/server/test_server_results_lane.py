@@ -87,17 +87,17 @@ async def test_a_hung_plate_folder_does_not_hold_up_other_plates_results(
     # Plate folders (input) and result files (output) are on separate lanes: a listing stuck on a dead network
     # share must not keep another plate's results from being written.
     from hcs_batch.server import control as app_module
-    from hcs_batch.server.layouts.flat import list_folder
+    from hcs_batch.server.roots import Roots, list_plate_folder
 
     release, entered = threading.Event(), threading.Event()
 
-    def listing(path: str) -> list[str]:
+    def listing(path: str, roots: Roots) -> tuple[str, list[str]]:
         if path.endswith("hung"):
             entered.set()
             release.wait(30)
-        return list_folder(path)
+        return list_plate_folder(path, roots)
 
-    monkeypatch.setattr(app_module, "list_folder", listing)
+    monkeypatch.setattr(app_module, "list_plate_folder", listing)
     hung = tmp_path / "hung"
     hung.mkdir()
     try:

@@ -103,7 +103,7 @@ async def test_shutdown_replies_cancels_everything_and_serve_returns(tmp_path: P
         async with trio.open_nursery() as nursery:
 
             async def run_server(*, task_status: trio.TaskStatus[object]) -> None:
-                await serve(workers=1, warm_workers=False, task_status=task_status)
+                await serve(workers=1, warm_workers=False, allow_remote_shutdown=True, task_status=task_status)
                 returned.set()
 
             address = await nursery.start(run_server)

@@ -14,7 +14,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterable, Iterator
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +26,19 @@ from .slow_steps import release_gate
 
 ROOT = Path(__file__).resolve().parents[2]
 """The repository root: ``tests.support.slow_steps`` is importable from it."""
+STEP_PACKAGE = Path(__file__).resolve().parent / "dist"
+"""Only the ``hcs_batch_test_steps`` dist-info (no module): it registers ``tests.support.slow_steps`` and
+``tests.support.user_steps`` under the ``hcs_batch.steps`` entry-point group, as a lab registers its step package,
+so servers allow them. pytest has it on ``sys.path`` (``pythonpath`` in pyproject.toml); subprocesses get it here."""
+TMP = tempfile.gettempdir()
 LINE = re.compile(r"^hcs-batch server listening on (tcp://127\.0\.0\.1:(\d+)) \(events on (\d+)\)$")
 
 
 def env() -> dict[str, str]:
-    """The environment for hcs-batch subprocesses: ``tests.support`` importable (by workers too), no COLUMNS."""
+    """The environment for hcs-batch subprocesses: ``tests.support`` importable (by workers too) and registered as
+    a step package, no COLUMNS."""
     environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join([str(ROOT), environment.get("PYTHONPATH", "")])
+    environment["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(STEP_PACKAGE), environment.get("PYTHONPATH", "")])
     environment.pop("COLUMNS", None)
     return environment
 
@@ -64,11 +71,24 @@ class Server:
         return self.proc.pid
 
 
-def start_server(*, workers: int = 2, port: int = 0) -> Server:
+def start_server(*, workers: int = 2, port: int = 0, extra: Sequence[str] = ()) -> Server:
     """Start ``hcs-batch serve`` on ``port`` (0: free ports) and return once it listens. Blocking: call it in a
-    thread from Trio code."""
+    thread from Trio code. Its data and output root is the temporary folder (tests' plates live there) unless
+    ``extra`` arguments name roots."""
+    roots = [] if any(a.endswith("-root") for a in extra) else ["--data-root", TMP, "--output-root", TMP]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hcs_batch", "serve", "--bind", f"tcp://127.0.0.1:{port}", "--workers", str(workers)],
+        [
+            sys.executable,
+            "-m",
+            "hcs_batch",
+            "serve",
+            "--bind",
+            f"tcp://127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            *roots,
+            *extra,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -192,7 +192,8 @@ async def _real(kinds: list[str], moment: tuple[str, int]) -> None:
         names = [r.name for r in refs]
         host = RecordingHost()
         with trio.fail_after(60):
-            async with open_embedded_server(workers=2, warm_workers=False) as address:
+            roots = {"data_roots": [root], "output_roots": [root]}
+            async with open_embedded_server(workers=2, warm_workers=False, **roots) as address:
                 async with open_connection(address.control_url) as conn:
                     service = BatchWorkflowService(
                         host, conn, pipeline_text=BY_SIZE.format(gate_dir=gate_dir), output_dir=root / "out"

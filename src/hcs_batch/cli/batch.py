@@ -59,15 +59,21 @@ def main_batch(args: argparse.Namespace) -> int:
     """
     if args.server is not None:
         check_server_url(args.server)
+        if args.allow_steps:
+            raise InputError(
+                "--allow-steps configures the embedded server only; start the remote server with "
+                "'hcs-batch serve --allow-steps PREFIX'"
+            )
     output = getattr(args, "output", None)
     if output is not None and Path(output).exists() and not Path(output).is_dir():
         raise InputError(f"--output {output} is a file; name a folder (it is created when missing)")
     pipeline_text = load_pipeline_file(args.pipeline) if args.pipeline else default_pipeline_text()
     if args.server is None:
         # The embedded server runs in this process: check the pipeline once here, before any plate (exit 2).
+        from ..server.allowlist import StepAllowlist
         from ..server.compiler import compile_pipeline
 
-        compile_pipeline(pipeline_text, args.pipeline or "<pipeline>")
+        compile_pipeline(pipeline_text, args.pipeline or "<pipeline>", StepAllowlist.build(args.allow_steps))
     plates = _plates(args.plates, check_local=_is_local(args.server), layout=args.layout)
     config = {key: value for key in ("layout", "projection") if (value := getattr(args, key, None))}
     if args.pipeline:
@@ -84,6 +90,7 @@ def main_batch(args: argparse.Namespace) -> int:
         args.keys,
         None,
         config,
+        tuple(args.allow_steps),
     )
     return _report(summary, as_json=args.json)
 
@@ -115,9 +122,18 @@ async def _run_batch(
     keys: str | None = None,
     host: TerminalHost | None = None,
     config: dict[str, str] | None = None,
+    allow_steps: tuple[str, ...] = (),
 ) -> BatchSummary:
+    """Run one batch. An embedded server (no ``server``) gets the roots this command names: the plates' folders
+    as data roots, ``output`` as the output root, and the ``allow_steps`` prefixes."""
     host = host or TerminalHost()
-    async with open_backend(server, keys=keys) as backend:
+    async with open_backend(
+        server,
+        keys=keys,
+        allow_steps=allow_steps,
+        data_roots=[plate.path for plate in plates],
+        output_roots=[output],
+    ) as backend:
         if server is not None and plates:
             await _check_pipeline_on(backend, plates[0], pipeline_text, config or {})
         service = BatchWorkflowService(

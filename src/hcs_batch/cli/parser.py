@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["build_parser"]
+__all__ = ["add_allow_steps", "build_parser"]
 
 LAYOUTS = ("flat", "imagexpress", "phenix", "omezarr")
 """Plate layout names (``hcs_batch.server.layouts``; not imported here, to keep ``--help`` fast)."""
@@ -15,6 +15,19 @@ def _version() -> str:
     from .. import __version__
 
     return __version__
+
+
+def add_allow_steps(parser: argparse.ArgumentParser, *, embedded: bool = False) -> None:
+    """``--allow-steps PREFIX`` (repeatable): step modules the (embedded) server may import besides
+    ``hcs_batch.steps`` and the registered step packages."""
+    where = "the embedded server " if embedded else ""
+    parser.add_argument(
+        "--allow-steps",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help=f"let {where}run steps from modules below PREFIX (repeatable; see docs/steps.md)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--bind", default="tcp://127.0.0.1:7700", help="control endpoint (events on PORT+1)")
     serve.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
     serve.add_argument("--keys", default=None, help="CurveZMQ key folder (required for a non-loopback bind)")
+    add_allow_steps(serve)
+    serve.add_argument(
+        "--data-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="read plates only below DIR (repeatable; default: the working directory)",
+    )
+    serve.add_argument(
+        "--output-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="write results only below DIR (repeatable; default: the working directory; relative output "
+        "folders go below the first)",
+    )
+    serve.add_argument("--allow-remote-shutdown", action="store_true", help="obey shutdown requests from clients")
 
     plates = sub.add_parser("make-plates", help="write synthetic plates with a ground_truth.csv")
     plates.add_argument("dir")
@@ -48,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--server", default=None, help="server URL (default: an embedded local server)")
         p.add_argument("--keys", default=None, help="CurveZMQ key folder for a remote server")
         p.add_argument("--json", action="store_true", help="print one summary object on stdout at the end")
+        add_allow_steps(p, embedded=True)
         layout_option(p)
         p.add_argument(
             "--projection",

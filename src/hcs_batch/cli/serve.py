@@ -20,27 +20,44 @@ __all__ = ["main_serve"]
 log = logging.getLogger("hcs_batch.server")
 
 
-async def _serve_until_signalled(bind: str, workers: int | None, keys: ServerKeys | None) -> None:
+async def _serve_until_signalled(args: argparse.Namespace, keys: ServerKeys | None) -> None:
+    """Serve until a signal or an allowed ``Shutdown``. The first SIGINT/SIGTERM stops the server the same way
+    as a shutdown request (the ``shutdown`` event goes out first); a second one cancels at once."""
+    stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 
             async def run_server(*, task_status: trio.TaskStatus[ServerAddress]) -> None:
-                await serve(bind, workers=workers, keys=keys, task_status=task_status)
-                nursery.cancel_scope.cancel()  # a Shutdown request: stop waiting for signals
+                await serve(
+                    args.bind,
+                    workers=args.workers,
+                    keys=keys,
+                    allow_steps=args.allow_steps,
+                    data_roots=args.data_root,
+                    output_roots=args.output_root,
+                    allow_remote_shutdown=args.allow_remote_shutdown,
+                    stop=stop,
+                    task_status=task_status,
+                )
+                nursery.cancel_scope.cancel()  # stopped: stop waiting for signals
 
             address: ServerAddress = await nursery.start(run_server)
             print(f"hcs-batch server listening on {address.control_url} (events on {address.events_port})", flush=True)
             async for signum in signals:
+                if stop.is_set():
+                    log.info("%s received again: stopping at once", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    break
                 log.info("%s received: stopping", signal.Signals(signum).name)
-                break
-            nursery.cancel_scope.cancel()
+                stop.set()
 
 
 def main_serve(args: argparse.Namespace) -> int:
     """Run ``hcs-batch serve``; returns 0 after a clean stop, 2 for a refused or unusable address or key folder.
 
     ``--keys DIR`` (``hcs-batch keys generate``) makes the server accept only the CurveZMQ clients listed in
-    ``DIR/clients``; it is what allows a bind beyond loopback.
+    ``DIR/clients``; it is what allows a bind beyond loopback. ``--allow-steps``, ``--data-root``,
+    ``--output-root`` and ``--allow-remote-shutdown``: see :func:`hcs_batch.server.serve`.
     """
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
@@ -51,7 +68,7 @@ def main_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         with collapse_single_exception_group():
-            trio.run(_serve_until_signalled, args.bind, args.workers, keys)
+            trio.run(_serve_until_signalled, args, keys)
     except (SecurityError, InputError) as exc:
         print(f"hcs-batch serve: {exc}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ from ..errors import (
     ProtocolError,
     ServerLostError,
     ServerRestartedError,
+    ServerShutDownError,
     ServerUnreachableError,
     TransportError,
     error_from_code,
@@ -71,6 +72,8 @@ class ServerConnection(ExecutionBackend):
         self._seen = trio.Event()
         self._events_port = 0
         self.hello: p.HelloReply | None = None
+        self.shutdown_token = ""
+        """Sent with :meth:`shutdown`: an embedded server's token (its host may stop it), else empty."""
 
     # ------------------------------------------------------------------ ExecutionBackend
 
@@ -107,8 +110,16 @@ class ServerConnection(ExecutionBackend):
         return await self._request(p.ServerInfo(rid=next(self._rids), records=records), p.ServerInfoReply)
 
     async def shutdown(self) -> None:
-        """Ask the server to cancel everything and exit."""
-        await self._request(p.Shutdown(rid=next(self._rids)), p.OkReply)
+        """Ask the server to cancel everything and exit.
+
+        Raises:
+            SecurityError: the server refuses (only its operator may stop it, unless it runs with
+                ``--allow-remote-shutdown``; an embedded server's own connection holds its token).
+        """
+        try:
+            await self._request(p.Shutdown(rid=next(self._rids), token=self.shutdown_token), p.OkReply)
+        except ServerShutDownError:
+            pass  # its shutdown event overtook the reply: the server obeyed
 
     def open_event_stream(self) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[StreamItem]]:
         return self._fanout.open(self._lost)
@@ -185,6 +196,14 @@ class ServerConnection(ExecutionBackend):
         try:
             event = p.decode_event(frames[-1])
         except ProtocolError:
+            return
+        if isinstance(event, p.ShutdownEvent) and event.instance == self._instance:
+            self._lose(
+                ServerShutDownError(
+                    f"server shut down: the server at {self.url} is stopping; its executions are ended, "
+                    "run their plates again once a server is back"
+                )
+            )
             return
         if event.instance != self._instance:
             self._lose(

@@ -1,6 +1,7 @@
 """Compile: check a pipeline against its step functions and a plate folder, and freeze the plan.
 
-Each step's ``module:function`` is imported (on the server) and its parameters are bound against
+Each step's ``module:function`` is first checked against the server's :class:`~.allowlist.StepAllowlist` (a
+refused module is never imported), then imported (on the server) and its parameters are bound against
 ``inspect.signature`` (the working image fills the first positional parameter; ``raw`` is supplied by the
 executor, never by the pipeline). Parameters annotated with a simple type (``int``, ``float``, ``str``, ``bool``,
 ``list``, ``dict``, their unions with ``None``) are type-checked; other annotations are trusted. A parameter
@@ -36,6 +37,7 @@ from ..errors import PipelineError, PlateError
 from ..model import safe_plate_name
 from ..pipeline import StepSpec, parse_pipeline, step_line
 from ..steps import Range, is_inline_noop, is_objects_step
+from .allowlist import StepAllowlist
 from .images import PROJECTIONS
 from .layouts.index import PlateIndex, WellImages
 
@@ -163,7 +165,8 @@ def _signature_info(func: Callable[..., Any]) -> tuple[inspect.Signature, dict[s
     return signature, hints
 
 
-def _resolve(step: StepSpec) -> Callable[..., Any]:
+def _resolve(step: StepSpec, allowlist: StepAllowlist) -> Callable[..., Any]:
+    allowlist.check(step.func)  # before the import: a refused module's import-time code never runs
     module_name, _, attr = step.func.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -177,12 +180,13 @@ def _resolve(step: StepSpec) -> Callable[..., Any]:
         raise PipelineError(f"module {module_name!r} has no function {attr!r}{_did_you_mean(attr, names)}")
     if not callable(func):
         raise PipelineError(f"{step.func} is not a function")
+    allowlist.check_function(step.func, func)
     return typing.cast(Callable[..., Any], func)
 
 
-def _check_step(step: StepSpec) -> tuple[CompiledStep, bool]:
+def _check_step(step: StepSpec, allowlist: StepAllowlist) -> tuple[CompiledStep, bool]:
     """Import and check one step. Raises PipelineError (without the step's position: the caller adds it)."""
-    func = _resolve(step)
+    func = _resolve(step, allowlist)
     try:
         signature, hints = _signature_info(func)
     except (TypeError, ValueError) as exc:
@@ -225,27 +229,41 @@ def _check_step(step: StepSpec) -> tuple[CompiledStep, bool]:
     return compiled, is_inline_noop(func)
 
 
+def _where(text: str, source: str, index: int, key: str) -> str:
+    """``nucleus.toml:12`` (the line of step ``index``'s ``key``), else ``pipeline nucleus.toml``."""
+    line = step_line(text, index, key)
+    return f"{source}:{line}" if line is not None else f"pipeline {source}"
+
+
 CompiledPipeline = tuple[str, tuple[CompiledStep, ...], bool, int]
 """(pipeline name, checked steps, every step is an inline noop, segment channel)."""
 
 
-def compile_pipeline(text: str, source: str = "<pipeline>") -> CompiledPipeline:
-    """Parse and check a pipeline: (name, steps, all steps are inline noops, segment channel). Imports the steps.
+def compile_pipeline(text: str, source: str = "<pipeline>", allowlist: StepAllowlist | None = None) -> CompiledPipeline:
+    """Parse and check a pipeline: (name, steps, all steps are inline noops, segment channel). Imports the step
+    modules, and only those ``allowlist`` allows (default: the built-in steps and the registered step packages).
 
     Raises:
-        PipelineError: unreadable TOML, an unknown module or function, a bad parameter or one out of its declared
-            range; the message names the pipeline file and line, the step (number and function) and the
-            parameter, and the nearest name when one is close.
+        PipelineError: unreadable TOML, a module outside the allowlist (not imported), an unknown module or
+            function, a bad parameter or one out of its declared range; the message names the pipeline file and
+            line, the step (number and function) and the parameter, and the nearest name when one is close.
     """
+    allowlist = allowlist if allowlist is not None else StepAllowlist.build()
     spec = parse_pipeline(text, source=source)
+    # Check every step against the allowlist before importing any: a refused step later in the pipeline must
+    # not let an earlier one's import-time code run either.
+    for index, step in enumerate(spec.steps, start=1):
+        try:
+            allowlist.check(step.func)
+        except PipelineError as exc:
+            raise PipelineError(f"{_where(text, source, index, 'func')}: step {index} ({step.func}): {exc}") from None
     compiled: list[CompiledStep] = []
     inline = True
     for index, step in enumerate(spec.steps, start=1):
         try:
-            checked, noop = _check_step(step)
+            checked, noop = _check_step(step, allowlist)
         except PipelineError as exc:
-            line = step_line(text, index, getattr(exc, "key", None) or "func")
-            where = f"{source}:{line}" if line is not None else f"pipeline {source}"
+            where = _where(text, source, index, getattr(exc, "key", None) or "func")
             raise PipelineError(f"{where}: step {index} ({step.func}): {exc}") from None
         compiled.append(checked)
         inline = inline and noop

@@ -1,9 +1,16 @@
 """The control loop: one ROUTER socket, every frame decoded and validated, quick requests answered inline.
 
-``Hello``, ``Status``, ``Cancel``, ``ServerInfo``, ``Execute`` and ``Shutdown`` are answered inside the socket's
-receive callback (no task switch, no allocation beyond the reply); ``Compile`` lists the plate folder and imports
-steps, so it runs as a task (the listing on the server's :class:`~hcs_batch.runtime.thread_lane.ThreadLane`, a
-pipeline's first check in a thread of its own).
+``Hello``, ``Status``, ``Cancel``, ``ServerInfo`` and ``Shutdown`` are answered inside the socket's receive
+callback (no task switch, no allocation beyond the reply); ``Compile`` (lists the plate folder, imports allowed
+steps) and ``Execute`` (resolves the output folder against the output roots) touch the file system, so they run
+as tasks (the file-system calls on the server's :class:`~hcs_batch.runtime.thread_lane.ThreadLane`, a pipeline's
+first check in a thread of its own).
+
+Trust: steps outside the server's :class:`~.allowlist.StepAllowlist` are refused unimported; plate and output
+folders outside its :class:`~.roots.Roots` are refused with one message whether or not they exist; ``Shutdown``
+is refused unless the server allows remote shutdown or the request carries the server's own shutdown token (an
+embedded server's own client). Every reply fits the frame limit: a ``Status`` or ``Cancel`` names each id once
+however often it was asked, and a reply that would still be too big is replaced by an error saying what to ask.
 
 A frame that does not decode (garbage, oversize, unknown kind, wrong version) gets an ``ErrorReply`` with code
 ``protocol`` and the best-effort request id, and is logged; the server keeps serving. A message without a usable
@@ -18,6 +25,7 @@ back in ``CompileReply.warnings``.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from dataclasses import dataclass
@@ -30,12 +38,13 @@ from .._zmq import AsyncSocket, Frames
 from ..errors import ConnectionClosedError, HcsBatchError
 from ..model import safe_plate_name
 from ..runtime.thread_lane import ThreadLane
+from .allowlist import StepAllowlist
 from .compiler import CompiledPipeline, compile_pipeline, compile_plate
 from .events import EventPublisher
 from .executor import Executor
 from .identity import content_identity
 from .layouts import choose_layout, flat
-from .layouts.flat import list_folder
+from .roots import Roots, check_output_dir, list_plate_folder
 
 __all__ = ["CAPABILITIES", "ControlApp", "ServerAddress"]
 
@@ -54,6 +63,8 @@ class ServerAddress:
 
     control_url: str
     events_port: int
+    shutdown_token: str = ""
+    """A secret that lets the holder shut the server down (given to an embedded server's own client only)."""
 
 
 class ControlApp:
@@ -69,8 +80,18 @@ class ControlApp:
         events_port: int,
         shutdown: trio.Event,
         lane: ThreadLane,
+        allowlist: StepAllowlist,
+        roots: Roots,
+        output_lane: ThreadLane,
+        allow_remote_shutdown: bool = False,
+        shutdown_token: str = "",
     ) -> None:
         self._router = router
+        self._allowlist = allowlist
+        self._roots = roots
+        self._output_lane = output_lane
+        self._allow_remote_shutdown = allow_remote_shutdown
+        self._shutdown_token = shutdown_token
         self._lane = lane
         self._nursery = nursery
         self._executor = executor
@@ -85,8 +106,22 @@ class ControlApp:
     # ------------------------------------------------------------------ frames
 
     def _send(self, identity: bytes, reply: p.Reply) -> None:
+        frame = p.encode(reply)
+        if len(frame) > p.MAX_FRAME_BYTES:
+            # A client following the protocol drops an oversize frame and would wait for ever: say so instead.
+            kind = reply.__struct_config__.tag
+            log.warning("a %s reply of %d bytes is over the frame limit; replying with an error", kind, len(frame))
+            hint = " (ask for fewer execution ids at once)" if isinstance(reply, p.StatusReply | p.CancelReply) else ""
+            frame = p.encode(
+                p.ErrorReply(
+                    rid=reply.rid,
+                    code="input",
+                    message=f"the {kind} would be {len(frame)} bytes, over the {p.MAX_FRAME_BYTES}-byte frame "
+                    f"limit{hint}",
+                )
+            )
         try:
-            self._router.send_nowait([identity, p.encode(reply)])
+            self._router.send_nowait([identity, frame])
         except ConnectionClosedError:
             pass  # the server is stopping; the client's own deadline handles the lost reply
 
@@ -133,7 +168,7 @@ class ControlApp:
             executions: list[p.ExecutionRecord] = []
             unknown: list[str] = []
             get = executor.records.get
-            for execution_id in request.execution_ids:
+            for execution_id in dict.fromkeys(request.execution_ids):  # each id once: the reply stays small
                 found = get(execution_id)
                 if found is None:
                     unknown.append(execution_id)
@@ -177,7 +212,7 @@ class ControlApp:
             self._publisher.heartbeat(queued=stats.queued, running=stats.running)
             self._send(identity, p.OkReply(rid=request.rid))
         elif isinstance(request, p.Cancel):
-            cancelled, terminal, unknown = executor.cancel(request.execution_ids)
+            cancelled, terminal, unknown = executor.cancel(list(dict.fromkeys(request.execution_ids)))
             self._send(
                 identity,
                 p.CancelReply(rid=request.rid, cancelled=cancelled, already_terminal=terminal, unknown=unknown),
@@ -185,15 +220,40 @@ class ControlApp:
         elif self.stopping:
             self._error(identity, request.rid, "error", "the server is shutting down")
         elif isinstance(request, p.Execute):
-            plan = executor.artifacts.get(request.artifact_id)
-            execution = executor.submit(plan, output_dir=request.output_dir, force=request.force)
-            self._send(identity, p.ExecuteReply(rid=request.rid, execution_id=execution.execution_id))
+            executor.artifacts.get(request.artifact_id)  # an unknown artifact is refused without a thread hop
+            self._nursery.start_soon(self._execute, identity, request)
         elif isinstance(request, p.Compile):
             self._nursery.start_soon(self._compile, identity, request)
         elif isinstance(request, p.Shutdown):
+            if not self._may_shut_down(request.token):
+                self._error(
+                    identity,
+                    request.rid,
+                    "security",
+                    "shutdown refused: only the server's operator may stop it (Ctrl-C or SIGTERM on 'hcs-batch "
+                    "serve'), unless it was started with --allow-remote-shutdown",
+                )
+                return
             self._send(identity, p.OkReply(rid=request.rid))
             self.stopping = True
             self._shutdown.set()
+
+    def _may_shut_down(self, token: str) -> bool:
+        if self._allow_remote_shutdown:
+            return True
+        return bool(self._shutdown_token) and hmac.compare_digest(token.encode(), self._shutdown_token.encode())
+
+    async def _execute(self, identity: bytes, request: p.Execute) -> None:
+        try:
+            plan = self._executor.artifacts.get(request.artifact_id)
+            plate_dir = await self._output_lane.run(check_output_dir, request.output_dir, plan.plate_name, self._roots)
+            if self.stopping:
+                raise HcsBatchError("the server is shutting down")
+            execution = self._executor.submit(plan, output_dir=str(plate_dir.parent), force=request.force)
+        except HcsBatchError as exc:
+            self._error(identity, request.rid, exc.code, str(exc))
+            return
+        self._send(identity, p.ExecuteReply(rid=request.rid, execution_id=execution.execution_id))
 
     def _records_within_budget(self) -> tuple[list[p.ExecutionRecord], int]:
         """Execution records for ``ServerInfo``: live ones first, then finished ones newest first, as many as fit in
@@ -219,20 +279,21 @@ class ControlApp:
             pipeline = self._pipelines.get(key)
             if pipeline is None:
                 # Imports user modules (maybe slow): off the Trio thread. Later compiles hit the cache.
-                pipeline = await trio.to_thread.run_sync(compile_pipeline, request.pipeline, source)
+                pipeline = await trio.to_thread.run_sync(compile_pipeline, request.pipeline, source, self._allowlist)
                 if len(self._pipelines) >= _PIPELINE_CACHE:
                     self._pipelines.clear()
                 self._pipelines[key] = pipeline
             # Only the listdir runs in a thread (the server's lane: the listings of many compiles share one hop).
+            # It checks the folder against the data roots and returns its real path, which the index is built on.
             # A flat plate's index is pure computation, kept on the Trio thread: Python work in threads makes the
             # event loop wait for the GIL (measured: noop plates/s halved). Other layouts read metadata files.
-            names = await self._lane.run(list_folder, request.plate_path)
+            plate_path, names = await self._lane.run(list_plate_folder, request.plate_path, self._roots)
             layout = choose_layout(names, request.config.get("layout"))
             if layout is flat:
-                index = flat.index_from_names(request.plate_path, names)
+                index = flat.index_from_names(plate_path, names)
             else:
                 # A thread of its own: one large Index XML or zarr store must not hold up other plates' listings.
-                index = await trio.to_thread.run_sync(layout.read, request.plate_path, names)
+                index = await trio.to_thread.run_sync(layout.read, plate_path, names)
             # What resume keys on (sizes and mtimes of the images); an inline pipeline reads no image, needs none.
             content = None if pipeline[2] else await trio.to_thread.run_sync(content_identity, index.path, index.wells)
             plan = compile_plate(index, request.plate_name, request.pipeline, request.config, pipeline, content)

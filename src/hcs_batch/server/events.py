@@ -81,6 +81,10 @@ class EventPublisher:
     def heartbeat(self, *, queued: int, running: int) -> None:
         self._publish(p.HeartbeatEvent, time=time.time(), queued=queued, running=running)
 
+    def shutdown(self, reason: str) -> None:
+        """Announce that the server is stopping (before anything is cancelled)."""
+        self._publish(p.ShutdownEvent, reason=reason[:256])
+
     async def run_heartbeat(self, counts: Callable[[], tuple[int, int]]) -> None:
         """Publish a heartbeat with ``counts()`` = (queued, running) every ``HEARTBEAT_INTERVAL``, first at once.
 

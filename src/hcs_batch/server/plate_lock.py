@@ -81,8 +81,8 @@ def acquire_plate_lock(plate_dir: Path, *, execution_id: str, server: str) -> Pa
         "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     tmp = plate_dir / f".{LOCK_NAME}.{uuid.uuid4().hex[:12]}.tmp"
-    tmp.write_text(json.dumps(owner), encoding="utf-8")
     try:
+        tmp.write_text(json.dumps(owner), encoding="utf-8")  # in the try: a full disk leaves no temporary file
         for _ in range(3):
             try:
                 os.link(tmp, path)

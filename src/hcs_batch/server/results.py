@@ -6,7 +6,15 @@ Layout below the execution's output folder::
     <output>/<plate>/wells/<well>.json     one per finished well: {"well_key": ..., "rows": [...]}
     <output>/<plate>/wells.csv             one row per well, site, channel and timepoint (at plate completion)
     <output>/<plate>/objects.parquet       one row per object, the wells' object files in well order (ditto)
-    <output>/<plate>/manifest.json         what ran, when, and how many wells were computed or skipped
+    <output>/<plate>/manifest.json         what ran (``execution_id``), when, how many wells were computed, reused
+                                           or failed (``failed_wells``), and the sha256 of the files above
+
+``wells.csv``, ``objects.parquet`` and ``manifest.json`` are one set describing one execution: all are written in
+full to temporary files first (a full disk fails there, leaving the previous set untouched), then the old manifest
+is removed and the files are renamed into place, manifest last (it holds ``wells_csv_sha256`` and
+``objects_parquet_sha256``). So a reader never sees a partial file, nor a table with another execution's manifest;
+files without a ``manifest.json`` (only if the process died between two renames) are an unfinished write. A plate
+without objects (an inline plan) removes an ``objects.parquet`` an earlier run left, so no stale one stays.
 
 A well counts as done when its json and its object file both carry the well's key (``Plan.well_key``: the hash
 of the pipeline, the config and the well's images with their sizes and modification times; the object file holds
@@ -24,6 +32,7 @@ rows; an inline (all-noop) plate writes no ``objects.parquet``.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import uuid
@@ -43,7 +52,6 @@ __all__ = [
     "load_done_wells",
     "plate_output_dir",
     "well_result_path",
-    "write_objects",
     "write_plate_results",
     "write_well_result",
 ]
@@ -76,12 +84,28 @@ def plate_output_dir(output_dir: str | Path, plate_name: str) -> Path:
     return target
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def _write_temp(path: Path, data: bytes) -> Path:
+    """Write ``data`` in full to a fresh temporary file beside ``path``; returns its path. A full disk fails here
+    (ext4 and XFS reserve the space at ``write``), before anything final is touched. Not fsynced: the files are
+    whole for every reader, but durability across a power cut is not promised (it cost ~1 ms a plate)."""
+    tmp = _temp_name(path)
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part."""
+    tmp = _write_temp(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -109,12 +133,22 @@ def _objects_table(tables: Sequence[Mapping[str, Any]]) -> Any:
     return pa.concat_tables(parts, promote_options="default")
 
 
-def _write_parquet(table: Any, path: Path) -> None:
+def _write_parquet_temp(table: Any, path: Path) -> Path:
+    """Write ``table`` in full to a fresh temporary file beside ``path`` (as :func:`_write_temp`); returns it."""
     import pyarrow.parquet as pq
 
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp = _temp_name(path)
     try:
         pq.write_table(table, tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _write_parquet(table: Any, path: Path) -> None:
+    tmp = _write_parquet_temp(table, path)
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -173,8 +207,9 @@ def _csv_text(plate: str, rows: Sequence[Row]) -> str:
     return out.getvalue()
 
 
-def write_objects(plate_dir: Path, wells: Iterable[str]) -> None:
-    """Combine the object files of ``wells`` (in that order) into ``objects.parquet``, atomically.
+def _objects_temp(plate_dir: Path, wells: Iterable[str]) -> Path:
+    """Combine the object files of ``wells`` (in that order) into a temporary file beside ``objects.parquet``;
+    returns its path.
 
     Raises:
         OSError: a well's object file is missing or unreadable (the message names it), or the write failed.
@@ -190,17 +225,43 @@ def write_objects(plate_dir: Path, wells: Iterable[str]) -> None:
         except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) on a damaged file
             raise OSError(f"cannot read the object file {path}: {exc}") from None
     table = pa.concat_tables(parts, promote_options="default") if parts else _objects_table(())
-    _write_parquet(table.replace_schema_metadata(None), plate_dir / "objects.parquet")
+    return _write_parquet_temp(table.replace_schema_metadata(None), plate_dir / "objects.parquet")
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def write_plate_results(
     plate_dir: Path, rows: Sequence[Row], manifest: Mapping[str, Any], *, objects: bool = False
 ) -> None:
     """Write ``wells.csv`` (``BASE_COLUMNS`` first, ``plate`` from ``manifest["plate"]``, then other measurements
-    sorted), with ``objects`` the
-    combined ``objects.parquet`` of the rows' wells, and last ``manifest.json``."""
+    sorted), with ``objects`` the combined ``objects.parquet`` of the rows' wells, and ``manifest.json`` as one set
+    (see the module docstring); the manifest gains ``wells_csv_sha256`` (and ``objects_parquet_sha256``).
+
+    Raises:
+        OSError: e.g. a full disk, or an unreadable object file; then the previous set (if any) is left as it was
+            and no temporary file stays.
+    """
     plate_dir.mkdir(parents=True, exist_ok=True)
-    if objects:
-        write_objects(plate_dir, dict.fromkeys(str(row["well"]) for row in rows))
-    atomic_write(plate_dir / "wells.csv", _csv_text(str(manifest.get("plate", plate_dir.name)), rows).encode())
-    atomic_write(plate_dir / "manifest.json", msgspec.json.format(_json_encoder.encode(dict(manifest))) + b"\n")
+    table = _csv_text(str(manifest.get("plate", plate_dir.name)), rows).encode()
+    document = {**manifest, "wells_csv_sha256": hashlib.sha256(table).hexdigest()}
+    objects_path, manifest_path = plate_dir / "objects.parquet", plate_dir / "manifest.json"
+    temps: list[tuple[Path, Path]] = []  # (temporary file, final name), in renaming order
+    try:
+        temps.append((_write_temp(plate_dir / "wells.csv", table), plate_dir / "wells.csv"))
+        if objects:
+            objects_tmp = _objects_temp(plate_dir, dict.fromkeys(str(row["well"]) for row in rows))
+            temps.append((objects_tmp, objects_path))
+            document["objects_parquet_sha256"] = _sha256(objects_tmp)
+        text = msgspec.json.format(_json_encoder.encode(document)) + b"\n"
+        temps.append((_write_temp(manifest_path, text), manifest_path))
+        manifest_path.unlink(missing_ok=True)  # from here on the old set is gone, and no mixed set can exist
+        if not objects:
+            objects_path.unlink(missing_ok=True)
+        for tmp, final in temps:
+            os.replace(tmp, final)
+    finally:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)

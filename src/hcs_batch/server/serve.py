@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,9 +27,11 @@ from ..errors import InputError
 from ..protocol import MAX_FRAME_BYTES
 from ..runtime.thread_lane import ThreadLane
 from ..security import ServerKeys, authorized_sockets, check_bind
+from .allowlist import StepAllowlist
 from .control import ControlApp, ServerAddress
 from .events import EVENT_SNDHWM, EventPublisher
 from .executor import LocalExecutor, default_workers
+from .roots import Roots
 from .stores import ArtifactStore, RecordStore
 
 __all__ = ["ServerAddress", "open_embedded_server", "parse_bind", "serve"]
@@ -79,9 +83,20 @@ async def serve(
     workers: int | None = None,
     warm_workers: bool = True,
     keys: ServerKeys | None = None,
+    allow_steps: Sequence[str] = (),
+    data_roots: Sequence[str | Path] = (),
+    output_roots: Sequence[str | Path] = (),
+    allow_remote_shutdown: bool = False,
+    shutdown_token: str = "",
+    stop: trio.Event | None = None,
     task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run an execution server until cancelled or asked to shut down.
+    """Run an execution server until cancelled, ``stop`` is set, or a client is allowed to shut it down.
+
+    Trust (see ``docs/reliability.md``, "Trust model"): steps run only from ``hcs_batch.steps``, the registered
+    step packages and the ``allow_steps`` module prefixes; plates are read only below ``data_roots`` and results
+    written only below ``output_roots`` (each default: the working directory). A ``Shutdown`` request is obeyed
+    only with ``allow_remote_shutdown`` or when it carries ``shutdown_token`` (when one is set).
 
     With ``keys`` (:func:`hcs_batch.security.load_server_keys`) both sockets are CurveZMQ servers: only the
     clients ``keys`` authorizes complete a handshake; any other peer gets nothing, and ``bind`` may be any host.
@@ -91,13 +106,17 @@ async def serve(
     count) worker processes are started in the background right away (``warm_workers=False``: on first use).
 
     Raises:
-        InputError: a malformed ``bind``, or the address cannot be bound (e.g. in use).
+        InputError: a malformed ``bind``, or the address cannot be bound (e.g. in use); a bad ``allow_steps``
+            prefix or a data root that is not a folder.
         SecurityError: a non-loopback ``bind`` without ``keys``; another ZAP handler owns this process.
 
-    On cancellation or ``Shutdown``: every execution is cancelled (its workers killed), idle workers are stopped,
-    and both sockets are closed before this returns.
+    On ``stop`` or an allowed ``Shutdown``: a ``shutdown`` event is published first, then every execution is
+    cancelled (its workers killed), idle workers are stopped, and both sockets are closed before this returns.
+    On cancellation the same, the event best effort (the sockets close at once).
     """
     host, port = parse_bind(bind, keys)
+    allowlist = StepAllowlist.build(allow_steps)
+    roots = await trio.to_thread.run_sync(Roots.build, data_roots, output_roots)
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
@@ -122,7 +141,9 @@ async def serve(
                 pub.bind(f"tcp://{url_host}:{events_port}")
         except Exception as exc:  # zmq.ZMQError; only _zmq may name zmq
             raise InputError(f"cannot bind {bind} (events on the next port): {exc}") from None
-        address = ServerAddress(control_url=f"tcp://{url_host}:{port}", events_port=events_port)
+        address = ServerAddress(
+            control_url=f"tcp://{url_host}:{port}", events_port=events_port, shutdown_token=shutdown_token
+        )
         publisher = EventPublisher(events, uuid.uuid4().hex)
         records = RecordStore()
         # Worker threads for the server's small blocking file-system calls: many plates share one thread hop,
@@ -136,7 +157,7 @@ async def serve(
                 # In io_nursery: it outlives every execution and compile (the work nursery ends first).
                 await io_nursery.start(input_lane.serve)
                 await io_nursery.start(output_lane.serve)
-                shutdown = trio.Event()
+                shutdown = stop if stop is not None else trio.Event()
                 async with trio.open_nursery() as work:
                     executor = LocalExecutor(
                         nursery=work,
@@ -155,14 +176,29 @@ async def serve(
                         events_port=events_port,
                         shutdown=shutdown,
                         lane=input_lane,
+                        allowlist=allowlist,
+                        roots=roots,
+                        output_lane=output_lane,
+                        allow_remote_shutdown=allow_remote_shutdown,
+                        shutdown_token=shutdown_token,
                     )
                     await io_nursery.start(control.run, app.on_frames)
                     io_nursery.start_soon(publisher.run_heartbeat, lambda: (records.queued, records.running))
                     if warm_workers:
                         work.start_soon(executor.warm_up)
                     log.info("serving on %s (events on %d), %d workers", address.control_url, events_port, workers)
+                    log.info(
+                        "steps allowed from %s; data roots %s; output roots %s",
+                        ", ".join(allowlist.prefixes),
+                        ", ".join(map(str, roots.data)),
+                        ", ".join(map(str, roots.output)),
+                    )
                     task_status.started(address)
-                    await shutdown.wait()
+                    try:
+                        await shutdown.wait()
+                    finally:
+                        # First of all (also when cancelled): clients fail their live plates at once.
+                        publisher.shutdown("server shut down")
                     log.info("shutdown requested: cancelling every execution")
                     app.stopping = True
                     work.cancel_scope.cancel()
@@ -177,10 +213,18 @@ async def serve(
 
 @asynccontextmanager
 async def open_embedded_server(
-    *, workers: int | None = None, warm_workers: bool = True, keys: ServerKeys | None = None
+    *,
+    workers: int | None = None,
+    warm_workers: bool = True,
+    keys: ServerKeys | None = None,
+    allow_steps: Sequence[str] = (),
+    data_roots: Sequence[str | Path] = (),
+    output_roots: Sequence[str | Path] = (),
 ) -> AsyncIterator[ServerAddress]:
     """Run a server on a free loopback port inside the caller's Trio run, for as long as the block lasts
-    (under CurveZMQ ``keys`` when given, see :func:`serve`).
+    (under CurveZMQ ``keys`` when given; ``allow_steps``, ``data_roots``, ``output_roots`` as in :func:`serve`).
+
+    The address carries a fresh ``shutdown_token``: the embedding host (and only it) may shut the server down.
 
     Leaving the block cancels every execution, stops the workers and closes the sockets. Worker processes use
     the ``spawn`` start method: a script that embeds a server must guard its entry point with
@@ -188,7 +232,18 @@ async def open_embedded_server(
     """
     with collapse_single_exception_group():
         async with trio.open_nursery() as nursery:
-            address: Any = await nursery.start(partial(serve, workers=workers, warm_workers=warm_workers, keys=keys))
+            address: Any = await nursery.start(
+                partial(
+                    serve,
+                    workers=workers,
+                    warm_workers=warm_workers,
+                    keys=keys,
+                    allow_steps=allow_steps,
+                    data_roots=data_roots,
+                    output_roots=output_roots,
+                    shutdown_token=secrets.token_urlsafe(24),
+                )
+            )
             try:
                 yield address
             finally:

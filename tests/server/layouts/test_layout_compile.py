@@ -88,5 +88,7 @@ async def test_an_rgb_image_fails_its_plate_naming_the_file_and_shape(
         with trio.fail_after(120):
             record = (await wait_terminal(conn, [execution_id]))[execution_id]
     assert record.state == "failed"
-    assert "well B02 site 1 timepoint 1 channel 1: cannot read image" in record.error
+    # B02 fails alone: A01 is computed and written.
+    assert record.error.startswith("1 of 2 wells failed: B02: site 1 timepoint 1 channel 1: cannot read image")
+    assert record.wells_done == 1 and (tmp_path / "out" / "Plate1" / "wells" / "A01.json").is_file()
     assert rgb.name in record.error and "shape (16, 16, 3) is not one 2-D grey plane" in record.error

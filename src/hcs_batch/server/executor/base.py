@@ -7,7 +7,7 @@ an executor only says how one well runs (:meth:`Executor.run_well`).
   already exists for the same artifact count as done and publish nothing.
 - A plan whose steps are all marked noops (:func:`hcs_batch.steps.inline_noop`) runs inline: no images are read
   and no well runs on the executor; each (well, site, channel) gets a row without measurements.
-- Each execution drives at most ``workers`` wells at once; the first failing well cancels the others.
+- Each execution drives at most ``workers`` wells at once; a failing well fails alone (see below).
 - An execution that reads images holds its plate folder's lock (:mod:`..plate_lock`) while it runs: a second
   execution of the plate into the same folder fails at once, naming the owner, instead of computing it twice.
 - Every execution logs one line when it starts and one when it ends (plate, wells, duration, outcome).
@@ -17,11 +17,14 @@ an executor only says how one well runs (:meth:`Executor.run_well`).
   (a hop per plate cost more than the write itself).
 - :meth:`Executor.cancel` cancels exactly the named executions: :meth:`Executor.run_well` must stop the well's
   work before it returns on cancellation; every other execution goes on.
-- On completion ``wells.csv``, ``objects.parquet`` (not for inline plans) and ``manifest.json`` are written (see
-  :mod:`..results`), then ``plate_map.png`` (not for inline plans; see :mod:`..plate_map`), and only once all
-  are on disk does the execution report ``completed``; a failed or
-  cancelled execution leaves only the per-well files of the wells that finished (one cancelled while its results
-  were being written may leave those too).
+- A well fails alone: when its image cannot be read, its step raises or its worker dies, the plate's other wells
+  still run. Once every well is done or failed, ``wells.csv``, ``objects.parquet`` (not for inline plans) and
+  ``manifest.json`` are written as one consistent set (see :mod:`..results`; ``failed_wells`` lists the failed
+  wells, ``well_errors`` maps each to its error) for the wells that finished, then ``plate_map.png`` (not for
+  inline plans; see :mod:`..plate_map`), and only then does the execution report ``completed``, or ``failed``
+  with ``"N of M wells failed: A03: cannot read ...; ..."``. A rerun of the same artifact computes only the wells
+  without a result file. A cancelled execution leaves only the per-well files of the wells that finished (one
+  cancelled while its results were being written may leave the set too).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import datetime
 import functools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,10 +71,18 @@ def _iso(timestamp: float) -> str:
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="milliseconds")
 
 
-class _WellFailed(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+_FAILED_WELLS_SHOWN = 5
+"""Failed wells named in an execution's error (all of them are in ``manifest.json``)."""
+
+
+def failed_wells_message(failed: Mapping[str, str], wells: Sequence[str]) -> str:
+    """``"2 of 8 wells failed: A03: cannot read A03_s1_w1.tif: ...; B01: ..."``: the first few failed wells in
+    plate order (``wells``), each with its error."""
+    in_order = [well for well in wells if well in failed]
+    shown = "; ".join(f"{well}: {failed[well]}" for well in in_order[:_FAILED_WELLS_SHOWN])
+    hidden = len(in_order) - _FAILED_WELLS_SHOWN
+    more = f"; and {hidden} more (see manifest.json)" if hidden > 0 else ""
+    return f"{len(in_order)} of {len(wells)} wells failed: {shown}{more}"
 
 
 class Executor(abc.ABC):
@@ -101,8 +112,8 @@ class Executor(abc.ABC):
     async def run_well(self, plan: Plan, well: str, plate_dir: Path) -> list[Row]:
         """Run ``plan``'s steps on ``well``, write its result file below ``plate_dir``, return its rows.
 
-        Raises any exception for a failed well (its text becomes the execution's error). On cancellation the
-        well's work is stopped (a hung step killed) before this returns.
+        Raises any exception for a failed well (its text becomes the well's error; the other wells go on). On
+        cancellation the well's work is stopped (a hung step killed) before this returns.
         """
 
     async def warm_up(self) -> None:
@@ -177,6 +188,7 @@ class Executor(abc.ABC):
             with execution.cancel_scope:
                 self.records.mark_running(execution)
                 self._publish_state(execution)
+                failed: dict[str, str] = {}
                 if plan.inline:
                     rows = await self._run_inline(execution, plan)
                 else:
@@ -188,15 +200,16 @@ class Executor(abc.ABC):
                         ),
                         plate_dir,
                     )
-                    rows = await self._run_wells(execution, plan, plate_dir, force)
-                manifest = self._manifest(execution, plan, len(rows), started)
+                    rows = await self._run_wells(execution, plan, plate_dir, force, failed)
+                manifest = self._manifest(execution, plan, len(rows), started, failed)
                 write = functools.partial(write_plate_results, objects=not plan.inline)
                 await self._lane.run(write, plate_dir, rows, manifest)
                 if not plan.inline:  # a picture of the measurements (issue 15); never fails the plate
                     await self._lane.run(write_plate_map, plate_dir, plan.plate_name, rows)
-                state = ExecutionState.COMPLETED
-        except _WellFailed as exc:
-            state, error = ExecutionState.FAILED, exc.message
+                if failed:
+                    state, error = ExecutionState.FAILED, failed_wells_message(failed, plan.wells)
+                else:
+                    state = ExecutionState.COMPLETED
         except HcsBatchError as exc:
             state, error = ExecutionState.FAILED, str(exc)
         except OSError as exc:
@@ -263,7 +276,11 @@ class Executor(abc.ABC):
         await trio.lowlevel.checkpoint()
         return rows
 
-    async def _run_wells(self, execution: Execution, plan: Plan, plate_dir: Path, force: bool) -> list[Row]:
+    async def _run_wells(
+        self, execution: Execution, plan: Plan, plate_dir: Path, force: bool, failed: dict[str, str]
+    ) -> list[Row]:
+        """Run every well not yet done; returns the rows of the finished wells (in plate order) and fills
+        ``failed`` (well -> error) with the wells that failed."""
         done: dict[str, list[Row]] = {}
         if not force:
             keys = {well: plan.well_key(well) for well in plan.wells}
@@ -272,14 +289,11 @@ class Executor(abc.ABC):
         execution.wells_done = len(done)
         todo = iter([well for well in plan.wells if well not in done])
         results: dict[str, list[Row]] = {}
-        failure: list[str] = []
         drivers = min(self.workers, len(plan.wells) - len(done))
         async with trio.open_nursery() as nursery:
             for _ in range(drivers):
-                nursery.start_soon(self._drive, execution, plan, plate_dir, todo, results, failure, nursery)
-        if failure:
-            raise _WellFailed(failure[0])
-        return [row for well in plan.wells for row in done.get(well) or results[well]]
+                nursery.start_soon(self._drive, execution, plan, plate_dir, todo, results, failed)
+        return [row for well in plan.wells if well not in failed for row in done.get(well) or results[well]]
 
     async def _drive(
         self,
@@ -288,24 +302,25 @@ class Executor(abc.ABC):
         plate_dir: Path,
         todo: Iterator[str],
         results: dict[str, list[Row]],
-        failure: list[str],
-        nursery: trio.Nursery,
+        failed: dict[str, str],
     ) -> None:
         # The drivers share one iterator: each next() hands out a different well.
         for well in todo:
             self._well_started(execution, plan, well)
             try:
                 rows = await self.run_well(plan, well, plate_dir)
-            except Exception as exc:  # StepFailure, BrokenWorkerError, OSError from the worker
-                if not failure:
-                    failure.append(f"plate {plan.plate_name}: {exc}" if str(exc) else repr(exc))
-                nursery.cancel_scope.cancel()  # kills this execution's other workers
-                return
+            except Exception as exc:  # StepFailure, BrokenWorkerError, OSError from the worker: this well only
+                # The execution's error prefixes each failed well ("A03: ..."): the worker's "well A03 " goes.
+                failed[well] = (str(exc) or repr(exc)).removeprefix(f"well {well} ")
+                log.info("plate %s: well %s failed: %s", plan.plate_name, well, failed[well])
+                continue
             results[well] = rows
             execution.wells_done += 1
             self._progress(execution, plan, well)
 
-    def _manifest(self, execution: Execution, plan: Plan, rows: int, started: float) -> dict[str, Any]:
+    def _manifest(
+        self, execution: Execution, plan: Plan, rows: int, started: float, failed: dict[str, str]
+    ) -> dict[str, Any]:
         return {
             "plate": plan.plate_name,
             "plate_path": plan.plate_path,
@@ -327,6 +342,8 @@ class Executor(abc.ABC):
             "result_rows": rows,
             "wells_computed": execution.wells_done - execution.wells_skipped,
             "wells_reused": execution.wells_skipped,
+            "failed_wells": [well for well in plan.wells if well in failed],
+            "well_errors": {well: failed[well] for well in plan.wells if well in failed},
             "inline": plan.inline,
             "started_at": _iso(started),
             "finished_at": _iso(time.time()),

@@ -47,7 +47,9 @@ _ROW_INDEX = {name: index for index, name in enumerate(ROWS)}
 WELLS = frozenset(f"{row}{col:02d}" for row in ROWS for col in range(1, 49))
 """Every well name of a plate up to 1,536 wells: ``A01`` .. ``AF48``."""
 _WELL = re.compile(r"^([A-Z]{1,2})0*(\d{1,2})$")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
+_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")
+"""What cannot be in a plate name (:func:`hcs_batch.model.safe_plate_name`): path separators, control characters,
+line separators, undecodable bytes. Any other Unicode character is kept (``Platte_Müller``)."""
 
 
 def well_name(row: str | int, column: str | int) -> str:
@@ -77,11 +79,13 @@ def few(names: list[str] | tuple[str, ...], limit: int = 5) -> str:
 
 
 def plate_name_or(candidate: str | None, fallback: str) -> str:
-    """``candidate`` made into a safe output folder name (odd characters become ``_``), else ``fallback``."""
+    """``candidate`` made into a safe output folder name (separators and control characters become ``_``, at most
+    255 bytes), else ``fallback``."""
     for name in (candidate, fallback):
         if not name:
             continue
-        cleaned = _UNSAFE.sub("_", name.strip()).strip(" ._-")[:128].replace("..", "_")
+        cleaned = _UNSAFE.sub("_", name.strip()).strip(" ._-").replace("..", "_")
+        cleaned = cleaned.encode()[:255].decode(errors="ignore")
         try:
             return safe_plate_name(cleaned)
         except PlateError:
