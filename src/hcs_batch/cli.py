@@ -53,10 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fail-fast", action="store_true", help="stop the batch at the first failed plate")
     run.add_argument("--force", action="store_true", help="recompute wells that already have results")
 
-    status = sub.add_parser("status", help="show a server's status and execution records")
-    status.add_argument("--server", default=None)
-    status.add_argument("--keys", default=None)
-    status.add_argument("--json", action="store_true")
+    from .control_commands import add_control_parsers
+
+    add_control_parsers(sub)  # pause, resume, cancel, status, servers, shutdown
 
     attach = sub.add_parser("attach", help="follow executions still running on a server to their end")
     attach.add_argument("--server", required=True)
@@ -90,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .security import main_keys
 
         return main_keys(args)
+    from .control_commands import CONTROL_COMMANDS, run_control
+
+    if args.command in CONTROL_COMMANDS:
+        return run_control(args)
     from .commands import run_command
 
     return run_command(args)

@@ -1,4 +1,4 @@
-"""The bodies of ``hcs-batch compile | run | status | attach | demo``: the terminal as a host of the service.
+"""The bodies of ``hcs-batch compile | run | attach | demo``: the terminal as a host of the service.
 
 Input is checked before any work (exit 2); an unreachable server is one line on stderr (exit 3); the first
 Ctrl-C stops the batch cleanly (targeted cancel on the server, exit 130), a second one abandons the clean-up.
@@ -21,7 +21,7 @@ import trio
 from .cli import EXIT_CANCELLED, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from .embedded import open_backend
 from .errors import InputError, PlateError, SecurityError, ServerUnreachableError, TransportError
-from .model import PlateRef
+from .model import ExecutionState, PlateRef
 from .pipeline import default_pipeline_text, load_pipeline_file
 from .protocol import StateEvent
 from .service import BatchSummary, BatchWorkflowService
@@ -39,8 +39,6 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         if args.command in ("compile", "run"):
             return _batch(args)
-        if args.command == "status":
-            return trio.run(_status, args)
         if args.command == "attach":
             return trio.run(_attach, args)
         if args.command == "demo":
@@ -137,28 +135,7 @@ async def _with_ctrl_c(service: BatchWorkflowService, batch: Callable[[], Awaita
     return result[0]
 
 
-# ---------------------------------------------------------------------------------------------- status
-
-
-async def _status(args: argparse.Namespace) -> int:
-    async with open_backend(args.server, keys=args.keys) as backend:
-        info = await backend.server_info(records=True)
-    if args.json:
-        print(json.dumps(msgspec.to_builtins(info), indent=2))
-        return EXIT_OK
-    print(
-        f"server {info.instance} up {info.uptime:.0f} s: {info.workers} workers ({info.busy_workers} busy), "
-        f"{info.queued} queued, {info.running} running"
-    )
-    for record in info.executions:
-        line = (
-            f"  {record.execution_id}  {record.plate_name:<20} {record.state:<10} "
-            f"{record.wells_done}/{record.wells_total} wells"
-        )
-        print(line + (f"  {record.error}" if record.error else ""))
-    if info.executions_omitted:
-        print(f"  ({info.executions_omitted} older finished executions not shown)")
-    return EXIT_OK
+# ---------------------------------------------------------------------------------------------- attach
 
 
 async def _attach(args: argparse.Namespace) -> int:
@@ -170,7 +147,7 @@ async def _attach(args: argparse.Namespace) -> int:
     """
     async with open_backend(args.server, keys=args.keys) as backend:
         info = await backend.server_info(records=True)
-        live = [r.execution_id for r in info.executions if r.state in ("queued", "running")]
+        live = [r.execution_id for r in info.executions if not ExecutionState(r.state).is_terminal]
         # On stderr even with --json (stdout stays one JSON object): tells a watcher that attach is following.
         print(f"following {len(live)} live executions on {args.server}", file=sys.stderr, flush=True)
         final: dict[str, Any] = {}
@@ -179,7 +156,7 @@ async def _attach(args: argparse.Namespace) -> int:
             while pending:
                 records, unknown = await backend.status(sorted(pending))
                 for record in records:
-                    if record.state not in ("queued", "running"):
+                    if ExecutionState(record.state).is_terminal:  # paused is live: keep following
                         final[record.execution_id] = msgspec.to_builtins(record)
                         pending.discard(record.execution_id)
                 pending -= set(unknown)

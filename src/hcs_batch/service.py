@@ -83,6 +83,8 @@ class PlateOutcome:
     artifact_id: str = ""
     execution_id: str = ""
     output: str = ""
+    pipeline: str = ""
+    """The name of the pipeline the plate compiled with (its own when its ``hcs_batch.toml`` names one)."""
 
     def to_json(self) -> dict[str, str]:
         return {
@@ -93,6 +95,7 @@ class PlateOutcome:
             "artifact_id": self.artifact_id,
             "execution_id": self.execution_id,
             "output": self.output,
+            "pipeline": self.pipeline,
         }
 
 
@@ -140,6 +143,7 @@ class _Slot:
     artifact_id: str = ""
     execution_id: str = ""
     output: str = ""
+    pipeline: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +167,7 @@ class _Batch:
         self.scope = trio.CancelScope()
         self.stopped_by_user = False
         self.stop_reason = ""
+        self.paused = False
 
     def is_done(self, state: PlateState) -> bool:
         """Final for this batch: a terminal state, or ``compiled`` in a compile-only batch."""
@@ -179,6 +184,7 @@ class _Batch:
                     artifact_id=s.artifact_id,
                     execution_id=s.execution_id,
                     output=s.output,
+                    pipeline=s.pipeline,
                 )
                 for s in self.slots
             ),
@@ -222,6 +228,8 @@ class BatchWorkflowService:
         self.fail_fast = fail_fast
         self.force = force
         self.batch_state: AsyncValue[BatchState] = AsyncValue(BatchState.IDLE)
+        self.paused: AsyncValue[bool] = AsyncValue(False)
+        """True while the active batch is paused (:meth:`pause`); hosts label their Pause/Resume button from it."""
         self.tracker = ProgressTracker()
         host.progress_tracker = self.tracker
         self._limit = max_concurrent_requests
@@ -259,6 +267,34 @@ class BatchWorkflowService:
         """Stop the active batch: one call cancels its scope; live executions get a targeted cancel; every
         plate not yet terminal ends ``cancelled``. No-op when idle."""
         self._stop(by_user=True, reason="stopped by the user")
+
+    async def pause(self) -> list[str]:
+        """Pause the active run batch: its executions on the server finish their running wells and start no new
+        one (their plates show ``paused``); executions it submits while paused are paused at once. Returns the
+        ids paused now. No-op (``[]``) when no batch is active.
+
+        Raises what ``backend.pause`` raises (``TransportError``, ``RemoteError``); the batch goes on either way.
+        """
+        return await self._set_paused(True)
+
+    async def resume(self) -> list[str]:
+        """Resume a paused batch: its executions go on where they stopped. Returns the ids resumed now; ``[]``
+        when nothing is active. Raises like :meth:`pause`."""
+        return await self._set_paused(False)
+
+    async def _set_paused(self, paused: bool) -> list[str]:
+        batch = self._batch
+        if batch is None:
+            return []
+        batch.paused = paused
+        if self.paused.value is not paused:
+            self.paused.value = paused
+            self._call(self.host.update_button_states)
+        live = [s.execution_id for s in batch.slots if s.execution_id and not batch.is_done(s.state)]
+        if not live:
+            return []
+        reply = await self.backend.pause(live, paused=paused)
+        return list(reply.changed)
 
     @property
     def active(self) -> bool:
@@ -347,6 +383,7 @@ class BatchWorkflowService:
         summary = batch.summary()
         self._batch = None
         self.batch_state.value = BatchState.IDLE
+        self.paused.value = False
         self._flush_projection()
         self._call(self.host.emit_progress_finished)
         if batch.kind is BatchKind.RUN:
@@ -379,6 +416,7 @@ class BatchWorkflowService:
 
         def on_result(slot: _Slot, compiled: CompiledPlate) -> None:
             slot.artifact_id = compiled.artifact_id
+            slot.pipeline = compiled.pipeline
             self._transition(batch, slot, PlateState.COMPILED)
 
         engine: BatchSubmitWaitEngine[_Slot, CompiledPlate, CompiledPlate] = BatchSubmitWaitEngine(
@@ -416,6 +454,7 @@ class BatchWorkflowService:
             channels=reply.channels,
             steps=tuple(reply.steps),
             server_instance=self.backend.instance,
+            pipeline=reply.pipeline,
         )
         self.host.plate_compiled_data[name] = compiled
         return compiled
@@ -456,6 +495,11 @@ class BatchWorkflowService:
             self.host.plate_execution_ids[slot.plate.name] = execution_id
             self._transition(batch, slot, PlateState.RUNNING)
             poller.track(execution_id)  # applies a state event that overtook this reply
+            if batch.paused:  # submitted while the batch is paused: pause it too (best effort)
+                try:
+                    await self.backend.pause([execution_id])
+                except HcsBatchError as exc:
+                    log.warning("pausing execution %s failed: %s", execution_id, exc)
             return execution_id
 
         async def wait(job: tuple[_Slot, CompiledPlate], execution_id: str) -> _Status:
@@ -489,7 +533,19 @@ class BatchWorkflowService:
 
     async def _fetch_statuses(self, execution_ids: Sequence[str]) -> dict[str, _Status]:
         records, _unknown = await self.backend.status(execution_ids)
-        return {r.execution_id: _status_of(r) for r in records}
+        statuses = {r.execution_id: _status_of(r) for r in records}
+        for execution_id, status in statuses.items():
+            self._show_live_state(execution_id, status.state)
+        return statuses
+
+    def _show_live_state(self, execution_id: str, state: ExecutionState) -> None:
+        """A live execution paused or resumed on the server (by anyone): its plate shows ``paused``/``running``.
+        ``paused`` is live, never terminal: the poller keeps following it and liveness still counts the polls."""
+        batch = self._batch
+        slot = batch.by_execution.get(execution_id) if batch is not None else None
+        if batch is None or slot is None or state.is_terminal:
+            return
+        self._transition(batch, slot, PlateState.PAUSED if state is ExecutionState.PAUSED else PlateState.RUNNING)
 
     async def _follow_events(
         self,
@@ -502,7 +558,9 @@ class BatchWorkflowService:
         async for item in events:
             if isinstance(item, StateEvent):
                 # Unknown ids too: the event may overtake the submit reply; the poller holds it until track().
-                poller.push(item.execution_id, _Status(ExecutionState(item.state), item.error))
+                state = ExecutionState(item.state)
+                poller.push(item.execution_id, _Status(state, item.error))
+                self._show_live_state(item.execution_id, state)
             elif isinstance(item, ProgressEvent):
                 if item.execution_id in batch.by_execution:
                     self.tracker.record(item)

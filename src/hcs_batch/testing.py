@@ -59,6 +59,7 @@ from .protocol import (
     Event,
     ExecutionRecord,
     HeartbeatEvent,
+    PauseReply,
     ProgressEvent,
     ServerInfoReply,
     StateEvent,
@@ -99,6 +100,7 @@ class _Execution:
         "execution_id",
         "finished_at",
         "output",
+        "paused",
         "plate_name",
         "scope",
         "state",
@@ -117,6 +119,11 @@ class _Execution:
         self.finished_at = 0.0
         self.wells_done = 0
         self.scope = trio.CancelScope()
+        self.paused: trio.Event | None = None  # set while paused; set() on resume
+
+    @property
+    def shown(self) -> ExecutionState:
+        return ExecutionState.PAUSED if self.paused is not None and not self.state.is_terminal else self.state
 
 
 def _fresh(error: Exception) -> Exception:
@@ -369,6 +376,30 @@ class InMemoryBackend(ExecutionBackend):
 
         return await self._guard(body)
 
+    async def pause(self, execution_ids: Sequence[str], *, paused: bool = True) -> PauseReply:
+        async def body() -> PauseReply:
+            await trio.sleep(self.request_delay)
+            ids = list(execution_ids) or [i for i, ex in self._executions.items() if not ex.state.is_terminal]
+            out: dict[str, list[str]] = {"changed": [], "unchanged": [], "already_terminal": [], "unknown": []}
+            for execution_id in ids:
+                ex = self._executions.get(execution_id)
+                if ex is None or ex.state.is_terminal:
+                    out["unknown" if ex is None else "already_terminal"].append(execution_id)
+                elif (ex.paused is None) == paused:
+                    if paused:
+                        ex.paused = trio.Event()
+                    else:
+                        assert ex.paused is not None
+                        ex.paused.set()
+                        ex.paused = None
+                    out["changed"].append(execution_id)
+                    self._emit_state(ex)
+                else:
+                    out["unchanged"].append(execution_id)
+            return PauseReply(rid=0, **out)
+
+        return await self._guard(body)
+
     async def server_info(self, *, records: bool = False) -> ServerInfoReply:
         self.server_info_calls += 1
 
@@ -441,6 +472,8 @@ class InMemoryBackend(ExecutionBackend):
         step_time = max(self.execute_delay - self.queue_delay, 0.0) / max(units, 1)
         done = 0
         for well in self.wells:
+            while ex.paused is not None:
+                await ex.paused.wait()
             for step in self.steps:
                 await trio.sleep(step_time)
                 await self._unfrozen()
@@ -509,7 +542,7 @@ class InMemoryBackend(ExecutionBackend):
                     instance=self._instance,
                     execution_id=ex.execution_id,
                     plate_name=ex.plate_name,
-                    state=ex.state.value,
+                    state=ex.shown.value,
                     error=ex.error,
                 )
             )
@@ -539,7 +572,7 @@ class InMemoryBackend(ExecutionBackend):
             execution_id=ex.execution_id,
             artifact_id=ex.artifact_id,
             plate_name=ex.plate_name,
-            state=ex.state.value,
+            state=ex.shown.value,
             error=ex.error,
             wells_done=ex.wells_done,
             wells_total=len(self.wells),

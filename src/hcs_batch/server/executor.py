@@ -38,6 +38,7 @@ from ..runtime.thread_lane import ThreadLane
 from .artifacts import ArtifactStore
 from .compiler import Plan
 from .events import EventPublisher
+from .pausing import PauseGate, PauseOutcome, set_paused
 from .records import Execution, RecordStore
 from .results import Row, load_done_wells, plate_output_dir, write_plate_results
 from .worker import run_well, warm_up
@@ -131,6 +132,11 @@ class Executor:
                 cancelled.append(execution_id)
         return cancelled, terminal, unknown
 
+    def pause(self, execution_ids: list[str], *, paused: bool = True) -> PauseOutcome:
+        """Pause (``paused=False``: resume) these executions, or every live one when none are named; see
+        :mod:`.pausing`. Returns (changed, unchanged, already terminal, unknown) ids."""
+        return set_paused(self.records, execution_ids, paused=paused, publish=self._publish_state)
+
     def cancel_all(self) -> None:
         for execution in self.records.live():
             execution.cancel_scope.cancel()
@@ -141,7 +147,7 @@ class Executor:
         self._publisher.state(
             execution_id=execution.execution_id,
             plate_name=execution.plate_name,
-            state=execution.state.value,
+            state=execution.shown_state.value,
             error=execution.error,
         )
 
@@ -226,7 +232,9 @@ class Executor:
         failure: list[str],
         nursery: trio.Nursery,
     ) -> None:
-        # The drivers share one iterator: each next() hands out a different well.
+        # The drivers share one iterator: each next() hands out a different well. The gate holds a well of a
+        # paused execution back from the workers until it is resumed.
+        gate: Any = PauseGate(self.limiter, execution)
         for well in todo:
             try:
                 rows: list[Row] = await self._context.run_sync(
@@ -238,7 +246,7 @@ class Executor:
                     str(plate_dir),
                     plan.artifact_id,
                     kill_on_cancel=True,
-                    limiter=self.limiter,
+                    limiter=gate,
                 )
             except Exception as exc:  # StepFailure, BrokenWorkerError, OSError from the worker
                 if not failure:
