@@ -269,12 +269,24 @@ async def _wait_gone(pid: int, limit: float) -> bool:
     """Wait (a bounded poll: the process is not our child) until ``pid`` no longer exists."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _exists(pid):
             return True
         await trio.sleep(0.05)
     return False
+
+
+def _exists(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (an exited one its parent has not reaped yet is a
+    zombie: it has stopped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True  # no procfs: the signal test is all we have
 
 
 async def _shutdown(args: argparse.Namespace) -> int:

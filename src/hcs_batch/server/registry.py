@@ -57,16 +57,18 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return False  # another user's process: not an entry of ours, whatever the file says
-    cmdline = Path(f"/proc/{pid}/cmdline")
+    proc = Path(f"/proc/{pid}")
     try:
-        text = cmdline.read_bytes()
+        stat = (proc / "stat").read_bytes()
+        cmdline = (proc / "cmdline").read_bytes()
     except FileNotFoundError:
         return not Path("/proc/self").exists()  # no procfs (macOS): trust the signal test
     except OSError:
         return True
-    if text == b"":
-        return False  # a zombie
-    return b"hcs_batch" in text or b"hcs-batch" in text
+    if stat.rsplit(b")", 1)[-1].split()[:1] == [b"Z"]:
+        return False  # exited, not yet reaped
+    # An empty command line is a process the kernel is busy setting up (exec): it cannot be judged yet.
+    return cmdline == b"" or b"hcs_batch" in cmdline or b"hcs-batch" in cmdline
 
 
 @contextlib.contextmanager

@@ -1,0 +1,53 @@
+"""BatchWorkflowService.pause()/resume() on the in-memory backend, in virtual time: a paused plate shows
+``paused``, is never failed by liveness however long it stays paused, and completes after resume."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from hcs_batch import PlateState
+from hcs_batch.model import ExecutionState
+from hcs_batch.service import BatchSummary
+from hcs_batch.testing import open_in_memory_backend
+from tests.test_service import RecordingHost, assert_converged, plates, service_for
+
+
+async def test_pause_holds_the_batch_and_resume_completes_it(autojump_clock: trio.abc.Clock) -> None:
+    async with open_in_memory_backend(execute_delay=8.0, wells=("A01", "A02", "A03", "A04")) as backend:
+        host = RecordingHost()
+        # Polls every second and a liveness bound of 5 s: a pause of 1000 s must still not fail anything.
+        service = service_for(backend, host, poll_interval=1.0, max_poll_interval=2.0, liveness_timeout=5.0)
+        summary: list[BatchSummary] = []
+        async with trio.open_nursery() as nursery:
+
+            async def run() -> None:
+                summary.append(await service.run_plates(plates(2)))
+
+            nursery.start_soon(run)
+            await trio.sleep(3.0)  # virtual time: both plates running, about one well of each done
+            assert set(host.plate_execution_states.values()) == {PlateState.RUNNING}
+            paused = await service.pause()
+            assert sorted(paused) == sorted(host.plate_execution_ids.values())
+            assert service.paused.value is True
+            await trio.sleep(10.0)  # the well running at the pause finishes (a well takes 2 s here)
+            done = {r.execution_id: r.wells_done for r in backend.records()}
+            assert all(0 < n < 4 for n in done.values()), done
+            await trio.sleep(1000.0)
+            records = backend.records()
+            assert {r.execution_id: r.wells_done for r in records} == done, "no new well starts while paused"
+            assert {r.state for r in records} == {ExecutionState.PAUSED.value}
+            assert set(host.plate_execution_states.values()) == {PlateState.PAUSED}
+            assert not summary, "a paused batch is live: nothing may fail it"
+            assert sorted(await service.resume()) == sorted(paused)
+            assert await service.resume() == []  # nothing paused any more
+        assert summary[0].counts == {"completed": 2}
+        assert service.paused.value is False
+        assert_converged(host, summary[0], backend)
+        assert host.transitions["P1"][-3:] == [PlateState.PAUSED, PlateState.RUNNING, PlateState.COMPLETED]
+
+
+async def test_pause_when_idle_does_nothing(autojump_clock: trio.abc.Clock) -> None:
+    async with open_in_memory_backend() as backend:
+        service = service_for(backend)
+        assert await service.pause() == [] and await service.resume() == []
