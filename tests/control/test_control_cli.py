@@ -84,9 +84,27 @@ async def test_pause_holds_wells_done_and_the_run_completes_after_resume(tmp_pat
             again = await hcs("pause", "--server", srv.url, execution_id, "no-such-id")
             assert again.returncode == 1 and f"{execution_id}: already paused" in again.stdout
             assert "no-such-id" in again.stderr
-            resumed = await hcs("resume", "--server", srv.url, execution_id)
-            assert resumed.returncode == 0 and resumed.stdout.strip() == f"{execution_id}: resumed"
+            # A paused execution is live: attach follows it (it says so on stderr before it waits) to its end.
+            cmd = [sys.executable, "-m", "hcs_batch", "attach", "--server", srv.url, "--json"]
+            follower = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+            try:
+                assert follower.stderr is not None and follower.stdout is not None
+                said = b""
+                while b"\n" not in said:
+                    said += await follower.stderr.receive_some()
+                assert said.startswith(b"following 1 live executions"), said
+                resumed = await hcs("resume", "--server", srv.url, execution_id)
+                assert resumed.returncode == 0 and resumed.stdout.strip() == f"{execution_id}: resumed"
+                followed = b""
+                while chunk := await follower.stdout.receive_some():
+                    followed += chunk
+                assert await follower.wait() == 0
+            finally:
+                if follower.returncode is None:
+                    follower.kill()  # only when the test failed on the way
+                await follower.aclose()  # closes the pipes too
         (result,) = run
+    assert [e["state"] for e in json.loads(followed)["executions"]] == ["completed"]
     assert result.returncode == 0, result.stderr
     (outcome,) = json.loads(result.stdout)["plates"]
     assert outcome["state"] == "completed" and outcome["pipeline"] == "gated"
