@@ -102,7 +102,10 @@ async def test_pause_holds_wells_done_and_the_run_completes_after_resume(tmp_pat
             finally:
                 if follower.returncode is None:
                     follower.kill()  # only when the test failed on the way
-                await follower.aclose()  # closes the pipes too
+                await follower.wait()
+                for pipe in (follower.stdout, follower.stderr):
+                    if pipe is not None:
+                        await pipe.aclose()
         (result,) = run
     assert [e["state"] for e in json.loads(followed)["executions"]] == ["completed"]
     assert result.returncode == 0, result.stderr
