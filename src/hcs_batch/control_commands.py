@@ -14,14 +14,18 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .embedded import open_backend
 from .errors import InputError, RemoteError, SecurityError, ServerUnreachableError, TransportError
 from .protocol import ExecutionRecord, ServerInfoReply
-from .server.registry import ServerEntry, find_entry, read_entries
+
+if TYPE_CHECKING:
+    from .server.registry import ServerEntry
+
+# The transport (zmq) and the server package are imported inside the commands that use them: building the parser,
+# which every hcs-batch command does, must not load them.
 
 __all__ = ["CONTROL_COMMANDS", "add_control_parsers", "run_control", "status_json"]
 
@@ -89,6 +93,8 @@ def run_control(args: argparse.Namespace) -> int:
 
 
 async def _pause(args: argparse.Namespace) -> int:
+    from .embedded import open_backend
+
     paused = args.command == "pause"
     async with open_backend(args.server, keys=args.keys) as backend:
         reply = await backend.pause(args.ids, paused=paused)
@@ -105,6 +111,8 @@ async def _pause(args: argparse.Namespace) -> int:
 
 
 async def _cancel(args: argparse.Namespace) -> int:
+    from .embedded import open_backend
+
     async with open_backend(args.server, keys=args.keys) as backend:
         reply = await backend.cancel(args.ids)
         records, _ = await backend.status(reply.already_terminal) if reply.already_terminal else ([], [])
@@ -167,6 +175,8 @@ def status_json(url: str, info: ServerInfoReply) -> dict[str, Any]:
 
 
 async def _status(args: argparse.Namespace) -> int:
+    from .embedded import open_backend
+
     async with open_backend(args.server, keys=args.keys) as backend:
         info = await backend.server_info(records=True)
     if args.json:
@@ -189,6 +199,8 @@ async def _status(args: argparse.Namespace) -> int:
 
 def _status_without_server() -> int:
     """``status`` names no server: list this user's servers (never start a throwaway one), exit 2."""
+    from .server.registry import read_entries
+
     entries = read_entries()
     if entries:
         print("servers on this machine (hcs-batch servers):")
@@ -206,6 +218,8 @@ def _status_without_server() -> int:
 
 
 async def _counts(entry: ServerEntry, keys: str | None) -> tuple[int, int] | None:
+    from .embedded import open_backend
+
     if entry.curve and keys is None:
         return None
     try:
@@ -219,6 +233,8 @@ async def _counts(entry: ServerEntry, keys: str | None) -> tuple[int, int] | Non
 
 
 async def _servers(args: argparse.Namespace) -> int:
+    from .server.registry import read_entries
+
     entries = read_entries()
     counts: dict[int, tuple[int, int] | None] = {}
 
@@ -292,6 +308,9 @@ def _exists(pid: int) -> bool:
 async def _shutdown(args: argparse.Namespace) -> int:
     """SIGTERM to a local server this user registered (the server's own clean stop); otherwise a ``Shutdown``
     request, which the server may refuse."""
+    from .embedded import open_backend
+    from .server.registry import find_entry
+
     entry = find_entry(args.server) if _local(args.server) else None
     if entry is not None:
         try:
