@@ -36,6 +36,7 @@ from .client.backend import ConnectionLost, EventGap, ExecutionBackend, StreamIt
 from .errors import (
     ArtifactNotFoundError,
     BatchAlreadyRunningError,
+    BatchError,
     HcsBatchError,
     InputError,
     ServerLostError,
@@ -144,6 +145,7 @@ class _Slot:
     execution_id: str = ""
     output: str = ""
     pipeline: str = ""
+    cancel_requested: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +284,23 @@ class BatchWorkflowService:
         when nothing is active. Raises like :meth:`pause`."""
         return await self._set_paused(False)
 
+    async def cancel_plate(self, name: str) -> bool:
+        """Cancel one plate of the active batch; the others go on. A plate with an execution gets a targeted
+        cancel on the server (it ends ``cancelled`` when the server confirms); a plate not submitted yet ends
+        ``cancelled`` at once and is never submitted (one whose submission is in flight is cancelled on the
+        server as soon as its id is known). Returns False when no batch is active or the plate is unknown or
+        already done. Raises what ``backend.cancel`` raises."""
+        batch = self._batch
+        slot = batch.by_name.get(name) if batch is not None else None
+        if batch is None or slot is None or batch.is_done(slot.state):
+            return False
+        slot.cancel_requested = True
+        if slot.execution_id:
+            await self.backend.cancel([slot.execution_id])
+        else:
+            self._transition(batch, slot, PlateState.CANCELLED, "cancelled by the user")
+        return True
+
     async def _set_paused(self, paused: bool) -> list[str]:
         batch = self._batch
         if batch is None:
@@ -409,6 +428,8 @@ class BatchWorkflowService:
         """Compile every plate (bounded); returns the compiled ones once the compile nursery has exited."""
 
         async def submit(slot: _Slot) -> CompiledPlate:
+            if slot.cancel_requested:  # cancelled while queued: nothing to compile
+                raise BatchError(f"plate {slot.plate.name} was cancelled before it was compiled")
             return await self._compile_one(batch, slot)
 
         async def wait(slot: _Slot, compiled: CompiledPlate) -> CompiledPlate:
@@ -482,6 +503,8 @@ class BatchWorkflowService:
 
         async def submit(job: tuple[_Slot, CompiledPlate]) -> str:
             slot, plate = job
+            if slot.cancel_requested:  # cancelled (and so ended) before its turn came: never submitted
+                raise BatchError(f"plate {slot.plate.name} was cancelled before it was submitted")
             try:
                 execution_id = await self._submit_execution(plate.artifact_id)
             except ArtifactNotFoundError:
@@ -495,7 +518,9 @@ class BatchWorkflowService:
             self.host.plate_execution_ids[slot.plate.name] = execution_id
             self._transition(batch, slot, PlateState.RUNNING)
             poller.track(execution_id)  # applies a state event that overtook this reply
-            if batch.paused:  # submitted while the batch is paused: pause it too (best effort)
+            if slot.cancel_requested:  # cancelled while its submission was in flight
+                await self.backend.cancel([execution_id])
+            elif batch.paused:  # submitted while the batch is paused: pause it too (best effort)
                 try:
                     await self.backend.pause([execution_id])
                 except HcsBatchError as exc:

@@ -51,3 +51,28 @@ async def test_pause_when_idle_does_nothing(autojump_clock: trio.abc.Clock) -> N
     async with open_in_memory_backend() as backend:
         service = service_for(backend)
         assert await service.pause() == [] and await service.resume() == []
+
+
+async def test_cancel_plate_cancels_that_plate_only(autojump_clock: trio.abc.Clock) -> None:
+    async with open_in_memory_backend(compile_delay=1.0, execute_delay=10.0) as backend:
+        host = RecordingHost()
+        service = service_for(backend, host, max_concurrent_requests=1)
+        summary: list[BatchSummary] = []
+        async with trio.open_nursery() as nursery:
+
+            async def run() -> None:
+                summary.append(await service.run_plates(plates(3)))
+
+            nursery.start_soon(run)
+            await trio.sleep(0.5)  # P1 compiling, P2 and P3 queued
+            assert await service.cancel_plate("P3")  # not compiled yet: cancelled at once, never submitted
+            assert host.plate_execution_states["P3"] is PlateState.CANCELLED
+            await trio.sleep(5.0)  # P1 and P2 compiled and running
+            assert await service.cancel_plate("P1")  # running: a targeted cancel on the server
+            assert not await service.cancel_plate("nope")
+    outcome = {o.plate.name: o.state for o in summary[0].plates}
+    assert outcome == {"P1": PlateState.CANCELLED, "P2": PlateState.COMPLETED, "P3": PlateState.CANCELLED}
+    assert [call.plate_name for call in backend.execute_log] == ["P1", "P2"]
+    assert [call.plate_name for call in backend.compile_log] == ["P1", "P2"]
+    assert backend.cancel_log[0] == (host.plate_execution_ids["P1"],)
+    assert_converged(host, summary[0], backend)
