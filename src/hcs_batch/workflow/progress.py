@@ -11,9 +11,27 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from ..model import TERMINAL_STATES, PlateState
-from ..protocol import ProgressEvent
+from ..protocol import ProgressEvent, ServerInfoReply
+from ..runtime import Snapshot
 
-__all__ = ["PlateProgress", "ProgressTracker"]
+__all__ = ["PlateProgress", "ProgressTracker", "server_info_key", "server_status_text"]
+
+
+def server_info_key(info: ServerInfoReply) -> tuple[int, int, int, int]:
+    """What of a server's status a host shows: a snapshot is a change only when this differs."""
+    return (info.queued, info.running, info.busy_workers, info.workers)
+
+
+def server_status_text(snapshot: Snapshot[ServerInfoReply]) -> str:
+    """The server status line a host shows for one status snapshot (or its error)."""
+    if snapshot.error is not None:
+        return f"server unreachable: {snapshot.error}"
+    info = snapshot.value
+    assert info is not None
+    return (
+        f"server connected: {info.queued} queued, {info.running} running, "
+        f"{info.busy_workers}/{info.workers} workers busy"
+    )
 
 
 @dataclass(slots=True, kw_only=True)
