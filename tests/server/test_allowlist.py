@@ -6,7 +6,6 @@ without being imported (its import-time code never runs), with a message naming 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import subprocess
 import sys

@@ -106,9 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
 
     status = sub.add_parser("status", help="show a server's status and execution records")
-    status.add_argument("--server", default=None)
-    status.add_argument("--keys", default=None)
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--server", default=None, help="server URL (default: list this user's servers, exit 2)")
+    status.add_argument("--keys", default=None, help="CurveZMQ key folder for a server that requires keys")
+    status.add_argument("--json", action="store_true", help='print {"server": {...}, "executions": [...]}')
+
+    from .control import add_control_parsers  # argparse only: zmq and the server load when a command runs
+
+    add_control_parsers(sub)  # pause, resume, cancel, servers, shutdown
 
     attach = sub.add_parser("attach", help="follow executions still running on a server to their end")
     attach.add_argument("--server", required=True)

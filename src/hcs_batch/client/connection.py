@@ -106,6 +106,10 @@ class ServerConnection(ExecutionBackend):
     async def cancel(self, execution_ids: Sequence[str]) -> p.CancelReply:
         return await self._request(p.Cancel(rid=next(self._rids), execution_ids=list(execution_ids)), p.CancelReply)
 
+    async def pause(self, execution_ids: Sequence[str], *, paused: bool = True) -> p.PauseReply:
+        kind = p.Pause if paused else p.Resume
+        return await self._request(kind(rid=next(self._rids), execution_ids=list(execution_ids)), p.PauseReply)
+
     async def server_info(self, *, records: bool = False) -> p.ServerInfoReply:
         return await self._request(p.ServerInfo(rid=next(self._rids), records=records), p.ServerInfoReply)
 

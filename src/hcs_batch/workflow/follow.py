@@ -32,8 +32,8 @@ __all__ = ["LIVE_STATES", "Ending", "ExecutionFollower", "FollowedExecution", "f
 
 log = logging.getLogger(__name__)
 
-LIVE_STATES = frozenset({ExecutionState.QUEUED, ExecutionState.RUNNING})
-"""Execution states that are still going somewhere."""
+LIVE_STATES = frozenset({ExecutionState.QUEUED, ExecutionState.RUNNING, ExecutionState.PAUSED})
+"""Execution states that are still going somewhere (``paused`` too: it is resumed, cancelled or lost later)."""
 
 _EARLY_LIMIT = 4096
 """State events kept for ids not followed yet (they may overtake the reply that names the id)."""
@@ -135,7 +135,7 @@ class ExecutionFollower:
         return list(self._rows.values())
 
     def live_ids(self) -> list[str]:
-        """The followed executions still queued or running."""
+        """The followed executions still live (queued, running or paused)."""
         return [row.execution_id for row in self._rows.values() if row.live]
 
     @property

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from ..model import TERMINAL_STATES, PlateState
-from ..protocol import ProgressEvent
+from ..protocol import ProgressEvent, ServerInfoReply
+from ..runtime import Snapshot
 
-__all__ = ["MAX_WELLS", "PlateProgress", "ProgressTracker", "WellState"]
+__all__ = ["MAX_WELLS", "PlateProgress", "ProgressTracker", "WellState", "server_info_key", "server_status_text"]
 
 MAX_WELLS = 4096
 """At most this many wells a plate's progress keeps states for (a 1,536-well plate fits; a hostile server's
@@ -26,6 +27,23 @@ class WellState(StrEnum):
 
     RUNNING = "running"
     DONE = "done"
+
+
+def server_info_key(info: ServerInfoReply) -> tuple[int, int, int, int]:
+    """What of a server's status a host shows: a snapshot is a change only when this differs."""
+    return (info.queued, info.running, info.busy_workers, info.workers)
+
+
+def server_status_text(snapshot: Snapshot[ServerInfoReply]) -> str:
+    """The server status line a host shows for one status snapshot (or its error)."""
+    if snapshot.error is not None:
+        return f"server unreachable: {snapshot.error}"
+    info = snapshot.value
+    assert info is not None
+    return (
+        f"server connected: {info.queued} queued, {info.running} running, "
+        f"{info.busy_workers}/{info.workers} workers busy"
+    )
 
 
 @dataclass(slots=True, kw_only=True)

@@ -49,6 +49,7 @@ from ...model import ExecutionState
 from ...runtime.thread_lane import ThreadLane
 from ..compiler import Plan
 from ..events import EventPublisher
+from ..pausing import PauseOutcome, set_paused
 from ..plate_lock import acquire_plate_lock, release_plate_lock
 from ..plate_map import write_plate_map
 from ..results import Row, load_done_wells, plate_output_dir, write_plate_results
@@ -109,8 +110,9 @@ class Executor(abc.ABC):
         self.artifacts = artifacts
 
     @abc.abstractmethod
-    async def run_well(self, plan: Plan, well: str, plate_dir: Path) -> list[Row]:
-        """Run ``plan``'s steps on ``well``, write its result file below ``plate_dir``, return its rows.
+    async def run_well(self, plan: Plan, well: str, plate_dir: Path, execution: Execution) -> list[Row]:
+        """Run ``plan``'s steps on ``well``, write its result file below ``plate_dir``, return its rows. A well
+        still waiting for a worker when ``execution`` is paused waits until it is resumed (:mod:`..pausing`).
 
         Raises any exception for a failed well (its text becomes the well's error; the other wells go on). On
         cancellation the well's work is stopped (a hung step killed) before this returns.
@@ -160,13 +162,18 @@ class Executor(abc.ABC):
                 cancelled.append(execution_id)
         return cancelled, terminal, unknown
 
+    def pause(self, execution_ids: list[str], *, paused: bool = True) -> PauseOutcome:
+        """Pause (``paused=False``: resume) these executions, or every live one when none are named; see
+        :mod:`..pausing`. Returns (changed, unchanged, already terminal, unknown) ids."""
+        return set_paused(self.records, execution_ids, paused=paused, publish=self._publish_state)
+
     # ------------------------------------------------------------------ running
 
     def _publish_state(self, execution: Execution) -> None:
         self._publisher.state(
             execution_id=execution.execution_id,
             plate_name=execution.plate_name,
-            state=execution.state,
+            state=execution.shown_state,
             error=execution.error,
             wells_total=execution.wells_total,
             wells_skipped=execution.wells_skipped,
@@ -304,11 +311,13 @@ class Executor(abc.ABC):
         results: dict[str, list[Row]],
         failed: dict[str, str],
     ) -> None:
-        # The drivers share one iterator: each next() hands out a different well.
+        # The drivers share one iterator: each next() hands out a different well. A paused execution starts
+        # no new well until it is resumed (running wells finish and are reported).
         for well in todo:
+            await execution.wait_unpaused()
             self._well_started(execution, plan, well)
             try:
-                rows = await self.run_well(plan, well, plate_dir)
+                rows = await self.run_well(plan, well, plate_dir, execution)
             except Exception as exc:  # StepFailure, BrokenWorkerError, OSError from the worker: this well only
                 # The execution's error prefixes each failed well ("A03: ..."): the worker's "well A03 " goes.
                 failed[well] = (str(exc) or repr(exc)).removeprefix(f"well {well} ")
