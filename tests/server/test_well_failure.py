@@ -176,3 +176,46 @@ def test_a_simulated_enospc_on_either_file_leaves_the_previous_pair(
         results.write_plate_results(plate_dir, [{"well": "B01", "site": 1, "channel": 1}], {"execution_id": "two"})
     assert ((plate_dir / "wells.csv").read_bytes(), (plate_dir / "manifest.json").read_bytes()) == before
     assert sorted(p.name for p in plate_dir.iterdir()) == ["manifest.json", "wells.csv"]
+
+
+def _objects_plate(plate_dir: Path, well: str, execution_id: str) -> None:
+    """One finished well with two objects, then the plate's result set (with ``objects.parquet``)."""
+    objects = {"well": [well] * 2, "site": [1, 1], "channel": [1, 1], "timepoint": [1, 1], "area": [3.0, 5.0]}
+    row = {"well": well, "site": 1, "channel": 1, "timepoint": 1, "object_count": 2}
+    results.write_well_result(plate_dir, well, "key", [row], [objects])
+    results.write_plate_results(plate_dir, [row], {"execution_id": execution_id}, objects=True)
+
+
+@pytest.mark.parametrize("failing", ["_write_temp", "_write_parquet_temp"])
+def test_objects_parquet_joins_the_set_a_failed_write_leaves_the_previous_set(
+    failing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq
+
+    plate_dir = tmp_path / "p"
+    _objects_plate(plate_dir, "A01", "one")
+    manifest, _ = _pair(plate_dir)
+    assert manifest["execution_id"] == "one" and pq.read_table(plate_dir / "objects.parquet").num_rows == 2
+    before = {name: (plate_dir / name).read_bytes() for name in ("wells.csv", "objects.parquet", "manifest.json")}
+
+    real = getattr(results, failing)
+
+    def full_disk(*args: Any) -> Path:
+        if failing == "_write_parquet_temp" or args[0].name == "manifest.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return Path(real(*args))
+
+    monkeypatch.setattr(results, failing, full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        _objects_plate(plate_dir, "B01", "two")
+    assert {name: (plate_dir / name).read_bytes() for name in before} == before
+    assert not list(plate_dir.glob(".*.tmp"))
+
+
+def test_a_plate_without_objects_removes_an_earlier_objects_parquet(tmp_path: Path) -> None:
+    plate_dir = tmp_path / "p"
+    _objects_plate(plate_dir, "A01", "one")
+    results.write_plate_results(plate_dir, [{"well": "A01", "site": 1, "channel": 1}], {"execution_id": "inline"})
+    manifest = json.loads((plate_dir / "manifest.json").read_text())
+    assert manifest["execution_id"] == "inline" and "objects_parquet_sha256" not in manifest
+    assert not (plate_dir / "objects.parquet").exists(), "a stale objects.parquet would describe another run"
