@@ -21,10 +21,10 @@ an executor only says how one well runs (:meth:`Executor.run_well`).
   still run. Once every well is done or failed, ``wells.csv``, ``objects.parquet`` (not for inline plans) and
   ``manifest.json`` are written as one consistent set (see :mod:`..results`; ``failed_wells`` lists the failed
   wells, ``well_errors`` maps each to its error) for the wells that finished, then ``plate_map.png`` (not for
-  inline plans; see :mod:`..plate_map`), and only then does the execution report ``completed``, or ``failed``
-  with ``"N of M wells failed: A03: cannot read ...; ..."``. A rerun of the same artifact computes only the wells
-  without a result file. A cancelled execution leaves only the per-well files of the wells that finished (one
-  cancelled while its results were being written may leave the set too).
+  inline plans, and only when no well failed; see :mod:`..plate_map`), and only then does the execution report
+  ``completed``, or ``failed`` with ``"N of M wells failed: A03: cannot read ...; ..."``. A rerun of the same
+  artifact computes only the wells without a result file. A cancelled execution leaves only the per-well files
+  of the wells that finished (one cancelled while its results were being written may leave the set too).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from ..compiler import Plan
 from ..events import EventPublisher
 from ..pausing import PauseOutcome, set_paused
 from ..plate_lock import acquire_plate_lock, release_plate_lock
-from ..plate_map import write_plate_map
+from ..plate_map import PLATE_MAP_FILE, write_plate_map
 from ..results import Row, load_done_wells, plate_output_dir, write_plate_results
 from ..stores import ArtifactStore, Execution, RecordStore
 
@@ -211,8 +211,10 @@ class Executor(abc.ABC):
                 manifest = self._manifest(execution, plan, len(rows), started, failed)
                 write = functools.partial(write_plate_results, objects=not plan.inline)
                 await self._lane.run(write, plate_dir, rows, manifest)
-                if not plan.inline:  # a picture of the measurements (issue 15); never fails the plate
+                if not plan.inline and not failed:  # a picture of the measurements (issue 15); never fails the plate
                     await self._lane.run(write_plate_map, plate_dir, plan.plate_name, rows)
+                elif not plan.inline:  # a completed plate's picture only: an earlier one would describe another run
+                    await self._lane.run(functools.partial((plate_dir / PLATE_MAP_FILE).unlink, missing_ok=True))
                 if failed:
                     state, error = ExecutionState.FAILED, failed_wells_message(failed, plan.wells)
                 else:
