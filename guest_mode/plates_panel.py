@@ -8,7 +8,7 @@ Menus are built by :meth:`PlatesPanel.plate_menu` / :meth:`PlatesPanel.attached_
 from __future__ import annotations
 
 from PyQt6.QtCore import QPoint, Qt
-from PyQt6.QtGui import QAction
+from PyQt6.QtGui import QAction, QResizeEvent
 from PyQt6.QtWidgets import QLabel, QMenu, QPlainTextEdit, QSplitter, QStyle, QTableView, QVBoxLayout, QWidget
 
 from guest_mode.batch_bar import BatchBar
@@ -16,7 +16,7 @@ from guest_mode.session import BatchSession
 from guest_mode.tables.executions import AttachedTableModel, AttachedTableView
 from guest_mode.tables.plates import PlateTableModel, PlateTableView
 
-__all__ = ["PlatesPanel", "log_pane", "placeholder"]
+__all__ = ["PlatesPanel", "WrappingLabel", "log_pane", "placeholder"]
 
 
 class PlatesPanel(QWidget):
@@ -126,3 +126,19 @@ def placeholder(text: str) -> QLabel:
     label.setAlignment(Qt.AlignmentFlag.AlignCenter)
     label.setEnabled(False)
     return label
+
+
+class WrappingLabel(QLabel):
+    """A word-wrapped label that asks for every line its text needs (the status bar's layout ignores
+    height-for-width), so a long message (an unreachable server's) is shown whole, never cut off."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWordWrap(True)
+
+    def fit(self) -> None:
+        self.setMinimumHeight(self.heightForWidth(self.width() if self.width() > 50 else 200))
+
+    def resizeEvent(self, event: QResizeEvent | None) -> None:
+        super().resizeEvent(event)
+        self.fit()

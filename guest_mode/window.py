@@ -44,7 +44,7 @@ from PyQt6.QtWidgets import (
 
 from guest_mode import window_state
 from guest_mode.dialogs import ask, open_dialog, stop_question
-from guest_mode.plates_panel import PlatesPanel, log_pane, placeholder
+from guest_mode.plates_panel import PlatesPanel, WrappingLabel, log_pane, placeholder
 from guest_mode.session import BatchSession, SessionOptions
 from guest_mode.tables.executions import AttachedTableModel
 from guest_mode.tables.plates import PlateTableModel
@@ -167,7 +167,7 @@ class PlateManagerWindow(QMainWindow):
         # ---- platemap: begin (plate map, well view and results widgets fill their docks here) ----
         # ---- platemap: end ----
 
-        self.server_label = QLabel()
+        self.server_label = WrappingLabel()
         self.server_label.setWordWrap(True)  # an error (e.g. the unreachable server's) is shown whole
         self.server_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.output_label = QLabel()
@@ -313,6 +313,7 @@ class PlateManagerWindow(QMainWindow):
         line = session.server_line()
         self.server_label.setText(line)
         self.server_label.setToolTip(line)
+        self.server_label.fit()
         self.setWindowTitle(f"hcs-batch plate manager — {session.server or 'embedded local server'}")
         self.output_label.setText(f"Results: {session.output_dir}")
         can_start = session.can_start and bool(self.plates)
@@ -365,7 +366,7 @@ class PlateManagerWindow(QMainWindow):
 
     @_slot
     def _on_output_clicked(self, checked: bool = False) -> None:
-        dialog = QFileDialog(self, "Where run batches write their results", str(self.session.output_dir))
+        dialog = QFileDialog(self, "Where run batches write their results")
         dialog.setFileMode(QFileDialog.FileMode.Directory)
         dialog.setOption(QFileDialog.Option.ShowDirsOnly, True)
         dialog.setOption(QFileDialog.Option.DontUseNativeDialog, True)

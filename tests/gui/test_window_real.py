@@ -144,7 +144,7 @@ def test_scripted_run_exits_0_and_saves_a_screenshot(tmp_path):
     from PyQt6.QtGui import QImage
 
     image = QImage(str(shot))
-    assert (image.width(), image.height()) == (900, 620)
+    assert (image.width(), image.height()) == (1100, 720)  # the default layout: no remembered state
 
 
 def test_scripted_exit_codes_for_bad_input_and_unreachable_server(tmp_path):
