@@ -5,4 +5,6 @@
   connection at a time and the status line; ``host``: the session's view protocol and its ``BatchHost``.
 - ``window``: the window's layout and slots; ``tables``: the plate and attached-executions tables (model/view).
 - ``attached``: following the executions another client left running.
+- ``data_views``: the plate map (``platemap``), well view (``wellview``) and results (``results_view``) of the
+  plate shown, and their loading off the Trio thread.
 """

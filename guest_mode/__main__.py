@@ -1,7 +1,7 @@
 """``python -m guest_mode``: the plate manager window, with scripting flags for automation and tests.
 
     python -m guest_mode [PLATE...] [--pipeline FILE] [--server URL] [--compile | --run] [--exit-when-done]
-                         [--screenshot FILE]
+                         [--screenshot FILE [--screenshot-well WELL]]
 
 Exit codes as ``hcs-batch run``: 0 every plate succeeded (or no batch was asked for); 1 some plates failed;
 2 bad usage or input (missing plate folder, unreadable pipeline); 3 server unreachable; 130 the batch was
@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     action.add_argument("--run", action="store_true", help="run the plates at once")
     parser.add_argument("--exit-when-done", action="store_true", help="close the window when the batch ends")
     parser.add_argument("--screenshot", default=None, metavar="FILE", help="save a PNG of the window when it ends")
+    parser.add_argument(
+        "--screenshot-well",
+        default=None,
+        metavar="WELL",
+        help="the well the screenshot shows (default: the one counting the most objects)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     return parser
 
@@ -78,8 +84,13 @@ async def app_main(window: PlateManagerWindow, args: argparse.Namespace) -> int:
             # The server line lags the batch by up to one snapshot poll: let it catch up (bounded) for the picture.
             with trio.move_on_after(1.5):
                 await window.session.wait_server_status()
+            shown = None
+            with trio.move_on_after(20):  # the plate map and a well's image, loaded off the Trio thread
+                shown = await window.data_views.show_for_screenshot(args.screenshot_well)
             path = window.save_screenshot(args.screenshot)
-            print(f"guest_mode: screenshot saved to {path}", file=sys.stderr)
+            plate = window.data_views.plate
+            where = f" (plate {plate.name}, well {shown})" if plate and shown else ""
+            print(f"guest_mode: screenshot saved to {path}{where}", file=sys.stderr)
         if args.exit_when_done:
             window.request_close()
 

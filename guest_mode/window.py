@@ -25,7 +25,7 @@ import contextlib
 import functools
 import logging
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import ParamSpec, TypeVar, Unpack
 
@@ -43,6 +43,7 @@ from PyQt6.QtWidgets import (
 )
 
 from guest_mode import window_state
+from guest_mode.data_views import DataViews
 from guest_mode.dialogs import ask, open_dialog, stop_question
 from guest_mode.plates_panel import PlatesPanel, WrappingLabel, log_pane, placeholder
 from guest_mode.session import BatchSession, SessionOptions
@@ -129,7 +130,7 @@ class PlateManagerWindow(QMainWindow):
     # ------------------------------------------------------------------ layout
 
     def _build(self) -> None:
-        self.resize(1100, 720)
+        self.resize(1440, 880)
         self.setDockNestingEnabled(True)
         self.actions_, toolbar = build_actions(self)
         self.addToolBar(toolbar)
@@ -154,8 +155,8 @@ class PlateManagerWindow(QMainWindow):
         self.setCentralWidget(central)
         central.hide()
         self.plates_dock = self._dock("plates", "Plates", panel)
-        self.plate_map_dock = self._dock("plate_map", "Plate map", placeholder("Select a plate to see its wells"))
-        self.well_view_dock = self._dock("well_view", "Well view", placeholder("Click a well to see its image"))
+        self.plate_map_dock = self._dock("plate_map", "Plate map", placeholder("Select a plate"))
+        self.well_view_dock = self._dock("well_view", "Well view", placeholder("Click a well"))
         self.log_dock = self._dock("log", "Log", self.log_pane)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.plates_dock)
         self.splitDockWidget(self.plates_dock, self.plate_map_dock, Qt.Orientation.Horizontal)
@@ -190,6 +191,7 @@ class PlateManagerWindow(QMainWindow):
         selection = self.table.selectionModel()
         assert selection is not None
         selection.selectionChanged.connect(lambda *_: self.update_state())
+        self._build_data_views()
 
     def _dock(self, name: str, title: str, widget: QWidget) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -231,6 +233,7 @@ class PlateManagerWindow(QMainWindow):
         self.plate_model.add(list(added.values()))
         self._update_count()
         self.update_state()
+        self._show_current_plate()
         return list(added.values())
 
     def remove_plates(self, names: Sequence[str]) -> None:
@@ -240,6 +243,7 @@ class PlateManagerWindow(QMainWindow):
         self.plate_model.remove(names)
         self._update_count()
         self.update_state()
+        self._show_current_plate()
 
     def _update_count(self) -> None:
         self.plates_panel.set_count(len(self.plates))
@@ -302,6 +306,7 @@ class PlateManagerWindow(QMainWindow):
             done=tally.done, failed=tally.failed, cancelled=tally.cancelled, finished=done, total=total
         )
         self.attached_model.refresh()
+        self.data_views.refresh()
         self.attached_box.setVisible(bool(self.attached_model.rows))
         if self.attached_model.rows:
             self.update_state()  # Stop follows whether an attached execution is still live
@@ -445,6 +450,31 @@ class PlateManagerWindow(QMainWindow):
                 accept(dialog.selectedFiles())
             except HcsBatchError as exc:
                 self.log(f"error: {exc}")
+
+    # ------------------------------------------------------------------ data views (issue 15: plate map, well view,
+    # results; the widgets and their loading live in guest_mode/data_views.py, only their wiring is here)
+
+    def _build_data_views(self) -> None:
+        """The plate map fills its dock; the well view and results tabs fill the well view dock."""
+        self.data_views = DataViews(self.session, self._spawn_view_task, self)
+        self.plate_map_dock.setWidget(self.data_views.plate_map)
+        self.well_view_dock.setWidget(self.data_views.tabs)
+        selection = self.table.selectionModel()
+        assert selection is not None
+        selection.currentRowChanged.connect(lambda *_: self._show_current_plate())
+
+    def _spawn_view_task(self, fn: Callable[[], Awaitable[None]]) -> bool:
+        if self._tasks is None:
+            return False
+        self._tasks.start_soon(fn)
+        return True
+
+    @_slot
+    def _show_current_plate(self) -> None:
+        """The data views follow the plate list's current row (the first plate when none is current)."""
+        row = self.table.currentIndex().row()
+        plates = self.plates
+        self.data_views.show_plate(plates[row] if 0 <= row < len(plates) else plates[0] if plates else None)
 
     # ------------------------------------------------------------------ life cycle
 

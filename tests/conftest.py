@@ -16,3 +16,12 @@ def gate_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "gate"
     folder.mkdir()
     return folder
+
+
+@pytest.fixture(autouse=True)
+def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private server registry for every test (and the servers it starts: subprocesses inherit the variable),
+    so no test reads or writes the user's real ``hcs-batch servers`` folder."""
+    folder = tmp_path / "runtime"
+    monkeypatch.setenv("HCS_BATCH_RUNTIME_DIR", str(folder))
+    return folder

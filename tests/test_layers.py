@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [ROOT / "src" / "hcs_batch", ROOT / "guest_mode"]
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("model", ("hcs_batch._util", "hcs_batch.errors", "hcs_batch.model")),
+    ("model", ("hcs_batch._util", "hcs_batch.errors", "hcs_batch.model", "hcs_batch.plate_settings")),
     ("protocol", ("hcs_batch.protocol", "hcs_batch.pipeline", "hcs_batch.steps", "hcs_batch.measure")),
     ("runtime", ("hcs_batch.runtime",)),
     ("backend", ("hcs_batch.backend",)),

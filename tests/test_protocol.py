@@ -24,6 +24,9 @@ REQUESTS: list[Any] = [
     p.Cancel(rid=5, execution_ids=["e1"]),
     p.ServerInfo(rid=6, records=True),
     p.Shutdown(rid=7),
+    p.Pause(rid=8, execution_ids=["e1"]),
+    p.Pause(rid=9),
+    p.Resume(rid=10, execution_ids=["e1", "e2"]),
 ]
 REPLIES: list[Any] = [
     p.HelloReply(rid=1, version=1, instance="i", events_port=5001, seq=9, capabilities=["a"], workers=2),
@@ -34,6 +37,18 @@ REPLIES: list[Any] = [
     p.ServerInfoReply(rid=6, instance="i", version=1, uptime=1.5, workers=2, queued=1, running=1, executions=[RECORD]),
     p.OkReply(rid=7),
     p.ErrorReply(rid=8, code="pipeline", message="bad"),
+    p.PauseReply(rid=9, changed=["e1"], unchanged=["e2"], already_terminal=["e3"], unknown=["e4"]),
+    p.CompileReply(
+        rid=10,
+        artifact_id="a",
+        plate_name="x",
+        wells=[],
+        sites=1,
+        channels=1,
+        steps=[],
+        pipeline="own",
+        pipeline_file="p",
+    ),
 ]
 EVENTS: list[Any] = [
     p.ProgressEvent(seq=1, instance="i", execution_id="e", plate_name="x", well="A01", step="s", done=1, total=2),

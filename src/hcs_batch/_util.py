@@ -8,7 +8,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
-__all__ = ["call_logged", "clip_text", "collapse_single_exception_group", "is_loopback", "log_throttled", "single_leaf"]
+__all__ = [
+    "call_logged",
+    "check_server_url",
+    "clip_text",
+    "collapse_single_exception_group",
+    "is_loopback",
+    "log_throttled",
+    "single_leaf",
+]
 
 
 def call_logged(log: logging.Logger, what: str, callback: Callable[..., object], *args: object) -> None:
@@ -52,6 +60,26 @@ def is_loopback(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def check_server_url(url: str) -> str:
+    """``url`` when it is a server address ``tcp://HOST:PORT`` (port 1-65535); returns it unchanged.
+
+    Raises:
+        InputError: anything else (``127.0.0.1:7700``, ``tcp://127.0.0.1``, ``http://...``): one line naming the
+            expected form.
+    """
+    from .errors import InputError  # the model layer; imported here to keep this module free of cycles
+
+    try:
+        parts = urlsplit(url)
+        port, host = parts.port, parts.hostname
+    except ValueError:
+        port = host = None
+        parts = None
+    if parts is None or parts.scheme != "tcp" or not host or not port or parts.path not in ("", "/"):
+        raise InputError(f"server address {url!r} is not of the form tcp://HOST:PORT (e.g. tcp://127.0.0.1:7700)")
+    return url
 
 
 def single_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

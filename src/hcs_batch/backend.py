@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import trio
 
 from .errors import TransportError
-from .protocol import CancelReply, CompileReply, Event, ExecutionRecord, ServerInfoReply
+from .protocol import CancelReply, CompileReply, Event, ExecutionRecord, PauseReply, ServerInfoReply
 
 __all__ = ["ConnectionLost", "EventFanout", "EventGap", "ExecutionBackend", "StreamItem"]
 
@@ -116,6 +116,11 @@ class ExecutionBackend(abc.ABC):
     @abc.abstractmethod
     async def cancel(self, execution_ids: Sequence[str]) -> CancelReply:
         """Cancel exactly these executions."""
+
+    @abc.abstractmethod
+    async def pause(self, execution_ids: Sequence[str], *, paused: bool = True) -> PauseReply:
+        """Pause (``paused=False``: resume) exactly these executions, or every live one when none are named.
+        A paused execution finishes its running wells, starts no new one, and reports state ``paused``."""
 
     @abc.abstractmethod
     async def server_info(self, *, records: bool = False) -> ServerInfoReply:

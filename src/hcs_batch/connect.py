@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from ._util import check_server_url
 from .client.connection import DEFAULT_LIVENESS_TIMEOUT, ServerConnection, open_connection
 from .security import load_client_keys
 
@@ -28,11 +29,13 @@ async def open_backend(
     ``keys`` is a CurveZMQ key folder (``hcs-batch keys generate``) for a server that requires them.
 
     Raises:
+        InputError: ``server`` is not of the form ``tcp://HOST:PORT`` (before any connection attempt).
         ServerUnreachableError: nothing answered at ``server`` within ``connect_timeout`` (also what a server
             that does not accept our keys looks like: it completes no handshake).
         SecurityError: the key folder is missing or unreadable.
     """
     if server is not None:
+        check_server_url(server)
         options = load_client_keys(keys).socket_options() if keys is not None else {}
         async with open_connection(
             server, connect_timeout=connect_timeout, liveness_timeout=liveness_timeout, socket_options=options

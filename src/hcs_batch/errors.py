@@ -5,6 +5,7 @@
     HcsBatchError
     ├── InputError                 bad input found before any work (CLI exit code 2)
     │   ├── PlateError             missing plate folder, no matching images, unsafe plate name
+    │   │   └── PlateBusyError     another live execution writes the plate's output folder
     │   └── PipelineError          unreadable TOML, unknown step, bad parameter
     ├── ProtocolError              a frame that is not a valid message (undecodable, oversize, wrong version)
     ├── RemoteError                the server answered a request with an error reply
@@ -42,6 +43,12 @@ class PlateError(InputError):
     """A plate folder is missing, has no matching images, or its name would escape the output folder."""
 
     code = "plate"
+
+
+class PlateBusyError(PlateError):
+    """Another live execution writes this plate's output folder (its lock file names the owner)."""
+
+    code = "plate_busy"
 
 
 class PipelineError(InputError):

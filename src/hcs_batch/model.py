@@ -21,10 +21,15 @@ __all__ = [
 
 
 class ExecutionState(enum.StrEnum):
-    """The life of one execution on the server; the last three are terminal."""
+    """The life of one execution on the server; the last three are terminal.
+
+    ``paused``: the execution is live but starts no new well until it is resumed (its running wells finish);
+    it goes back to ``queued`` or ``running`` on resume. Like those two it is live, never terminal.
+    """
 
     QUEUED = "queued"
     RUNNING = "running"
+    PAUSED = "paused"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -41,7 +46,8 @@ class PlateState(enum.StrEnum):
     """The life of one plate in one batch, as a host shows it.
 
     ``idle → queued → compiling → compiled → running → completed | failed | cancelled``; a compile-only batch
-    ends at ``compiled`` (or ``failed``/``cancelled``). Terminal states are final for the batch.
+    ends at ``compiled`` (or ``failed``/``cancelled``). Terminal states are final for the batch. A running plate
+    whose execution is paused on the server shows ``paused`` (and ``running`` again once resumed).
     """
 
     IDLE = "idle"
@@ -49,6 +55,7 @@ class PlateState(enum.StrEnum):
     COMPILING = "compiling"
     COMPILED = "compiled"
     RUNNING = "running"
+    PAUSED = "paused"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -123,3 +130,5 @@ class CompiledPlate:
     """The compile config it was compiled with (``layout``, ``projection``, ...)."""
     warnings: tuple[str, ...] = ()
     """What the plate's layout reported: ignored files, images missing against its promise, unreadable parts."""
+    pipeline: str = ""
+    """The name of the pipeline the plate compiled with (its own, when its ``hcs_batch.toml`` names one)."""

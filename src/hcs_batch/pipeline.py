@@ -33,6 +33,7 @@ __all__ = [
     "load_pipeline_file",
     "noop_pipeline_text",
     "parse_pipeline",
+    "step_line",
 ]
 
 _FUNC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
@@ -100,6 +101,32 @@ def parse_pipeline(text: str, *, source: str = "<pipeline>") -> PipelineSpec:
         params = {key: value for key, value in raw.items() if key != "func"}
         steps.append(StepSpec(func=func, params=params))
     return PipelineSpec(name=name, steps=tuple(steps), segment_channel=segment_channel)
+
+
+_STEPS_HEADER = re.compile(r"^\s*\[\[\s*steps\s*\]\]")
+_TABLE_HEADER = re.compile(r"^\s*\[")
+
+
+def step_line(text: str, step: int, key: str | None = None) -> int | None:
+    """The 1-based line of the ``step``-th ``[[steps]]`` table of pipeline ``text`` (1-based), or of its ``key``
+    when given and found there; None when the text does not show it (e.g. an inline array of tables)."""
+    lines = text.splitlines()
+    seen = 0
+    for number, line in enumerate(lines, start=1):
+        if not _STEPS_HEADER.match(line):
+            continue
+        seen += 1
+        if seen != step:
+            continue
+        if key is not None:
+            pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=")
+            for offset, body in enumerate(lines[number:], start=number + 1):
+                if _TABLE_HEADER.match(body):
+                    break
+                if pattern.match(body):
+                    return offset
+        return number
+    return None
 
 
 def load_pipeline_file(path: str | Path) -> str:

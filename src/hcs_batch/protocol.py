@@ -76,6 +76,19 @@ class Cancel(_Request, frozen=True, kw_only=True, tag="cancel"):
     execution_ids: Annotated[list[Id], msgspec.Meta(max_length=100_000)]
 
 
+class Pause(_Request, frozen=True, kw_only=True, tag="pause"):
+    """Pause the named executions (none named: every live one): their running wells finish, no new well starts,
+    and they report state ``paused`` until resumed. Executions submitted later are not affected."""
+
+    execution_ids: Annotated[list[Id], msgspec.Meta(max_length=100_000)] = []
+
+
+class Resume(_Request, frozen=True, kw_only=True, tag="resume"):
+    """Resume the named paused executions (none named: every paused one); they go on where they stopped."""
+
+    execution_ids: Annotated[list[Id], msgspec.Meta(max_length=100_000)] = []
+
+
 class ServerInfo(_Request, frozen=True, kw_only=True, tag="server_info"):
     """Queued and running executions, workers, uptime; with ``records`` the retained execution records."""
 
@@ -91,7 +104,7 @@ class Ping(_Request, frozen=True, kw_only=True, tag="ping"):
     (a SUB socket misses everything published before its subscription reaches the publisher)."""
 
 
-Request = Hello | Compile | Execute | Status | Cancel | ServerInfo | Shutdown | Ping
+Request = Hello | Compile | Execute | Status | Cancel | Pause | Resume | ServerInfo | Shutdown | Ping
 
 # --------------------------------------------------------------------------------------------- replies
 
@@ -114,7 +127,9 @@ class HelloReply(_Reply, frozen=True, kw_only=True, tag="hello_reply"):
 
 class CompileReply(_Reply, frozen=True, kw_only=True, tag="compile_reply"):
     """A compiled plate; ``warnings``: what its layout reported (ignored files, files missing against the
-    layout's promise, unreadable parts), one line each; ``layout``: the plate layout that read it."""
+    layout's promise, unreadable parts), one line each; ``layout``: the plate layout that read it.
+    ``pipeline``: the name of the pipeline the plate compiled with; ``pipeline_file``: the plate's own pipeline
+    file (relative to the plate folder) when its ``hcs_batch.toml`` named one, else empty (the batch's)."""
 
     artifact_id: Id
     plate_name: Name
@@ -126,6 +141,8 @@ class CompileReply(_Reply, frozen=True, kw_only=True, tag="compile_reply"):
     layout: Name = ""
     timepoints: int = 1
     z_planes: int = 1
+    pipeline: Name = ""
+    pipeline_file: Name = ""
 
 
 class ExecuteReply(_Reply, frozen=True, kw_only=True, tag="execute_reply"):
@@ -159,6 +176,16 @@ class CancelReply(_Reply, frozen=True, kw_only=True, tag="cancel_reply"):
     unknown: list[str] = []
 
 
+class PauseReply(_Reply, frozen=True, kw_only=True, tag="pause_reply"):
+    """The answer to ``Pause`` and ``Resume``: ``changed`` were paused (resumed) now; ``unchanged`` already were
+    (or, for resume, were not paused); ``already_terminal`` had ended; ``unknown`` the server does not know."""
+
+    changed: list[str]
+    unchanged: list[str] = []
+    already_terminal: list[str] = []
+    unknown: list[str] = []
+
+
 class ServerInfoReply(_Reply, frozen=True, kw_only=True, tag="server_info_reply"):
     instance: Id
     version: int
@@ -183,7 +210,17 @@ class ErrorReply(_Reply, frozen=True, kw_only=True, tag="error"):
     message: Annotated[str, msgspec.Meta(max_length=64 * 1024)]
 
 
-Reply = HelloReply | CompileReply | ExecuteReply | StatusReply | CancelReply | ServerInfoReply | OkReply | ErrorReply
+Reply = (
+    HelloReply
+    | CompileReply
+    | ExecuteReply
+    | StatusReply
+    | CancelReply
+    | PauseReply
+    | ServerInfoReply
+    | OkReply
+    | ErrorReply
+)
 
 # --------------------------------------------------------------------------------------------- events
 
@@ -194,7 +231,8 @@ class _Event(_Message, frozen=True, kw_only=True):
 
 
 class ProgressEvent(_Event, frozen=True, kw_only=True, tag="progress"):
-    """One step of one well of one execution finished: ``done`` of ``total`` (well, step) units."""
+    """One step of one well of one execution finished: ``done`` of ``total`` (well, step) units. An empty
+    ``step`` says the well started running (``done`` unchanged)."""
 
     execution_id: Id
     plate_name: Name
@@ -205,12 +243,15 @@ class ProgressEvent(_Event, frozen=True, kw_only=True, tag="progress"):
 
 
 class StateEvent(_Event, frozen=True, kw_only=True, tag="state"):
-    """An execution changed state; terminal states carry ``error`` when failed."""
+    """An execution changed state; terminal states carry ``error`` when failed, and ``wells_total`` and
+    ``wells_skipped`` (wells reused from an earlier run of the same images and pipeline) once known."""
 
     execution_id: Id
     plate_name: Name
     state: ExecutionState
     error: str = ""
+    wells_total: NonNegative = 0
+    wells_skipped: NonNegative = 0
 
 
 class HeartbeatEvent(_Event, frozen=True, kw_only=True, tag="heartbeat"):

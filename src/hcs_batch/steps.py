@@ -28,7 +28,8 @@ overhead of benchmark plates near the cost of the wire.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,6 +38,7 @@ from scipy import ndimage
 __all__ = [
     "NOOP_ATTRIBUTE",
     "OBJECTS_ATTRIBUTE",
+    "Range",
     "count_objects",
     "gaussian_blur",
     "inline_noop",
@@ -57,6 +59,44 @@ OBJECTS_ATTRIBUTE = "hcs_batch_objects"
 """Function attribute that marks a step whose array result is the segmentation (see the module docstring)."""
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """The values a numeric step parameter accepts, declared in its annotation and checked when the pipeline
+    compiles: ``sigma: Annotated[float, Range(ge=0)] = 1.0``. Bounds left at None do not apply."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def check(self, value: object) -> str:
+        """What ``value`` must be when it is outside the range; empty when inside (or not a number: the type
+        check names that)."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return ""
+        x = float(value)
+        for bound, inside, text in (
+            (self.ge, self.ge is None or x >= self.ge, ">="),
+            (self.gt, self.gt is None or x > self.gt, ">"),
+            (self.le, self.le is None or x <= self.le, "<="),
+            (self.lt, self.lt is None or x < self.lt, "<"),
+        ):
+            if bound is not None and not inside:
+                return f"must be {text} {bound:g}, got {value!r}"
+        return ""
+
+    def __str__(self) -> str:
+        parts = [
+            f"{text} {bound:g}"
+            for bound, text in ((self.ge, ">="), (self.gt, ">"), (self.le, "<="), (self.lt, "<"))
+            if bound is not None
+        ]
+        return ", ".join(parts)
+
+
+Percent = Annotated[float, Range(ge=0, le=100)]
 
 
 def inline_noop(func: F) -> F:
@@ -82,7 +122,7 @@ def is_objects_step(func: object) -> bool:
 
 
 def normalize(
-    image: NDArray[Any], *, low_percentile: float = 1.0, high_percentile: float = 99.0
+    image: NDArray[Any], *, low_percentile: Percent = 1.0, high_percentile: Percent = 99.0
 ) -> NDArray[np.float32]:
     """Rescale intensities so the ``low_percentile`` maps to 0 and ``high_percentile`` to 1 (clipped)."""
     if not 0.0 <= low_percentile < high_percentile <= 100.0:
@@ -97,7 +137,7 @@ def normalize(
     return out
 
 
-def gaussian_blur(image: NDArray[Any], *, sigma: float = 1.0) -> NDArray[np.float32]:
+def gaussian_blur(image: NDArray[Any], *, sigma: Annotated[float, Range(ge=0)] = 1.0) -> NDArray[np.float32]:
     """Smooth with a Gaussian of standard deviation ``sigma`` pixels (0 returns the image as float)."""
     if sigma < 0:
         raise ValueError(f"gaussian_blur: sigma must be >= 0, got {sigma}")
@@ -124,7 +164,9 @@ def _otsu_level(data: NDArray[Any], bins: int) -> float:
     return float(edges[int(np.argmax(between[:-1])) + 1])
 
 
-def otsu_threshold(image: NDArray[Any], *, bins: int = 256, log: bool = False) -> NDArray[np.bool_]:
+def otsu_threshold(
+    image: NDArray[Any], *, bins: Annotated[int, Range(ge=2)] = 256, log: bool = False
+) -> NDArray[np.bool_]:
     """Foreground mask: pixels above Otsu's threshold (maximum between-class variance over ``bins`` bins).
 
     With ``log`` the threshold is found on ``log(image - min + range / 1000)``: on a logarithmic scale a single
@@ -143,7 +185,9 @@ def otsu_threshold(image: NDArray[Any], *, bins: int = 256, log: bool = False) -
 
 
 @makes_objects
-def split_touching(image: NDArray[Any], *, min_distance: int = 5, min_size: int = 20) -> NDArray[np.int32]:
+def split_touching(
+    image: NDArray[Any], *, min_distance: Annotated[int, Range(ge=1)] = 5, min_size: Annotated[int, Range(ge=0)] = 20
+) -> NDArray[np.int32]:
     """Split a foreground mask into objects, touching ones apart: the segmentation (a label image).
 
     Holes are filled, specks of ``min_size`` pixels or fewer dropped, then a watershed of the distance transform
@@ -173,7 +217,12 @@ def split_touching(image: NDArray[Any], *, min_distance: int = 5, min_size: int 
     return out
 
 
-def count_objects(image: NDArray[Any], *, min_size: int = 0, connectivity: int = 1) -> dict[str, int]:
+def count_objects(
+    image: NDArray[Any],
+    *,
+    min_size: Annotated[int, Range(ge=0)] = 0,
+    connectivity: Annotated[int, Range(ge=1, le=2)] = 1,
+) -> dict[str, int]:
     """Count connected foreground objects of at least ``min_size`` pixels; measures ``object_count``.
 
     ``connectivity`` 1 joins edge neighbours, 2 also diagonal ones. A label image (integers) counts its labels

@@ -53,8 +53,21 @@ def test_run_counts_match_ground_truth_and_json_has_the_promised_shape(plates: l
     assert summary["counts"] == {"completed": 2}
     assert [p["plate"] for p in summary["plates"]] == ["plate_001", "plate_002"]
     for plate in summary["plates"]:
-        assert set(plate) == {"plate", "path", "state", "error", "artifact_id", "execution_id", "output", "warnings"}
+        assert set(plate) == {
+            "plate",
+            "path",
+            "state",
+            "error",
+            "artifact_id",
+            "execution_id",
+            "output",
+            "warnings",
+            "wells_total",
+            "wells_reused",
+            "pipeline",
+        }
         assert plate["state"] == "completed" and plate["artifact_id"] and plate["execution_id"]
+        assert plate["pipeline"] == "nucleus_counter"  # the batch's (built-in) pipeline: no hcs_batch.toml here
         assert Path(plate["output"]) == out / plate["plate"]
     truth_rows = csv.DictReader((tmp_path / "plates" / "ground_truth.csv").read_text().splitlines())
     truth = {(r["plate"], r["well"], r["site"], r["channel"]): int(r["object_count"]) for r in truth_rows}

@@ -88,8 +88,8 @@ async def test_attach_follows_the_executions_of_a_killed_client_to_completion(
         status = await trio.to_thread.run_sync(hcs, "status", "--server", server.url, "--json")
         assert status.returncode == 0, status.stderr
         info = json.loads(status.stdout)
-        assert info["running"] == 2
-        running = {e["execution_id"]: e["plate_name"] for e in info["executions"] if e["state"] == "running"}
+        assert info["server"]["running"] == 2
+        running = {e["execution_id"]: e["plate"] for e in info["executions"] if e["state"] == "running"}
         assert sorted(running.values()) == ["plate_001", "plate_002"]
         text = await trio.to_thread.run_sync(hcs, "status", "--server", server.url)
         assert text.returncode == 0 and all(eid in text.stdout for eid in running), text.stdout

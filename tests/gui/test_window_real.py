@@ -133,6 +133,7 @@ def test_scripted_run_exits_0_and_saves_a_screenshot(tmp_path):
             "--workers=1",
             f"--output={tmp_path / 'results'}",
             f"--screenshot={shot}",
+            "--screenshot-well=A02",
         ],
         capture_output=True,
         text=True,
@@ -140,11 +141,12 @@ def test_scripted_run_exits_0_and_saves_a_screenshot(tmp_path):
         env=_env(tmp_path),
     )
     assert proc.returncode == 0, proc.stderr
+    assert "(plate plate_001, well A02)" in proc.stderr  # the picture shows the first plate's map and that well
     assert shot.stat().st_size > 10_000
     from PyQt6.QtGui import QImage
 
     image = QImage(str(shot))
-    assert (image.width(), image.height()) == (1100, 720)  # the default layout: no remembered state
+    assert (image.width(), image.height()) == (1440, 880)  # the plate list beside the plate map and well view
 
 
 def test_scripted_exit_codes_for_bad_input_and_unreachable_server(tmp_path):

@@ -194,14 +194,14 @@ def test_worker_segments_one_channel_and_measures_both(tmp_path: Path) -> None:
     ch2 = [r for r in rows if r["channel"] == 2]
     assert all(300 < r["mean_intensity"] <= 500 for r in ch2)
     assert {r["channel"]: r["mean_intensity"] for r in rows[:2]}[1] > 200
-    assert load_done_wells(out, ["A01"], "x").keys() == {"A01"}
+    assert load_done_wells(out, {"A01": "x"}).keys() == {"A01"}
     # A crash between the object file and the json of a run of another artifact: the pair disagrees.
     json_x = (out / "wells" / "A01.json").read_bytes()
     write_well_result(out, "A01", "y", rows, [])
     (out / "wells" / "A01.json").write_bytes(json_x)
-    assert load_done_wells(out, ["A01"], "x") == {}, "a well whose object file is another artifact's is not done"
+    assert load_done_wells(out, {"A01": "x"}) == {}, "a well whose object file is another artifact's is not done"
     (out / "wells" / "A01.parquet").unlink()
-    assert load_done_wells(out, ["A01"], "x") == {}, "a well without its object file is not done"
+    assert load_done_wells(out, {"A01": "x"}) == {}, "a well without its object file is not done"
 
 
 def test_dict_only_pipelines_still_run_on_every_channel(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ def test_run_writes_objects_parquet_matching_wells_csv(tmp_path: Path) -> None:
     with open(plate_dir / "wells.csv", newline="") as fh:
         reader = csv.DictReader(fh)
         header, rows = reader.fieldnames or [], list(reader)
-    assert header[:6] == ["well", "site", "channel", "object_count", "mean_intensity", "timepoint"]
+    assert header[:8] == ["plate", "well", "site", "channel", "object_count", "mean_intensity", "timepoint", "file"]
     assert len(rows) == 3 * 2 * 2 and {r["timepoint"] for r in rows} == {"1"}
     truth = {
         (r["well"], r["site"], r["channel"]): r["object_count"]
@@ -62,5 +62,5 @@ def test_run_writes_objects_parquet_matching_wells_csv(tmp_path: Path) -> None:
     (plate_dir / "objects.parquet").unlink()
     second = _run(str(plates[0]), "--output", str(out), "--json")
     assert second.returncode == 0, second.stderr
-    assert json.loads((plate_dir / "manifest.json").read_text())["wells_skipped"] == 3
+    assert json.loads((plate_dir / "manifest.json").read_text())["wells_reused"] == 3
     assert pq.read_table(plate_dir / "objects.parquet").equals(before)

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import trio
 
 from hcs_batch.client import open_connection
+from hcs_batch.server.plate_lock import LOCK_NAME
 from hcs_batch.testing.plates import make_plates
 
 from ..support.serverproc import env, kill_pids, pids_in, reap, running_server, start_server
@@ -36,7 +37,7 @@ func = "hcs_batch.steps:mean_intensity"
 
 
 class WellFile(msgspec.Struct, forbid_unknown_fields=True):
-    artifact_id: str
+    well_key: str
     rows: list[dict[str, Any]]
 
 
@@ -47,14 +48,14 @@ def hcs(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def assert_only_whole_files(out: Path) -> list[Path]:
-    """Every visible file below ``out`` parses completely; returns them. Temporary files (``.*.tmp``) are the only
-    hidden ones allowed, and nothing reads them."""
+    """Every visible file below ``out`` parses completely; returns them. Temporary files (``.*.tmp``) and a killed
+    server's plate lock (taken over by the next run) are the only hidden ones allowed."""
     visible = []
     for path in sorted(out.rglob("*")):
         if path.is_dir():
             continue
         if path.name.startswith("."):
-            assert path.name.endswith(".tmp"), path
+            assert path.name.endswith(".tmp") or path.name == LOCK_NAME, path
             continue
         data = path.read_bytes()
         if path.suffix == ".json" and path.parent.name == "wells":
@@ -63,6 +64,8 @@ def assert_only_whole_files(out: Path) -> list[Path]:
             json.loads(data)
         elif path.suffix == ".parquet":
             pq.read_table(path)  # raises on a partial file
+        elif path.suffix == ".png":  # plate_map.png: a whole PNG ends with its IEND chunk
+            assert data.startswith(b"\x89PNG") and data.endswith(b"IEND\xaeB`\x82"), path
         else:
             assert path.suffix == ".csv" and data.endswith(b"\n"), path
         visible.append(path)
@@ -114,7 +117,7 @@ async def test_killed_server_mid_plate_then_rerun_skips_done_wells_unless_forced
         (rerun,) = status["executions"]
         assert (rerun["state"], rerun["wells_skipped"], rerun["wells_done"]) == ("completed", 3, 6)
         manifest = json.loads((out / plate.name / "manifest.json").read_bytes())
-        assert (manifest["wells_skipped"], manifest["wells_computed"]) == (3, 3)
+        assert (manifest["wells_reused"], manifest["wells_computed"]) == (3, 3)
         after = {p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in wells.glob("*.*")}
         assert len(after) == 12
         for name, kept in before.items():
@@ -125,7 +128,7 @@ async def test_killed_server_mid_plate_then_rerun_skips_done_wells_unless_forced
         )
         assert forced.returncode == 0, forced.stderr
         manifest = json.loads((out / plate.name / "manifest.json").read_bytes())
-        assert (manifest["wells_skipped"], manifest["wells_computed"]) == (0, 6)
+        assert (manifest["wells_reused"], manifest["wells_computed"]) == (0, 6)
     recomputed = {p.name: (p.read_bytes(), p.stat().st_ino) for p in wells.glob("*.*")}
     for name, (data, inode, _) in before.items():
         assert recomputed[name][0] == data, f"{name}: the same artifact computes the same result"

@@ -110,7 +110,7 @@ async def test_nucleus_counter_matches_ground_truth_and_results_shape(
             counted[(folder.name, row["well"], row["site"], row["channel"])] = row["object_count"]
             assert float(row["mean_intensity"]) > 0
         manifest = json.loads((out / folder.name / "manifest.json").read_text())
-        assert manifest["plate"] == folder.name and manifest["rows"] == 12 and manifest["wells_computed"] == 3
+        assert manifest["plate"] == folder.name and manifest["result_rows"] == 12 and manifest["wells_computed"] == 3
         assert manifest["pipeline"] == "nucleus_counter" and len(manifest["steps"]) == 4
     assert counted == truth
     assert not list(out.rglob("*.tmp")), "no temporary files left behind"

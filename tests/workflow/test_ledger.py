@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hcs_batch.model import PlateRef, PlateState
-from hcs_batch.workflow.ledger import BatchKind, PlateLedger
+import pytest
+
+from hcs_batch.errors import BatchError
+from hcs_batch.model import ExecutionState, PlateRef, PlateState
+from hcs_batch.workflow.ledger import BatchKind, PlateLedger, live_plate_state
 
 PLATES = [PlateRef(name=f"P{i}", path=Path(f"/plates/P{i}")) for i in (1, 2)]
 
@@ -45,6 +48,35 @@ def test_the_summary_and_its_exit_code() -> None:
         "execution_id": "",
         "output": "",
         "warnings": [],
+        "wells_total": 0,
+        "wells_reused": 0,
+        "pipeline": "",
     }
     ledger.stopped_by_user = True
     assert ledger.summary().exit_code() == 130
+
+
+def test_paused_is_live_never_final_and_resumes_to_running() -> None:
+    ledger = PlateLedger(BatchKind.RUN, PLATES)
+    slot = ledger.by_name["P1"]
+    ledger.transition(slot, PlateState.RUNNING)
+    ledger.submitted(slot, "e1", output="/out/P1")
+    assert live_plate_state(ExecutionState.PAUSED) is PlateState.PAUSED
+    assert live_plate_state(ExecutionState.RUNNING) is PlateState.RUNNING
+    assert ledger.transition(slot, PlateState.PAUSED) and not ledger.is_done(slot.state)
+    assert ledger.live_execution_ids() == ["e1"]
+    assert ledger.transition(slot, live_plate_state(ExecutionState.RUNNING))
+    assert ledger.transition(slot, PlateState.CANCELLED)
+    assert not ledger.transition(slot, PlateState.PAUSED)  # a terminal state is never overwritten
+    assert ledger.live_execution_ids() == []
+
+
+def test_request_cancel_marks_only_a_plate_not_yet_done() -> None:
+    ledger = PlateLedger(BatchKind.RUN, PLATES)
+    ledger.transition(ledger.by_name["P2"], PlateState.FAILED, "boom")
+    assert ledger.request_cancel("nope") is None and ledger.request_cancel("P2") is None
+    slot = ledger.request_cancel("P1")
+    assert slot is not None and slot.cancel_requested
+    with pytest.raises(BatchError, match="P1 was cancelled before it was compiled"):
+        ledger.check_wanted(slot, "compiled")
+    ledger.check_wanted(ledger.by_name["P2"], "compiled")  # not marked: no error

@@ -1,6 +1,7 @@
 """The ``hcs-batch`` command: the parser (:mod:`.parser`), exit codes (:mod:`.exits`) and one module per group of
-commands (:mod:`.batch` compile/run/demo, :mod:`.observe` status/attach, :mod:`.serve`, :mod:`.plates`
-make-plates, :mod:`.inspect`, :mod:`.keys`), each imported only when its command runs.
+commands (:mod:`.batch` compile/run/demo, :mod:`.observe` status/attach, :mod:`.control`
+pause/resume/cancel/servers/shutdown, :mod:`.serve`, :mod:`.plates` make-plates, :mod:`.inspect`, :mod:`.keys`),
+each imported only when its command runs.
 
 Exit codes: 0 all plates succeeded; 1 some failed; 2 bad usage or input found before any work; 3 server
 unreachable; 130 cancelled by Ctrl-C.
@@ -27,6 +28,11 @@ _COMMANDS = {
     "demo": ("batch", "main_demo", True),
     "status": ("observe", "main_status", True),
     "attach": ("observe", "main_attach", True),
+    "pause": ("control", "main_control", False),
+    "resume": ("control", "main_control", False),
+    "cancel": ("control", "main_control", False),
+    "servers": ("control", "main_control", False),
+    "shutdown": ("control", "main_control", False),
 }
 """command -> (module of this package, its function, whether :func:`guarded` reports its errors)."""
 

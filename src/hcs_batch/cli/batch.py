@@ -16,10 +16,11 @@ from pathlib import Path
 
 import trio
 
-from .._util import is_loopback
+from .._util import check_server_url, is_loopback
+from ..backend import ExecutionBackend
 from ..connect import open_backend
-from ..errors import PlateError
-from ..model import PlateRef
+from ..errors import HcsBatchError, InputError, PipelineError, PlateError
+from ..model import PlateRef, PlateState
 from ..pipeline import default_pipeline_text, load_pipeline_file
 from ..workflow.service import BatchKind, BatchState, BatchSummary, BatchWorkflowService
 from .exits import error
@@ -51,10 +52,26 @@ def _is_local(server: str | None) -> bool:
 
 
 def main_batch(args: argparse.Namespace) -> int:
-    """``hcs-batch compile|run PLATE...``: the batch's exit code (0 all succeeded, 1 some failed)."""
+    """``hcs-batch compile|run PLATE...``: the batch's exit code (0 all succeeded, 1 some failed).
+
+    Raises InputError (exit 2) before any work: a server address not ``tcp://HOST:PORT``, an ``--output`` that is
+    a file, a pipeline that does not compile here (with a local server), a missing plate folder.
+    """
+    if args.server is not None:
+        check_server_url(args.server)
+    output = getattr(args, "output", None)
+    if output is not None and Path(output).exists() and not Path(output).is_dir():
+        raise InputError(f"--output {output} is a file; name a folder (it is created when missing)")
     pipeline_text = load_pipeline_file(args.pipeline) if args.pipeline else default_pipeline_text()
+    if args.server is None:
+        # The embedded server runs in this process: check the pipeline once here, before any plate (exit 2).
+        from ..server.compiler import compile_pipeline
+
+        compile_pipeline(pipeline_text, args.pipeline or "<pipeline>")
     plates = _plates(args.plates, check_local=_is_local(args.server), layout=args.layout)
     config = {key: value for key in ("layout", "projection") if (value := getattr(args, key, None))}
+    if args.pipeline:
+        config["pipeline_file"] = str(args.pipeline)  # names the file in the server's compile errors
     summary = trio.run(
         _run_batch,
         BatchKind(args.command),
@@ -72,6 +89,16 @@ def main_batch(args: argparse.Namespace) -> int:
 
 
 def _report(summary: BatchSummary, *, as_json: bool) -> int:
+    completed = [o for o in summary.plates if o.state is PlateState.COMPLETED]
+    if completed:
+        total = sum(o.wells_total for o in completed)
+        reused = sum(o.wells_reused for o in completed)
+        print(
+            f"{total - reused} well(s) computed, {reused} reused from an earlier run of the same images and pipeline"
+            + (" (--force computes them again)" if reused else ""),
+            file=sys.stderr,
+            flush=True,
+        )
     if as_json:
         print(json.dumps(summary.to_json(), indent=2), flush=True)
     return summary.exit_code()
@@ -91,6 +118,8 @@ async def _run_batch(
 ) -> BatchSummary:
     host = host or TerminalHost()
     async with open_backend(server, keys=keys) as backend:
+        if server is not None and plates:
+            await _check_pipeline_on(backend, plates[0], pipeline_text, config or {})
         service = BatchWorkflowService(
             host,
             backend,
@@ -102,6 +131,19 @@ async def _run_batch(
         )
         start = service.run_plates if kind is BatchKind.RUN else service.compile_plates
         return await _with_ctrl_c(service, lambda: start(plates))
+
+
+async def _check_pipeline_on(
+    backend: ExecutionBackend, plate: PlateRef, pipeline_text: str, config: dict[str, str]
+) -> None:
+    """Compile the first plate once on a named server, so a pipeline mistake is one error (exit 2) before any plate
+    runs, not one failure per plate. Raises PipelineError; a problem of that plate alone is left to the batch."""
+    try:
+        await backend.compile(plate_path=str(plate.path), plate_name=plate.name, pipeline=pipeline_text, config=config)
+    except PipelineError:
+        raise
+    except HcsBatchError:
+        pass
 
 
 async def _with_ctrl_c(service: BatchWorkflowService, batch: Callable[[], Awaitable[BatchSummary]]) -> BatchSummary:
@@ -128,7 +170,8 @@ async def _with_ctrl_c(service: BatchWorkflowService, batch: Callable[[], Awaita
 
 
 def main_demo(args: argparse.Namespace) -> int:
-    """``hcs-batch demo``: synthetic plates in a temporary folder, run, compared with their ground truth."""
+    """``hcs-batch demo``: synthetic plates in a temporary folder, run, compared with their ground truth; the
+    results go to ``--output`` (``./hcs-demo-results``), never to ``run``'s default folder."""
     from ..testing.plates import make_plates
 
     with tempfile.TemporaryDirectory(prefix="hcs-batch-demo-") as tmp:
@@ -136,7 +179,7 @@ def main_demo(args: argparse.Namespace) -> int:
         print(f"making {args.plates} synthetic plates in {root}", file=sys.stderr)
         paths = make_plates(root / "plates", plates=args.plates, wells=8, sites=2, channels=1, size=256, seed=7)
         plates = [PlateRef.from_path(p) for p in paths]
-        output = Path("hcs-results").absolute()
+        output = Path(args.output).absolute()
         summary = trio.run(_run_batch, BatchKind.RUN, plates, default_pipeline_text(), None, str(output), False, False)
         _print_demo_summary(summary, root / "plates" / "ground_truth.csv", output)
         return summary.exit_code()

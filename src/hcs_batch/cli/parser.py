@@ -11,11 +11,18 @@ LAYOUTS = ("flat", "imagexpress", "phenix", "omezarr")
 PROJECTIONS = ("max", "mean", "min", "sum")
 
 
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``hcs-batch``; one sub-command per command."""
     parser = argparse.ArgumentParser(
         prog="hcs-batch", description="Batch compile and run high-content-screening plates on an execution server."
     )
+    parser.add_argument("--version", action="version", version=f"hcs-batch {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run an execution server")
@@ -31,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     plates.add_argument("--channels", type=int, default=1)
     plates.add_argument("--size", type=int, default=128)
     plates.add_argument("--seed", type=int, default=0)
+    plates.add_argument(
+        "--overwrite", action="store_true", help="replace the plate folders and ground_truth.csv already in DIR"
+    )
 
     def batch_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("plates", nargs="+", metavar="PLATE", help="plate folders")
@@ -65,9 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
 
     status = sub.add_parser("status", help="show a server's status and execution records")
-    status.add_argument("--server", default=None)
-    status.add_argument("--keys", default=None)
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--server", default=None, help="server URL (default: list this user's servers, exit 2)")
+    status.add_argument("--keys", default=None, help="CurveZMQ key folder for a server that requires keys")
+    status.add_argument("--json", action="store_true", help='print {"server": {...}, "executions": [...]}')
+
+    from .control import add_control_parsers  # argparse only: zmq and the server load when a command runs
+
+    add_control_parsers(sub)  # pause, resume, cancel, servers, shutdown
 
     attach = sub.add_parser("attach", help="follow executions still running on a server to their end")
     attach.add_argument("--server", required=True)
@@ -75,9 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     attach.add_argument("--json", action="store_true")
 
     demo = sub.add_parser(
-        "demo", help="make synthetic plates in a temporary folder and run them (results in ./hcs-results)"
+        "demo", help="make synthetic plates in a temporary folder and run them (results in ./hcs-demo-results)"
     )
     demo.add_argument("--plates", type=int, default=4)
+    demo.add_argument("--output", default="./hcs-demo-results", help="results folder (default: ./hcs-demo-results)")
 
     keys = sub.add_parser("keys", help="CurveZMQ keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import logging
+import os
 import signal
 import sys
+from collections.abc import Iterator
 
 import trio
 
@@ -13,6 +17,8 @@ from .._util import collapse_single_exception_group
 from ..errors import InputError, SecurityError
 from ..security import ServerKeys, load_server_keys
 from ..server.control import ServerAddress
+from ..server.executor import default_workers
+from ..server.registry import ServerEntry, registered
 from ..server.serve import parse_bind, serve
 
 __all__ = ["main_serve"]
@@ -29,11 +35,41 @@ async def _serve_until_signalled(bind: str, workers: int | None, keys: ServerKey
                 nursery.cancel_scope.cancel()  # a Shutdown request: stop waiting for signals
 
             address: ServerAddress = await nursery.start(run_server)
-            print(f"hcs-batch server listening on {address.control_url} (events on {address.events_port})", flush=True)
-            async for signum in signals:
-                log.info("%s received: stopping", signal.Signals(signum).name)
-                break
-            nursery.cancel_scope.cancel()
+            with _registered(address, workers, keys):
+                print(
+                    f"hcs-batch server listening on {address.control_url} (events on {address.events_port})",
+                    flush=True,
+                )
+                async for signum in signals:
+                    log.info("%s received: stopping", signal.Signals(signum).name)
+                    break
+                nursery.cancel_scope.cancel()
+
+
+@contextlib.contextmanager
+def _registered(address: ServerAddress, workers: int | None, keys: ServerKeys | None) -> Iterator[None]:
+    """List this server in the user's registry (``hcs-batch servers``) while it runs; a registry that cannot be
+    written is a warning, not a reason to refuse to serve."""
+    entry = ServerEntry(
+        url=address.control_url,
+        pid=os.getpid(),
+        started_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        executor="local",
+        workers=workers if workers is not None else default_workers(),
+        events_port=address.events_port,
+        curve=keys is not None,
+    )
+    try:
+        registration = registered(entry)
+        registration.__enter__()
+    except OSError as exc:
+        log.warning("cannot register this server for 'hcs-batch servers': %s", exc)
+        yield
+        return
+    try:
+        yield
+    finally:
+        registration.__exit__(None, None, None)
 
 
 def main_serve(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import trio
 
 from .. import protocol as p
-from .._util import collapse_single_exception_group
+from .._util import check_server_url, collapse_single_exception_group
 from .._zmq import AsyncSocket, new_socket
 from ..backend import EventFanout, EventGap, ExecutionBackend, StreamItem
 from ..errors import (
@@ -102,6 +102,10 @@ class ServerConnection(ExecutionBackend):
 
     async def cancel(self, execution_ids: Sequence[str]) -> p.CancelReply:
         return await self._request(p.Cancel(rid=next(self._rids), execution_ids=list(execution_ids)), p.CancelReply)
+
+    async def pause(self, execution_ids: Sequence[str], *, paused: bool = True) -> p.PauseReply:
+        kind = p.Pause if paused else p.Resume
+        return await self._request(kind(rid=next(self._rids), execution_ids=list(execution_ids)), p.PauseReply)
 
     async def server_info(self, *, records: bool = False) -> p.ServerInfoReply:
         return await self._request(p.ServerInfo(rid=next(self._rids), records=records), p.ServerInfoReply)
@@ -293,6 +297,7 @@ async def open_connection(
     """Connect to the server at ``url`` (``tcp://host:port``) and handshake.
 
     Raises:
+        InputError: ``url`` is not of the form ``tcp://HOST:PORT``.
         ServerUnreachableError: nothing answered the handshake within ``connect_timeout``.
         ProtocolError: the server speaks another protocol version.
 
@@ -300,6 +305,7 @@ async def open_connection(
     heartbeat or reply arrives for ``liveness_timeout`` seconds, pending and later requests raise
     ``ServerLostError`` and event streams end with ``ConnectionLost``.
     """
+    check_server_url(url)
     conn = ServerConnection(url, liveness_timeout=liveness_timeout, socket_options=socket_options or {})
     try:
         with collapse_single_exception_group():

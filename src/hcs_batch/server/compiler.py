@@ -3,10 +3,16 @@
 Each step's ``module:function`` is imported (on the server) and its parameters are bound against
 ``inspect.signature`` (the working image fills the first positional parameter; ``raw`` is supplied by the
 executor, never by the pipeline). Parameters annotated with a simple type (``int``, ``float``, ``str``, ``bool``,
-``list``, ``dict``, their unions with ``None``) are type-checked; other annotations are trusted.
+``list``, ``dict``, their unions with ``None``) are type-checked; other annotations are trusted. A parameter
+annotated ``Annotated[float, Range(ge=0)]`` (:class:`hcs_batch.steps.Range`) is range-checked here, at compile,
+not on the first image. Errors name the pipeline file and line (``nucleus.toml:12: step 2 (...)``) and suggest
+the nearest step or parameter name (``did you mean 'gaussian_blur'?``).
 
-The artifact id is the sha256 of the plate's image index, the plate name, the pipeline text and the config, so
-compiling the same thing twice gives the same id.
+The artifact id is the sha256 of the plate's image index, the images' content identity (sizes and modification
+times, :mod:`.identity`), the plate name, the pipeline text and the config, so compiling the same thing twice gives
+the same id and changed images give another. Each well also gets a key of its own (:attr:`Plan.well_keys`): the
+same hash restricted to that well's images. Resume keys on it, so a well whose images changed is computed again
+while the others are reused.
 
 Config keys the compiler reads: ``layout`` (a layout name, see :mod:`.layouts`; read by the caller) and
 ``projection`` (how several z-planes become one: ``max`` by default, ``mean``, ``min`` or ``sum``).
@@ -14,6 +20,7 @@ Config keys the compiler reads: ``layout`` (a layout name, see :mod:`.layouts`; 
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import importlib
@@ -27,8 +34,8 @@ from typing import Any
 
 from ..errors import PipelineError, PlateError
 from ..model import safe_plate_name
-from ..pipeline import StepSpec, parse_pipeline
-from ..steps import is_inline_noop, is_objects_step
+from ..pipeline import StepSpec, parse_pipeline, step_line
+from ..steps import Range, is_inline_noop, is_objects_step
 from .images import PROJECTIONS
 from .layouts.index import PlateIndex, WellImages
 
@@ -79,6 +86,12 @@ class Plan:
     channel_names: Mapping[int, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     image_metadata: Mapping[str, Any] = field(default_factory=dict)
+    well_keys: Mapping[str, str] = field(default_factory=dict)
+    """Per well: the hash of the pipeline, config, plate and that well's images with their content identity."""
+
+    def well_key(self, well: str) -> str:
+        """What a finished well's result files carry; a well is reused only when its key matches."""
+        return self.well_keys.get(well, self.artifact_id)
 
 
 _SIMPLE: dict[Any, tuple[type, ...]] = {
@@ -91,8 +104,29 @@ _SIMPLE: dict[Any, tuple[type, ...]] = {
 }
 
 
+class _StepProblem(PipelineError):
+    """A step's mistake; ``key`` is the parameter it is about (for the line number), when there is one."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _did_you_mean(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _ranges(annotation: Any) -> list[Range]:
+    if typing.get_origin(annotation) is typing.Annotated:
+        return [m for m in annotation.__metadata__ if isinstance(m, Range)]
+    return []
+
+
 def _accepted_types(annotation: Any) -> tuple[type, ...] | None:
     """The runtime types a simple annotation accepts, or None when we do not check it."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
     if annotation in _SIMPLE:
         return _SIMPLE[annotation]
     origin = typing.get_origin(annotation)
@@ -123,7 +157,7 @@ def _type_ok(value: Any, accepted: tuple[type, ...]) -> bool:
 def _signature_info(func: Callable[..., Any]) -> tuple[inspect.Signature, dict[str, Any]]:
     signature = inspect.signature(func)
     try:
-        hints = typing.get_type_hints(func)
+        hints = typing.get_type_hints(func, include_extras=True)
     except Exception:  # unresolvable annotations: bind-only checking
         hints = {}
     return signature, hints
@@ -139,7 +173,8 @@ def _resolve(step: StepSpec) -> Callable[..., Any]:
         raise PipelineError(f"importing module {module_name!r} failed: {type(exc).__name__}: {exc}") from None
     func = getattr(module, attr, None)
     if func is None:
-        raise PipelineError(f"module {module_name!r} has no function {attr!r}")
+        names = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
+        raise PipelineError(f"module {module_name!r} has no function {attr!r}{_did_you_mean(attr, names)}")
     if not callable(func):
         raise PipelineError(f"{step.func} is not a function")
     return typing.cast(Callable[..., Any], func)
@@ -163,8 +198,10 @@ def _check_step(step: StepSpec) -> tuple[CompiledStep, bool]:
     for name in step.params:
         if name not in parameters and not takes_kwargs:
             allowed = [p for p in parameters if p != "raw"][1:]
-            raise PipelineError(
-                f"unknown parameter {name!r}; {step.func} takes {', '.join(allowed) or 'no parameters'}"
+            raise _StepProblem(
+                f"unknown parameter {name!r}{_did_you_mean(name, allowed)} "
+                f"({step.func} takes {', '.join(allowed) or 'no parameters'})",
+                name,
             )
     extra = {"raw": None} if wants_raw else {}
     try:
@@ -172,10 +209,15 @@ def _check_step(step: StepSpec) -> tuple[CompiledStep, bool]:
     except TypeError as exc:
         raise PipelineError(f"parameters do not fit {step.func}{signature}: {exc}") from None
     for name, value in step.params.items():
-        accepted = _accepted_types(hints.get(name, inspect.Parameter.empty))
+        hint = hints.get(name, inspect.Parameter.empty)
+        accepted = _accepted_types(hint)
         if accepted is not None and not _type_ok(value, accepted):
             wanted = " or ".join(t.__name__ for t in accepted)
-            raise PipelineError(f"parameter {name!r} must be {wanted}, got {type(value).__name__} {value!r}")
+            raise _StepProblem(f"parameter {name!r} must be {wanted}, got {type(value).__name__} {value!r}", name)
+        for bound in _ranges(hint):
+            problem = bound.check(value)
+            if problem:
+                raise _StepProblem(f"parameter {name!r} {problem}", name)
     objects = is_objects_step(func)
     compiled = CompiledStep(
         func=step.func, name=step.name, params=dict(step.params), wants_raw=wants_raw, makes_objects=objects
@@ -191,8 +233,9 @@ def compile_pipeline(text: str, source: str = "<pipeline>") -> CompiledPipeline:
     """Parse and check a pipeline: (name, steps, all steps are inline noops, segment channel). Imports the steps.
 
     Raises:
-        PipelineError: unreadable TOML, an unknown module or function, a bad parameter; the message names the
-            pipeline, the step (number and function) and the parameter.
+        PipelineError: unreadable TOML, an unknown module or function, a bad parameter or one out of its declared
+            range; the message names the pipeline file and line, the step (number and function) and the
+            parameter, and the nearest name when one is close.
     """
     spec = parse_pipeline(text, source=source)
     compiled: list[CompiledStep] = []
@@ -201,23 +244,51 @@ def compile_pipeline(text: str, source: str = "<pipeline>") -> CompiledPipeline:
         try:
             checked, noop = _check_step(step)
         except PipelineError as exc:
-            raise PipelineError(f"pipeline {source}: step {index} ({step.func}): {exc}") from None
+            line = step_line(text, index, getattr(exc, "key", None) or "func")
+            where = f"{source}:{line}" if line is not None else f"pipeline {source}"
+            raise PipelineError(f"{where}: step {index} ({step.func}): {exc}") from None
         compiled.append(checked)
         inline = inline and noop
     return spec.name, tuple(compiled), inline, spec.segment_channel
 
 
-def artifact_id_for(index: PlateIndex, plate_name: str, pipeline_text: str, config: Mapping[str, str]) -> str:
-    """The content hash (sha256 hex) of what a compile depends on."""
+def _base_payload(index: PlateIndex, plate_name: str, pipeline_text: str, config: Mapping[str, str]) -> str:
     payload = {
         "plate": index.path,
         "layout": index.layout,
         "plate_name": plate_name,
-        "images": sorted(index.wells.items()),
         "pipeline": pipeline_text,
-        "config": sorted(config.items()),
+        # The file's name only labels error messages: the same pipeline text from another file is the same work.
+        "config": sorted((k, v) for k, v in config.items() if k != "pipeline_file"),
     }
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def artifact_id_for(
+    index: PlateIndex,
+    plate_name: str,
+    pipeline_text: str,
+    config: Mapping[str, str],
+    identity: Mapping[str, str] | None = None,
+) -> str:
+    """The content hash (sha256 hex) of what a compile depends on; ``identity``: :func:`.identity.content_identity`."""
+    payload = [
+        _base_payload(index, plate_name, pipeline_text, config),
+        sorted(index.wells.items()),
+        sorted((identity or {}).items()),
+    ]
     return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
+
+
+def _well_keys(
+    index: PlateIndex, plate_name: str, pipeline_text: str, config: Mapping[str, str], identity: Mapping[str, str]
+) -> dict[str, str]:
+    base = _base_payload(index, plate_name, pipeline_text, config)
+    keys: dict[str, str] = {}
+    for well, images in index.wells.items():
+        payload = json.dumps([base, well, images, identity.get(well, "")], separators=(",", ":"))
+        keys[well] = hashlib.sha256(payload.encode()).hexdigest()
+    return keys
 
 
 def compile_plate(
@@ -226,10 +297,12 @@ def compile_plate(
     pipeline_text: str,
     config: Mapping[str, str],
     pipeline: CompiledPipeline,
+    identity: Mapping[str, str] | None = None,
 ) -> Plan:
     """Freeze the plan of an indexed plate and a checked pipeline (no I/O: cheap enough for the Trio thread).
 
-    ``pipeline`` is what :func:`compile_pipeline` returned for ``pipeline_text``.
+    ``pipeline`` is what :func:`compile_pipeline` returned for ``pipeline_text``; ``identity`` the images' content
+    identity per well (:func:`.identity.content_identity`; None for a pipeline that reads no image, an inline one).
 
     Raises:
         PlateError: an unsafe plate name, an unknown ``projection`` in ``config``, or a segmenting pipeline whose
@@ -246,8 +319,9 @@ def compile_plate(
             f"plate {plate_name}: the pipeline segments channel {segment_channel} (segment_channel) but the plate "
             f"has channel(s) {have}; set segment_channel in the pipeline to the nuclear stain's channel"
         )
+    well_keys = _well_keys(index, plate_name, pipeline_text, config, identity) if identity is not None else {}
     return Plan(
-        artifact_id=artifact_id_for(index, plate_name, pipeline_text, config),
+        artifact_id=artifact_id_for(index, plate_name, pipeline_text, config, identity),
         plate_name=plate_name,
         plate_path=index.path,
         pipeline_name=pipeline_name,
@@ -266,4 +340,5 @@ def compile_plate(
         channel_names=index.channel_names,
         warnings=index.warnings,
         image_metadata=index.metadata,
+        well_keys=well_keys,
     )

@@ -9,10 +9,15 @@ A frame that does not decode (garbage, oversize, unknown kind, wrong version) ge
 ``protocol`` and the best-effort request id, and is logged; the server keeps serving. A message without a usable
 envelope (no identity frame) is dropped.
 
-``Compile.config["pipeline_file"]``, when a client sets it, names the pipeline in compile error messages (like
-every config entry, it is part of the artifact id). ``Compile.config["layout"]`` names the plate layout (see
-:mod:`.layouts`; detected from the folder's content when absent), ``Compile.config["projection"]`` how z-planes
-are projected (see :mod:`.compiler`). The layout's warnings come back in ``CompileReply.warnings``.
+``Compile.config["pipeline_file"]``, when a client sets it, names the pipeline in compile error messages (unlike
+the other config entries, it is not part of the artifact id: the pipeline's text is). ``Compile.config["layout"]``
+names the plate layout (see :mod:`.layouts`; detected from the folder's content when absent),
+``Compile.config["projection"]`` how z-planes are projected (see :mod:`.compiler`). The layout's warnings come
+back in ``CompileReply.warnings``.
+
+A plate folder holding ``hcs_batch.toml`` (:mod:`hcs_batch.plate_settings`) compiles with the pipeline and config
+overrides it names instead of the request's; they are part of its artifact id, and the reply names the pipeline.
+``Pause``/``Resume`` are answered inline like ``Cancel``.
 """
 
 from __future__ import annotations
@@ -28,18 +33,32 @@ from .._util import clip_text, log_throttled
 from .._zmq import AsyncSocket, Frames
 from ..errors import ConnectionClosedError, HcsBatchError
 from ..model import safe_plate_name
+from ..plate_settings import SETTINGS_FILE, merged_config
 from ..runtime.thread_lane import ThreadLane
 from .compiler import CompiledPipeline, compile_pipeline, compile_plate
 from .events import EventPublisher
 from .executor import Executor
+from .identity import content_identity
 from .layouts import choose_layout, flat
 from .layouts.flat import list_folder
+from .plate_files import read_plate_files
 
 __all__ = ["CAPABILITIES", "ControlApp", "ServerAddress"]
 
 log = logging.getLogger("hcs_batch.server")
 
-CAPABILITIES = ["compile", "execute", "status", "cancel", "server_info", "shutdown", "inline_noop", "skip_done_wells"]
+CAPABILITIES = [
+    "compile",
+    "execute",
+    "status",
+    "cancel",
+    "pause",
+    "server_info",
+    "shutdown",
+    "inline_noop",
+    "skip_done_wells",
+    "plate_settings",
+]
 _MAX_MESSAGE = 60 * 1024
 _RECORDS_BUDGET = p.MAX_FRAME_BYTES * 3 // 4
 """Bytes of execution records in one ``ServerInfoReply``: the rest of the frame limit is room for the envelope."""
@@ -180,6 +199,16 @@ class ControlApp:
                 identity,
                 p.CancelReply(rid=request.rid, cancelled=cancelled, already_terminal=terminal, unknown=unknown),
             )
+        elif isinstance(request, p.Pause | p.Resume):
+            changed, unchanged, terminal, unknown = executor.pause(
+                request.execution_ids, paused=isinstance(request, p.Pause)
+            )
+            self._send(
+                identity,
+                p.PauseReply(
+                    rid=request.rid, changed=changed, unchanged=unchanged, already_terminal=terminal, unknown=unknown
+                ),
+            )
         elif self.stopping:
             self._error(identity, request.rid, "error", "the server is shutting down")
         elif isinstance(request, p.Execute):
@@ -212,26 +241,36 @@ class ControlApp:
     async def _compile(self, identity: bytes, request: p.Compile) -> None:
         try:
             safe_plate_name(request.plate_name)
-            source = request.config.get("pipeline_file", "<pipeline>")
-            key = (request.pipeline, source)
-            pipeline = self._pipelines.get(key)
-            if pipeline is None:
-                # Imports user modules (maybe slow): off the Trio thread. Later compiles hit the cache.
-                pipeline = await trio.to_thread.run_sync(compile_pipeline, request.pipeline, source)
-                if len(self._pipelines) >= _PIPELINE_CACHE:
-                    self._pipelines.clear()
-                self._pipelines[key] = pipeline
             # Only the listdir runs in a thread (the server's lane: the listings of many compiles share one hop).
             # A flat plate's index is pure computation, kept on the Trio thread: Python work in threads makes the
             # event loop wait for the GIL (measured: noop plates/s halved). Other layouts read metadata files.
             names = await self._lane.run(list_folder, request.plate_path)
-            layout = choose_layout(names, request.config.get("layout"))
+            text, config, pipeline_file = request.pipeline, dict(request.config), ""
+            if SETTINGS_FILE in names:  # the plate's own settings win over the batch's
+                files = await self._lane.run(read_plate_files, request.plate_path, names)
+                if files is not None:
+                    config = merged_config(request.config, files.settings)
+                    if files.pipeline_text is not None and files.settings.pipeline is not None:
+                        text, pipeline_file = files.pipeline_text, files.settings.pipeline
+                        config["pipeline_file"] = f"{request.plate_path}/{pipeline_file}"
+            source = config.get("pipeline_file", "<pipeline>")
+            key = (text, source)
+            pipeline = self._pipelines.get(key)
+            if pipeline is None:
+                # Imports user modules (maybe slow): off the Trio thread. Later compiles hit the cache.
+                pipeline = await trio.to_thread.run_sync(compile_pipeline, text, source)
+                if len(self._pipelines) >= _PIPELINE_CACHE:
+                    self._pipelines.clear()
+                self._pipelines[key] = pipeline
+            layout = choose_layout(names, config.get("layout"))
             if layout is flat:
                 index = flat.index_from_names(request.plate_path, names)
             else:
                 # A thread of its own: one large Index XML or zarr store must not hold up other plates' listings.
                 index = await trio.to_thread.run_sync(layout.read, request.plate_path, names)
-            plan = compile_plate(index, request.plate_name, request.pipeline, request.config, pipeline)
+            # What resume keys on (sizes and mtimes of the images); an inline pipeline reads no image, needs none.
+            content = None if pipeline[2] else await trio.to_thread.run_sync(content_identity, index.path, index.wells)
+            plan = compile_plate(index, request.plate_name, text, config, pipeline, content)
         except HcsBatchError as exc:
             self._error(identity, request.rid, exc.code, str(exc))
             return
@@ -254,5 +293,7 @@ class ControlApp:
                 layout=plan.layout,
                 timepoints=plan.timepoints,
                 z_planes=plan.z_planes,
+                pipeline=plan.pipeline_name[:256],
+                pipeline_file=pipeline_file[:256],
             ),
         )

@@ -57,7 +57,16 @@ class EventPublisher:
             total=total,
         )
 
-    def state(self, *, execution_id: str, plate_name: str, state: ExecutionState, error: str = "") -> None:
+    def state(
+        self,
+        *,
+        execution_id: str,
+        plate_name: str,
+        state: ExecutionState,
+        error: str = "",
+        wells_total: int = 0,
+        wells_skipped: int = 0,
+    ) -> None:
         """An execution's state; ``error`` is clipped to ``MAX_ERROR_BYTES``."""
         self._publish(
             p.StateEvent,
@@ -65,6 +74,8 @@ class EventPublisher:
             plate_name=plate_name,
             state=state,
             error=clip_text(error, p.MAX_ERROR_BYTES),
+            wells_total=wells_total,
+            wells_skipped=wells_skipped,
         )
 
     def heartbeat(self, *, queued: int, running: int) -> None:

@@ -3,16 +3,17 @@
 Layout below the execution's output folder::
 
     <output>/<plate>/wells/<well>.parquet  one per finished well: its objects (written before the json)
-    <output>/<plate>/wells/<well>.json     one per finished well: {"artifact_id": ..., "rows": [...]}
+    <output>/<plate>/wells/<well>.json     one per finished well: {"well_key": ..., "rows": [...]}
     <output>/<plate>/wells.csv             one row per well, site, channel and timepoint (at plate completion)
     <output>/<plate>/objects.parquet       one row per object, the wells' object files in well order (ditto)
     <output>/<plate>/manifest.json         what ran, when, and how many wells were computed or skipped
 
-A well counts as done when its json and its object file both carry the execution's ``artifact_id`` (the object
-file in its parquet metadata, key ``hcs_batch.artifact_id``): a re-run of the same artifact skips it unless
-forced. A different artifact (other pipeline, other images) recomputes it. The object file is written before the
-json, so a crash between the two leaves a pair that disagrees (or agrees and holds the same artifact's result):
-never a done well with foreign objects.
+A well counts as done when its json and its object file both carry the well's key (``Plan.well_key``: the hash
+of the pipeline, the config and the well's images with their sizes and modification times; the object file holds
+it in its parquet metadata, key ``hcs_batch.well_key``): a re-run reuses it unless forced. Another pipeline, or a
+changed image of that well, recomputes it. The object file is written before the json, so a crash between the
+two leaves a pair that disagrees (or agrees and holds that key's result): never a done well with foreign
+objects.
 
 ``objects.parquet`` (pyarrow) columns: ``well, site, channel, timepoint`` (``channel`` is the segmentation
 channel), then :mod:`hcs_batch.measure`'s columns. For every image (row of ``wells.csv``) the objects of its well,
@@ -48,13 +49,14 @@ __all__ = [
 ]
 
 Row = dict[str, Any]
-BASE_COLUMNS = ("well", "site", "channel", "object_count", "mean_intensity", "timepoint")
+BASE_COLUMNS = ("plate", "well", "site", "channel", "object_count", "mean_intensity", "timepoint", "file")
+"""The first columns of ``wells.csv``; docs/output.md defines every column."""
 
 _json_encoder = msgspec.json.Encoder()
 
 
 class _WellFile(msgspec.Struct, frozen=True):
-    artifact_id: str
+    well_key: str
     rows: list[dict[str, Any]]
 
 
@@ -90,7 +92,7 @@ def well_result_path(plate_dir: Path, well: str) -> Path:
     return plate_dir / "wells" / f"{well}.json"
 
 
-_ARTIFACT_KEY = b"hcs_batch.artifact_id"
+_KEY = b"hcs_batch.well_key"
 
 
 def _objects_table(tables: Sequence[Mapping[str, Any]]) -> Any:
@@ -120,53 +122,54 @@ def _write_parquet(table: Any, path: Path) -> None:
 
 
 def write_well_result(
-    plate_dir: Path, well: str, artifact_id: str, rows: list[Row], objects: Sequence[Mapping[str, Any]] = ()
+    plate_dir: Path, well: str, well_key: str, rows: list[Row], objects: Sequence[Mapping[str, Any]] = ()
 ) -> None:
     """Record one finished well: its object file (the object columns of each image set in ``objects``), then its
-    json; each atomically, both naming ``artifact_id`` (see the module docstring). Creates the folders it needs."""
+    json; each atomically, both naming ``well_key`` (see the module docstring). Creates the folders it needs."""
     path = well_result_path(plate_dir, well)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = _objects_table(objects)
-    table = table.replace_schema_metadata({_ARTIFACT_KEY: artifact_id.encode()})
+    table = table.replace_schema_metadata({_KEY: well_key.encode()})
     _write_parquet(table, path.with_suffix(".parquet"))
-    atomic_write(path, _json_encoder.encode(_WellFile(artifact_id=artifact_id, rows=rows)))
+    atomic_write(path, _json_encoder.encode(_WellFile(well_key=well_key, rows=rows)))
 
 
-def load_done_wells(plate_dir: Path, wells: Iterable[str], artifact_id: str) -> dict[str, list[Row]]:
-    """The rows of every well already finished for ``artifact_id``; unreadable or foreign files count as not done."""
+def load_done_wells(plate_dir: Path, keys: Mapping[str, str]) -> dict[str, list[Row]]:
+    """The rows of every well of ``keys`` (well -> its key) already finished with that key; unreadable files,
+    files of another key (changed images, another pipeline) or of an older format count as not done."""
     done: dict[str, list[Row]] = {}
     folder = plate_dir / "wells"
     if not folder.is_dir():
         return done
-    for well in wells:
+    for well, key in keys.items():
         try:
             data = (folder / f"{well}.json").read_bytes()
             found = _well_decoder.decode(data)
         except (OSError, msgspec.DecodeError):
             continue
-        if found.artifact_id == artifact_id and _objects_artifact(folder / f"{well}.parquet") == artifact_id:
+        if found.well_key == key and _objects_key(folder / f"{well}.parquet") == key:
             done[well] = found.rows
     return done
 
 
-def _objects_artifact(path: Path) -> str | None:
-    """The artifact id an object file was written for; None when it is missing or unreadable."""
+def _objects_key(path: Path) -> str | None:
+    """The well key an object file was written for; None when it is missing or unreadable."""
     import pyarrow.parquet as pq
 
     try:
         metadata = pq.read_schema(path).metadata or {}
     except (OSError, ValueError):  # missing, or not a whole parquet file (pyarrow's errors are one of these)
         return None
-    value = metadata.get(_ARTIFACT_KEY)
+    value = metadata.get(_KEY)
     return value.decode(errors="replace") if value is not None else None
 
 
-def _csv_text(rows: Sequence[Row]) -> str:
+def _csv_text(plate: str, rows: Sequence[Row]) -> str:
     extra = sorted({key for row in rows for key in row} - set(BASE_COLUMNS))
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=[*BASE_COLUMNS, *extra], restval="", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({**row, "plate": plate} for row in rows)
     return out.getvalue()
 
 
@@ -193,10 +196,11 @@ def write_objects(plate_dir: Path, wells: Iterable[str]) -> None:
 def write_plate_results(
     plate_dir: Path, rows: Sequence[Row], manifest: Mapping[str, Any], *, objects: bool = False
 ) -> None:
-    """Write ``wells.csv`` (``BASE_COLUMNS`` first, then other measurements sorted), with ``objects`` the
+    """Write ``wells.csv`` (``BASE_COLUMNS`` first, ``plate`` from ``manifest["plate"]``, then other measurements
+    sorted), with ``objects`` the
     combined ``objects.parquet`` of the rows' wells, and last ``manifest.json``."""
     plate_dir.mkdir(parents=True, exist_ok=True)
     if objects:
         write_objects(plate_dir, dict.fromkeys(str(row["well"]) for row in rows))
-    atomic_write(plate_dir / "wells.csv", _csv_text(rows).encode())
+    atomic_write(plate_dir / "wells.csv", _csv_text(str(manifest.get("plate", plate_dir.name)), rows).encode())
     atomic_write(plate_dir / "manifest.json", msgspec.json.format(_json_encoder.encode(dict(manifest))) + b"\n")

@@ -72,7 +72,11 @@ class ArtifactStore:
 
 
 class Execution:
-    """The mutable server-side state of one execution (Trio thread only); :meth:`record` snapshots it."""
+    """The mutable server-side state of one execution (Trio thread only); :meth:`record` snapshots it.
+
+    ``state`` is the life cycle (queued, running, terminal); ``paused`` is set by a ``Pause`` request: a live
+    paused execution reports :attr:`shown_state` ``paused`` and starts no new well until :meth:`resume`.
+    """
 
     __slots__ = (
         "artifact_id",
@@ -82,7 +86,9 @@ class Execution:
         "finished_at",
         "finished_mono",
         "output",
+        "paused",
         "plate_name",
+        "resumed",
         "state",
         "submitted_at",
         "wells_done",
@@ -104,13 +110,43 @@ class Execution:
         self.finished_at = 0.0
         self.finished_mono = 0.0
         self.cancel_scope = trio.CancelScope()
+        self.paused = False
+        self.resumed = trio.Event()
+
+    @property
+    def shown_state(self) -> ExecutionState:
+        """What status records and state events say: ``paused`` for a live paused execution, else ``state``."""
+        if self.paused and not self.state.is_terminal:
+            return ExecutionState.PAUSED
+        return self.state
+
+    def pause(self) -> bool:
+        """Mark paused; False when it already was (or is terminal)."""
+        if self.paused or self.state.is_terminal:
+            return False
+        self.paused = True
+        self.resumed = trio.Event()
+        return True
+
+    def resume(self) -> bool:
+        """Clear the pause and wake whatever waits in :meth:`wait_unpaused`; False when it was not paused."""
+        if not self.paused:
+            return False
+        self.paused = False
+        self.resumed.set()
+        return True
+
+    async def wait_unpaused(self) -> None:
+        """Return at once when not paused, else when resumed. Cancellation: just stops waiting."""
+        while self.paused:
+            await self.resumed.wait()
 
     def record(self) -> p.ExecutionRecord:
         return p.ExecutionRecord(
             execution_id=self.execution_id,
             artifact_id=self.artifact_id,
             plate_name=self.plate_name,
-            state=self.state,
+            state=self.shown_state,
             error=clip_text(self.error, p.MAX_ERROR_BYTES),
             wells_done=self.wells_done,
             wells_total=self.wells_total,
@@ -163,6 +199,10 @@ class RecordStore:
         self._live.pop(execution.execution_id, None)
         self._finished[execution.execution_id] = execution
         self.evict()
+
+    def live(self) -> list[Execution]:
+        """The executions not yet terminal (a copy: pausing one may publish, which must not mutate this)."""
+        return list(self._live.values())
 
     def all(self) -> list[Execution]:
         self.evict()

@@ -11,7 +11,10 @@ of one channel, its z-planes, are max-projected by :func:`.images.load_plane`).
   Every object gets a row in the well's object table (``channel`` = the segmentation channel).
 - A pipeline without one runs on every channel's plane on its own, as before; it measures no objects.
 
-Rows carry ``well, site, channel, timepoint`` (timepoint 1 when the layout has none). Arguments and results are
+Rows carry ``well, site, channel, timepoint`` (timepoint 1 when the layout has none) and ``file`` (the plane's
+source files relative to the plate folder, ``;``-separated when z-planes were projected). A step's measurement
+named like one of those (or ``plate``) is a step error, and so is a measurement that is not one number or string:
+both name the step, the measurement and the well. Arguments and results are
 plain data (strings, numbers, lists, dicts), so nothing but those crosses the process boundary. Step functions are
 imported once per worker process and cached.
 """
@@ -67,10 +70,27 @@ def _function(ref: str) -> Callable[..., Any]:
     return func
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+IDENTITY_COLUMNS = frozenset({"plate", "well", "site", "channel", "timepoint", "file"})
+"""Columns that say which image a row is about: a step's measurement can never replace them."""
+
+
+def _measurement(where: str, ref: str, key: object, value: Any) -> tuple[str, Any]:
+    """A step's measurement as (name, plain number or string). Raises StepFailure naming the step, the
+    measurement and the well for an identity column or a value that is not a number or a string."""
+    name = str(key)
+    if name in IDENTITY_COLUMNS:
+        raise StepFailure(
+            f"{where}: step {ref} returned a measurement named {name!r}, which would replace the row's identity "
+            f"column; rename the measurement (identity columns: {', '.join(sorted(IDENTITY_COLUMNS))})"
+        )
+    if isinstance(value, np.generic) and value.ndim == 0:
+        value = value.item()
+    if not isinstance(value, int | float | str):  # bool is an int
+        raise StepFailure(
+            f"{where}: step {ref} returned measurement {name!r} as {type(value).__name__}; a measurement is one "
+            "number or string (return arrays as the step's result, not inside its dict)"
+        )
+    return name, value
 
 
 def image_sets(images: Sequence[Sequence[Any]]) -> list[ImageSet]:
@@ -115,7 +135,8 @@ def _run_steps(where: str, raw: NDArray[Any], steps: tuple[WorkerStep, ...], row
                 objects = result
         elif isinstance(result, dict):
             for key, value in result.items():
-                row[str(key)] = _plain(value)
+                name, plain = _measurement(where, ref, key, value)
+                row[name] = plain
         elif result is not None:
             raise StepFailure(
                 f"{where}: step {ref} returned {type(result).__name__}; a step returns an array, a dict or None"
@@ -160,6 +181,7 @@ def _measure_set(
     rows: list[Row] = []
     for channel, name in zip(planes, names, strict=True):
         row: Row = {"well": well, "site": site, "channel": channel, "timepoint": timepoint}
+        row["file"] = ";".join(channels[channel])
         if channel == segment_channel:
             row.update(extra)
         row["object_count"] = count
@@ -175,13 +197,14 @@ def run_well(
     images: Sequence[Sequence[Any]],
     steps: tuple[WorkerStep, ...],
     plate_dir: str,
-    artifact_id: str,
+    well_key: str,
     projection: str = "max",
     segment_channel: int = 1,
     channel_names: Mapping[int, str] | None = None,
 ) -> list[Row]:
     """Process every image set of ``well`` (see the module docstring); write the well's result and object files
-    (:func:`.results.write_well_result`); return its rows.
+    (:func:`.results.write_well_result`, both carrying ``well_key``: :meth:`.compiler.Plan.well_key`); return its
+    rows.
 
     ``projection`` is how z-planes become one plane (see :func:`.images.load_plane`); ``channel_names`` names
     channels in object column suffixes (the layout's names); a channel without one is named by its number, and
@@ -205,42 +228,8 @@ def run_well(
         for channel, sources in channels.items():
             where = f"well {well} site {site} channel {channel} timepoint {timepoint}"
             row: Row = {"well": well, "site": site, "channel": channel, "timepoint": timepoint}
+            row["file"] = ";".join(sources)
             _run_steps(where, _load(plate_path, sources, where, projection), steps, row)
             rows.append(row)
-    write_well_result(Path(plate_dir), well, artifact_id, rows, tables)
+    write_well_result(Path(plate_dir), well, well_key, rows, tables)
     return rows
-
-
-def _run_image(
-    plate_path: str,
-    well: str,
-    site: int,
-    timepoint: int,
-    channel: int,
-    sources: tuple[str, ...],
-    steps: tuple[WorkerStep, ...],
-    projection: str,
-) -> Row:
-    where = f"well {well} site {site} channel {channel}" + (f" timepoint {timepoint}" if timepoint != 1 else "")
-    try:
-        raw = load_plane(plate_path, sources, projection)
-    except Exception as exc:
-        raise StepFailure(f"{where}: cannot read image: {exc}") from None
-    row: Row = {"well": well, "site": site, "channel": channel, "timepoint": timepoint}
-    image = raw
-    for ref, params, wants_raw in steps:
-        try:
-            func = _function(ref)
-            result = func(image, raw=raw, **params) if wants_raw else func(image, **params)
-        except Exception as exc:
-            raise StepFailure(f"{where}: step {ref} failed: {type(exc).__name__}: {exc}") from None
-        if isinstance(result, np.ndarray):
-            image = result
-        elif isinstance(result, dict):
-            for key, value in result.items():
-                row[str(key)] = _plain(value)
-        elif result is not None:
-            raise StepFailure(
-                f"{where}: step {ref} returned {type(result).__name__}; a step returns an array, a dict or None"
-            )
-    return row

@@ -57,6 +57,7 @@ from ..protocol import (
     Event,
     ExecutionRecord,
     HeartbeatEvent,
+    PauseReply,
     ProgressEvent,
     ServerInfoReply,
     StateEvent,
@@ -302,6 +303,30 @@ class InMemoryBackend(ExecutionBackend):
 
         return await self._guard(body)
 
+    async def pause(self, execution_ids: Sequence[str], *, paused: bool = True) -> PauseReply:
+        async def body() -> PauseReply:
+            await trio.sleep(self.request_delay)
+            ids = list(execution_ids) or [i for i, ex in self._executions.items() if not ex.state.is_terminal]
+            out: dict[str, list[str]] = {"changed": [], "unchanged": [], "already_terminal": [], "unknown": []}
+            for execution_id in ids:
+                ex = self._executions.get(execution_id)
+                if ex is None or ex.state.is_terminal:
+                    out["unknown" if ex is None else "already_terminal"].append(execution_id)
+                elif (ex.paused is None) == paused:
+                    if paused:
+                        ex.paused = trio.Event()
+                    else:
+                        assert ex.paused is not None
+                        ex.paused.set()
+                        ex.paused = None
+                    out["changed"].append(execution_id)
+                    self._emit_state(ex)
+                else:
+                    out["unchanged"].append(execution_id)
+            return PauseReply(rid=0, **out)
+
+        return await self._guard(body)
+
     async def server_info(self, *, records: bool = False) -> ServerInfoReply:
         self.server_info_calls += 1
 
@@ -368,6 +393,8 @@ class InMemoryBackend(ExecutionBackend):
         step_time = max(self.execute_delay - self.queue_delay, 0.0) / max(units, 1)
         done = 0
         for well in self.wells:
+            while ex.paused is not None:
+                await ex.paused.wait()
             for step in self.steps:
                 await trio.sleep(step_time)
                 await self._unfrozen()
@@ -424,7 +451,7 @@ class InMemoryBackend(ExecutionBackend):
 
     def _emit_state(self, ex: SimulatedExecution) -> None:
         self._publish(
-            StateEvent, execution_id=ex.execution_id, plate_name=ex.plate_name, state=ex.state, error=ex.error
+            StateEvent, execution_id=ex.execution_id, plate_name=ex.plate_name, state=ex.shown, error=ex.error
         )
 
     def _publish(self, kind: type[Event], **fields: Any) -> None:

@@ -46,6 +46,7 @@ class SimulatedExecution:
         "execution_id",
         "finished_at",
         "output",
+        "paused",
         "plate_name",
         "scope",
         "state",
@@ -64,6 +65,12 @@ class SimulatedExecution:
         self.finished_at = 0.0
         self.wells_done = 0
         self.scope = trio.CancelScope()
+        self.paused: trio.Event | None = None  # set while paused; set() on resume
+
+    @property
+    def shown(self) -> ExecutionState:
+        """Its state as reported: ``paused`` while paused and not terminal."""
+        return ExecutionState.PAUSED if self.paused is not None and not self.state.is_terminal else self.state
 
     def record(self, *, wells_total: int) -> ExecutionRecord:
         """What a status request reports of it."""
@@ -71,7 +78,7 @@ class SimulatedExecution:
             execution_id=self.execution_id,
             artifact_id=self.artifact_id,
             plate_name=self.plate_name,
-            state=self.state,
+            state=self.shown,
             error=self.error,
             wells_done=self.wells_done,
             wells_total=wells_total,

@@ -32,8 +32,8 @@ __all__ = ["LIVE_STATES", "Ending", "ExecutionFollower", "FollowedExecution", "f
 
 log = logging.getLogger(__name__)
 
-LIVE_STATES = frozenset({ExecutionState.QUEUED, ExecutionState.RUNNING})
-"""Execution states that are still going somewhere."""
+LIVE_STATES = frozenset({ExecutionState.QUEUED, ExecutionState.RUNNING, ExecutionState.PAUSED})
+"""Execution states that are still going somewhere (``paused`` too: it is resumed, cancelled or lost later)."""
 
 _EARLY_LIMIT = 4096
 """State events kept for ids not followed yet (they may overtake the reply that names the id)."""
@@ -58,6 +58,9 @@ class FollowedExecution:
     error: str = ""
     percent: int = 0
     """0 to 100, from progress events or a record's ``wells_done``/``wells_total``; never goes back."""
+    wells_total: int = 0
+    wells_reused: int = 0
+    """Wells whose results an earlier run of the same images and pipeline left (from a state event or record)."""
 
     @property
     def live(self) -> bool:
@@ -132,7 +135,7 @@ class ExecutionFollower:
         return list(self._rows.values())
 
     def live_ids(self) -> list[str]:
-        """The followed executions still queued or running."""
+        """The followed executions still live (queued, running or paused)."""
         return [row.execution_id for row in self._rows.values() if row.live]
 
     @property
@@ -149,7 +152,9 @@ class ExecutionFollower:
         self._add(FollowedExecution(execution_id=execution_id, plate_name=plate_name))
         early = self._early.pop(execution_id, None)
         if early is not None:
-            self._apply(execution_id, state=early.state, error=early.error)
+            self._apply(
+                execution_id, state=early.state, error=early.error, wells=(early.wells_total, early.wells_skipped)
+            )
 
     def follow_record(self, record: ExecutionRecord) -> None:
         """Start following the execution of ``record`` (a listing), from the state and progress it shows."""
@@ -162,6 +167,8 @@ class ExecutionFollower:
                 state=record.state,
                 error=record.error,
                 percent=_percent(record),
+                wells_total=record.wells_total,
+                wells_reused=record.wells_skipped,
             )
         )
 
@@ -212,7 +219,8 @@ class ExecutionFollower:
         async for item in events:
             if isinstance(item, StateEvent):
                 if item.execution_id in self._rows:
-                    self._apply(item.execution_id, state=item.state, error=item.error)
+                    wells = (item.wells_total, item.wells_skipped)
+                    self._apply(item.execution_id, state=item.state, error=item.error, wells=wells)
                 else:
                     self._early[item.execution_id] = item
                     while len(self._early) > _EARLY_LIMIT:
@@ -234,7 +242,10 @@ class ExecutionFollower:
         records, _unknown = await self._backend.status(execution_ids)
         for record in records:
             if record.execution_id in self._rows:
-                self._apply(record.execution_id, state=record.state, error=record.error, percent=_percent(record))
+                wells = (record.wells_total, record.wells_skipped)
+                self._apply(
+                    record.execution_id, state=record.state, error=record.error, percent=_percent(record), wells=wells
+                )
         return {record.execution_id: record.state for record in records}
 
     def _lose_all(self, timeout: float) -> Exception:
@@ -271,13 +282,21 @@ class ExecutionFollower:
         self._apply(execution_id, state=ending, error=str(error))
 
     def _apply(
-        self, execution_id: str, *, state: ExecutionState | Ending | None = None, error: str = "", percent: int = -1
+        self,
+        execution_id: str,
+        *,
+        state: ExecutionState | Ending | None = None,
+        error: str = "",
+        percent: int = -1,
+        wells: tuple[int, int] = (0, 0),
     ) -> None:
-        """Apply what was learned; a row that has ended never changes again."""
+        """Apply what was learned; a row that has ended never changes again. ``wells``: (total, reused), 0 unknown."""
         row = self._rows[execution_id]
         if not row.live:
             return
         new = row
+        if wells[0] and wells != (row.wells_total, row.wells_reused):
+            new = dataclasses.replace(new, wells_total=wells[0], wells_reused=wells[1])
         if state is not None and state != row.state:
             new = dataclasses.replace(new, state=state, error=error)
         if new.state is ExecutionState.COMPLETED:

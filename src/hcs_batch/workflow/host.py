@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from ..model import CompiledPlate, PlateState
+from ..model import CompiledPlate, CompileJob, PlateState
 from .progress import ProgressTracker
 
 if TYPE_CHECKING:
@@ -58,6 +58,14 @@ class HostStores:
     states: dict[str, PlateState] = field(default_factory=dict)
     execution_ids: dict[str, str] = field(default_factory=dict)
     tracker: ProgressTracker = field(default_factory=ProgressTracker)
+
+    def reusable(self, job: CompileJob, *, instance: str, config: tuple[tuple[str, str], ...]) -> CompiledPlate | None:
+        """The cached compile of ``job``'s plate when it still holds: same folder, pipeline, server instance and
+        compile config; else None."""
+        cached = self.compiled.get(job.plate.name)
+        if cached is None or (cached.plate.path, cached.pipeline_text) != (job.plate.path, job.pipeline_text):
+            return None
+        return cached if (cached.server_instance, cached.config) == (instance, config) else None
 
 
 class BatchHost(abc.ABC):

@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from ..errors import BatchError
 from ..model import ExecutionState, PlateRef, PlateState
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "PlateLedger",
     "PlateOutcome",
     "PlateSlot",
+    "live_plate_state",
 ]
 
 
@@ -48,6 +50,12 @@ PLATE_STATE_OF_EXECUTION = {
 }
 
 
+def live_plate_state(state: object) -> PlateState:
+    """The plate state a live execution shows: ``paused`` while paused on the server, else ``running``.
+    ``paused`` is live, never terminal: following goes on and liveness still counts the polls."""
+    return PlateState.PAUSED if state is ExecutionState.PAUSED else PlateState.RUNNING
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlateOutcome:
     """How one plate ended in one batch."""
@@ -60,6 +68,11 @@ class PlateOutcome:
     output: str = ""
     warnings: tuple[str, ...] = ()
     """What the plate's layout reported at compile time (ignored files, missing images)."""
+    wells_total: int = 0
+    wells_reused: int = 0
+    """Wells not computed again: an earlier run of the same images and pipeline left their results."""
+    pipeline: str = ""
+    """The name of the pipeline the plate compiled with (its own when its ``hcs_batch.toml`` names one)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -71,6 +84,9 @@ class PlateOutcome:
             "execution_id": self.execution_id,
             "output": self.output,
             "warnings": list(self.warnings),
+            "wells_total": self.wells_total,
+            "wells_reused": self.wells_reused,
+            "pipeline": self.pipeline,
         }
 
 
@@ -105,6 +121,7 @@ class BatchSummary:
             "batch": self.kind.value,
             "plates": [outcome.to_json() for outcome in self.plates],
             "counts": self.counts,
+            "wells_reused": sum(outcome.wells_reused for outcome in self.plates),
         }
 
 
@@ -119,6 +136,11 @@ class PlateSlot:
     execution_id: str = ""
     output: str = ""
     warnings: tuple[str, ...] = ()
+    wells_total: int = 0
+    wells_reused: int = 0
+    pipeline: str = ""
+    cancel_requested: bool = False
+    """``cancel_plate`` named it: it is never compiled or submitted, and an execution it has is cancelled."""
 
 
 class PlateLedger:
@@ -130,6 +152,8 @@ class PlateLedger:
         self.scope = trio.CancelScope()
         self.stopped_by_user = False
         self.stop_reason = ""
+        self.paused = False
+        """The batch is paused: executions it submits now are paused at once."""
 
     def transition(self, slot: PlateSlot, state: PlateState, error: str = "") -> bool:
         """Move one plate to ``state``; False (and nothing changes) for a plate already final for this batch or
@@ -138,6 +162,30 @@ class PlateLedger:
             return False
         slot.state, slot.error = state, error
         return True
+
+    def submitted(self, slot: PlateSlot, execution_id: str, *, output: str) -> None:
+        """Record that ``slot``'s plate runs as ``execution_id``, writing into ``output``."""
+        slot.execution_id, slot.output = execution_id, output
+        self.by_execution[execution_id] = slot
+
+    @staticmethod
+    def check_wanted(slot: PlateSlot, doing: str) -> None:
+        """Raises ``BatchError`` when ``cancel_plate`` named the plate before it was ``doing`` (compiled, ...)."""
+        if slot.cancel_requested:
+            raise BatchError(f"plate {slot.plate.name} was cancelled before it was {doing}")
+
+    def live_execution_ids(self) -> list[str]:
+        """The executions of plates not yet final for this batch."""
+        return [s.execution_id for s in self.slots if s.execution_id and not self.is_done(s.state)]
+
+    def request_cancel(self, name: str) -> PlateSlot | None:
+        """Mark plate ``name`` for cancelling (see :attr:`PlateSlot.cancel_requested`); None (nothing marked) when
+        it is unknown or already final for this batch."""
+        slot = self.by_name.get(name)
+        if slot is None or self.is_done(slot.state):
+            return None
+        slot.cancel_requested = True
+        return slot
 
     def is_done(self, state: PlateState) -> bool:
         """Final for this batch: a terminal state, or ``compiled`` in a compile-only batch."""
@@ -155,6 +203,9 @@ class PlateLedger:
                     execution_id=s.execution_id,
                     output=s.output,
                     warnings=s.warnings,
+                    wells_total=s.wells_total,
+                    wells_reused=s.wells_reused,
+                    pipeline=s.pipeline,
                 )
                 for s in self.slots
             ),

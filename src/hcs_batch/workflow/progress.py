@@ -8,12 +8,42 @@ updates (at most 30 a second) however fast events arrive.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 
 from ..model import TERMINAL_STATES, PlateState
-from ..protocol import ProgressEvent
+from ..protocol import ProgressEvent, ServerInfoReply
+from ..runtime import Snapshot
 
-__all__ = ["PlateProgress", "ProgressTracker"]
+__all__ = ["MAX_WELLS", "PlateProgress", "ProgressTracker", "WellState", "server_info_key", "server_status_text"]
+
+MAX_WELLS = 4096
+"""At most this many wells a plate's progress keeps states for (a 1,536-well plate fits; a hostile server's
+flood of invented well names does not grow it further)."""
+
+
+class WellState(StrEnum):
+    """A well's progress as the events show it (a well not yet seen is queued)."""
+
+    RUNNING = "running"
+    DONE = "done"
+
+
+def server_info_key(info: ServerInfoReply) -> tuple[int, int, int, int]:
+    """What of a server's status a host shows: a snapshot is a change only when this differs."""
+    return (info.queued, info.running, info.busy_workers, info.workers)
+
+
+def server_status_text(snapshot: Snapshot[ServerInfoReply]) -> str:
+    """The server status line a host shows for one status snapshot (or its error)."""
+    if snapshot.error is not None:
+        return f"server unreachable: {snapshot.error}"
+    info = snapshot.value
+    assert info is not None
+    return (
+        f"server connected: {info.queued} queued, {info.running} running, "
+        f"{info.busy_workers}/{info.workers} workers busy"
+    )
 
 
 @dataclass(slots=True, kw_only=True)
@@ -26,6 +56,9 @@ class PlateProgress:
     last_well: str = ""
     last_step: str = ""
     error: str = ""
+    wells: dict[str, WellState] = field(default_factory=dict)
+    """Each well seen in the events: ``running`` once started, ``done`` once its steps finished (a well not in
+    it is still queued)."""
 
     @property
     def fraction(self) -> float:
@@ -52,12 +85,17 @@ class ProgressTracker:
         self.changed = True
 
     def record(self, event: ProgressEvent) -> None:
-        """Take a progress event; events of plates outside the batch, or out of order, are ignored."""
+        """Take a progress event; events of plates outside the batch, or out of order, are ignored. An event with
+        an empty step marks its well running; one with a step marks it done."""
         plate = self.plates.get(event.plate_name)
         if plate is None or event.done < plate.done:
             return
         plate.done, plate.total = event.done, event.total
         plate.last_well, plate.last_step = event.well, event.step
+        known = event.well in plate.wells
+        if (event.step or not known) and (known or len(plate.wells) < MAX_WELLS):
+            # A start marker (empty step) never undoes "done"; a server naming endless wells cannot grow the map.
+            plate.wells[event.well] = WellState.DONE if event.step else WellState.RUNNING
         self.changed = True
 
     def set_state(self, plate_name: str, state: PlateState, error: str = "") -> None:

@@ -31,13 +31,7 @@ from trio_util import AsyncValue
 
 from .._util import call_logged
 from ..backend import ExecutionBackend, StreamItem
-from ..errors import (
-    ArtifactNotFoundError,
-    BatchAlreadyRunningError,
-    HcsBatchError,
-    InputError,
-    ServerLostError,
-)
+from ..errors import ArtifactNotFoundError, BatchAlreadyRunningError, HcsBatchError, InputError, ServerLostError
 from ..model import TERMINAL_STATES, CompiledPlate, CompileJob, ExecutionState, PlateRef, PlateState
 from ..protocol import ProgressEvent, ServerInfoReply
 from ..runtime import BatchSubmitWaitEngine, IntervalSnapshotPoller, Snapshot
@@ -51,8 +45,9 @@ from .ledger import (
     PlateLedger,
     PlateOutcome,
     PlateSlot,
+    live_plate_state,
 )
-from .progress import ProgressTracker
+from .progress import ProgressTracker, server_info_key, server_status_text
 
 __all__ = ["BatchKind", "BatchState", "BatchSummary", "BatchWorkflowService", "PlateOutcome"]
 
@@ -101,6 +96,8 @@ class BatchWorkflowService:
         self._stores = HostStores()
         """The plate states, execution ids, compile cache and progress of this service: written only here."""
         host.bind_stores(self._stores)
+        self.paused: AsyncValue[bool] = AsyncValue(False)
+        """True while the active batch is paused (:meth:`pause`); hosts label their Pause/Resume button from it."""
         self._limit = max_concurrent_requests
         self._poll_interval = poll_interval
         self._max_poll_interval = max_poll_interval
@@ -137,6 +134,40 @@ class BatchWorkflowService:
         plate not yet terminal ends ``cancelled``. No-op when idle."""
         self._stop(by_user=True, reason="stopped by the user")
 
+    async def pause(self, paused: bool = True) -> list[str]:
+        """Pause (``paused=False``: resume) the active run batch: its executions finish their running wells and
+        start no new one (plates show ``paused``); ones it submits while paused are paused at once. Resumed, they
+        go on where they stopped. Returns the ids changed now (``[]`` when idle). Raises what ``backend.pause``
+        raises (``TransportError``, ``RemoteError``); the batch goes on either way."""
+        batch = self._batch
+        if batch is None:
+            return []
+        batch.paused = paused
+        if self.paused.value is not paused:
+            self.paused.value = paused
+            self._call(self.host.update_button_states)
+        live = batch.live_execution_ids()
+        return list((await self.backend.pause(live, paused=paused)).changed) if live else []
+
+    async def resume(self) -> list[str]:
+        """Resume a paused batch; see :meth:`pause`."""
+        return await self.pause(False)
+
+    async def cancel_plate(self, name: str) -> bool:
+        """Cancel one plate of the active batch; the others go on. A plate with an execution gets a targeted
+        cancel (it ends ``cancelled`` when the server confirms); one not submitted yet ends ``cancelled`` at once
+        and is never submitted (one in flight is cancelled as soon as its id is known). False when idle, or the
+        plate is unknown or already done. Raises what ``backend.cancel`` raises."""
+        batch = self._batch
+        slot = batch.request_cancel(name) if batch is not None else None
+        if batch is None or slot is None:
+            return False
+        if slot.execution_id:
+            await self.backend.cancel([slot.execution_id])
+        else:
+            self._transition(batch, slot, PlateState.CANCELLED, "cancelled by the user")
+        return True
+
     @property
     def active(self) -> bool:
         """A batch is running (from the synchronous start of ``compile_plates``/``run_plates`` to its end)."""
@@ -156,7 +187,7 @@ class BatchWorkflowService:
             fetch=self.backend.server_info,
             interval=interval,
             timeout=self._request_timeout,
-            key=_info_key,
+            key=server_info_key,
             on_change=self._on_server_snapshot,
         )
         await poller.serve(task_status=task_status)
@@ -214,7 +245,7 @@ class BatchWorkflowService:
 
     async def _settle(self, batch: PlateLedger) -> None:
         """Shielded end of every batch: cancel what still runs on the server, end every plate, announce once."""
-        live = [s.execution_id for s in batch.slots if s.execution_id and not batch.is_done(s.state)]
+        live = batch.live_execution_ids()
         if live and self.backend.lost is None:
             self._set_batch_state(BatchState.STOPPING)
             with trio.move_on_after(self._cancel_timeout) as deadline:
@@ -230,6 +261,7 @@ class BatchWorkflowService:
         summary = batch.summary()
         self._batch = None
         self.batch_state.value = BatchState.IDLE
+        self.paused.value = False
         self._flush_projection()
         self._call(self.host.emit_progress_finished)
         if batch.kind is BatchKind.RUN:
@@ -261,6 +293,7 @@ class BatchWorkflowService:
         jobs = [CompileJob(plate=slot.plate, pipeline_text=self.pipeline_text) for slot in batch.slots]
 
         async def submit(job: CompileJob) -> CompiledPlate:
+            batch.check_wanted(batch.by_name[job.plate.name], "compiled")  # cancelled while queued
             return await self._compile_one(batch, job)
 
         async def wait(job: CompileJob, compiled: CompiledPlate) -> CompiledPlate:
@@ -269,6 +302,7 @@ class BatchWorkflowService:
         def on_result(job: CompileJob, compiled: CompiledPlate) -> None:
             slot = batch.by_name[job.plate.name]
             slot.artifact_id = compiled.artifact_id
+            slot.pipeline = compiled.pipeline
             self._transition(batch, slot, PlateState.COMPILED)
 
         engine: BatchSubmitWaitEngine[CompileJob, CompiledPlate, CompiledPlate] = BatchSubmitWaitEngine(
@@ -286,15 +320,9 @@ class BatchWorkflowService:
         """The compiled plate of ``job``: the cached one when it was compiled from the same folder and pipeline on
         this server instance (and ``reuse``), else a fresh compile, which then replaces it in the cache."""
         plate = job.plate
-        cached = self._stores.compiled.get(plate.name)
-        if (
-            reuse
-            and cached is not None
-            and cached.plate.path == plate.path
-            and cached.pipeline_text == job.pipeline_text
-            and cached.server_instance == self.backend.instance
-            and cached.config == tuple(sorted(self.compile_config.items()))
-        ):
+        config = tuple(sorted(self.compile_config.items()))
+        cached = self._stores.reusable(job, instance=self.backend.instance, config=config) if reuse else None
+        if cached is not None:
             batch.by_name[plate.name].warnings = cached.warnings
             return cached
         self._transition(batch, batch.by_name[plate.name], PlateState.COMPILING)
@@ -310,8 +338,9 @@ class BatchWorkflowService:
             channels=reply.channels,
             steps=tuple(reply.steps),
             server_instance=self.backend.instance,
-            config=tuple(sorted(self.compile_config.items())),
+            config=config,
             warnings=tuple(reply.warnings),
+            pipeline=reply.pipeline,
         )
         slot = batch.by_name[plate.name]
         slot.warnings = compiled.warnings
@@ -333,8 +362,14 @@ class BatchWorkflowService:
             self.tracker.record(event)
             self._notify()
 
+        def on_change() -> None:  # paused/resumed on the server (by anyone): the plate shows paused/running
+            for row in follower.rows():
+                if row.live and row.execution_id in batch.by_execution:
+                    self._transition(batch, batch.by_execution[row.execution_id], live_plate_state(row.state))
+
         follower = ExecutionFollower(
             self.backend,
+            on_change=on_change,
             on_progress=on_progress,
             poll_interval=self._poll_interval,
             max_poll_interval=self._max_poll_interval,
@@ -346,6 +381,7 @@ class BatchWorkflowService:
 
         async def submit(job: tuple[PlateSlot, CompiledPlate]) -> str:
             slot, plate = job
+            batch.check_wanted(slot, "submitted")  # cancelled (and so ended) before its turn came
             try:
                 execution_id = await self._submit_execution(plate.artifact_id)
             except ArtifactNotFoundError:
@@ -355,12 +391,17 @@ class BatchWorkflowService:
                 )
                 slot.artifact_id = plate.artifact_id
                 execution_id = await self._submit_execution(plate.artifact_id)
-            slot.execution_id = execution_id
-            slot.output = str(self.output_dir / slot.plate.name)
-            batch.by_execution[execution_id] = slot
+            batch.submitted(slot, execution_id, output=str(self.output_dir / slot.plate.name))
             self._stores.execution_ids[slot.plate.name] = execution_id
             self._transition(batch, slot, PlateState.RUNNING)
             follower.follow(execution_id, slot.plate.name)  # applies a state event that overtook this reply
+            if slot.cancel_requested:  # cancelled while its submission was in flight
+                await self.backend.cancel([execution_id])
+            elif batch.paused:  # submitted while the batch is paused: pause it too (best effort)
+                try:
+                    await self.backend.pause([execution_id])
+                except HcsBatchError as exc:
+                    log.warning("pausing execution %s failed: %s", execution_id, exc)
             return execution_id
 
         async def wait(job: tuple[PlateSlot, CompiledPlate], execution_id: str) -> FollowedExecution:
@@ -368,6 +409,7 @@ class BatchWorkflowService:
 
         def on_result(job: tuple[PlateSlot, CompiledPlate], ended: FollowedExecution) -> None:
             assert isinstance(ended.state, ExecutionState)  # wait() raises for the other endings
+            job[0].wells_total, job[0].wells_reused = ended.wells_total, ended.wells_reused
             self._transition(batch, job[0], PLATE_STATE_OF_EXECUTION[ended.state], ended.error)
 
         engine: BatchSubmitWaitEngine[tuple[PlateSlot, CompiledPlate], str, FollowedExecution] = BatchSubmitWaitEngine(
@@ -445,21 +487,10 @@ class BatchWorkflowService:
         self._call(self.host.emit_progress_updated, done, total)
 
     def _on_server_snapshot(self, snapshot: Snapshot[ServerInfoReply]) -> None:
-        if snapshot.error is not None:
-            text = f"server unreachable: {snapshot.error}"
-        else:
-            info = snapshot.value
-            assert info is not None
-            text = (
-                f"server connected: {info.queued} queued, {info.running} running, "
-                f"{info.busy_workers}/{info.workers} workers busy"
-            )
+        text = server_status_text(snapshot)
         self.tracker.set_server_status(text)
         self._call(self.host.emit_status, text)
 
     def _call(self, callback: Callable[..., object], *args: object) -> None:
         call_logged(log, "the batch", callback, *args)
 
-
-def _info_key(info: ServerInfoReply) -> tuple[int, int, int, int]:
-    return (info.queued, info.running, info.busy_workers, info.workers)

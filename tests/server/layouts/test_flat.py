@@ -53,7 +53,11 @@ def test_z_planes_and_timepoints_group_into_image_sets(tmp_path: Path) -> None:
     assert index.z_planes == 2 and index.timepoints == (1, 2)
     # Not understood: reported (hidden files are not), never silently dropped.
     assert index.ignored == ("notes.txt",)
-    assert index.warnings == ("1 file(s) not understood by the flat layout were ignored: notes.txt",)
+    assert index.warnings == (
+        "4 image(s) missing where the plate's other images have them (it runs without them): A01_s1_w2_z2_t1, "
+        "A01_s1_w1_z2_t2, A01_s1_w2_z1_t2, A01_s1_w2_z2_t2",
+        "1 file(s) not understood by the flat layout were ignored: notes.txt",
+    )
 
 
 def test_the_same_image_twice_is_a_warning() -> None:
@@ -67,3 +71,13 @@ def test_no_image_is_a_plate_error_naming_what_is_there(tmp_path: Path) -> None:
         index_from_names(tmp_path, ["readme.md"])
     with pytest.raises(PlateError, match="does not exist"):
         read_plate(tmp_path / "nope")
+
+
+def test_a_site_missing_in_one_well_is_a_warning_naming_it(tmp_path: Path) -> None:
+    (plate,) = make_plates(tmp_path, plates=1, wells=3, sites=2, channels=1, size=16)
+    (plate / "A02_s2_w1.tif").unlink()
+    index = read_plate(plate)
+    assert index.warnings == (
+        "1 image(s) missing where the plate's other images have them (it runs without them): A02_s2_w1",
+    )
+    assert len(index.wells["A02"]) == 1 and len(index.wells["A01"]) == 2

@@ -1,12 +1,16 @@
 """The executor seam: an execution's life (``queued → running → completed | failed | cancelled``) written once;
 an executor only says how one well runs (:meth:`Executor.run_well`).
 
-- Progress: when a well finishes, one ``progress`` event per (well, step) is published (steps of a well run in
-  one call, so they are reported together when the well is done). Wells skipped because their result file
+- Progress: when a well starts, one ``progress`` event with an empty ``step`` (its done count unchanged); when
+  it finishes, one ``progress`` event per (well, step) (steps of a well run in one call, so they are reported
+  together when the well is done). Wells skipped because their result file
   already exists for the same artifact count as done and publish nothing.
 - A plan whose steps are all marked noops (:func:`hcs_batch.steps.inline_noop`) runs inline: no images are read
   and no well runs on the executor; each (well, site, channel) gets a row without measurements.
 - Each execution drives at most ``workers`` wells at once; the first failing well cancels the others.
+- An execution that reads images holds its plate folder's lock (:mod:`..plate_lock`) while it runs: a second
+  execution of the plate into the same folder fails at once, naming the owner, instead of computing it twice.
+- Every execution logs one line when it starts and one when it ends (plate, wells, duration, outcome).
 - Every file-system call of an execution (finding done wells, writing the plate's results) runs on the server's
   :class:`~hcs_batch.runtime.thread_lane.ThreadLane`: never on the Trio thread (a slow or hung drive cannot stall
   the event loop, or a GUI hosting an embedded server), and many plates finishing together share one thread hop
@@ -14,7 +18,8 @@ an executor only says how one well runs (:meth:`Executor.run_well`).
 - :meth:`Executor.cancel` cancels exactly the named executions: :meth:`Executor.run_well` must stop the well's
   work before it returns on cancellation; every other execution goes on.
 - On completion ``wells.csv``, ``objects.parquet`` (not for inline plans) and ``manifest.json`` are written (see
-  :mod:`..results`), and only once all are on disk does the execution report ``completed``; a failed or
+  :mod:`..results`), then ``plate_map.png`` (not for inline plans; see :mod:`..plate_map`), and only once all
+  are on disk does the execution report ``completed``; a failed or
   cancelled execution leaves only the per-well files of the wells that finished (one cancelled while its results
   were being written may leave those too).
 """
@@ -22,6 +27,7 @@ an executor only says how one well runs (:meth:`Executor.run_well`).
 from __future__ import annotations
 
 import abc
+import datetime
 import functools
 import logging
 import time
@@ -32,12 +38,17 @@ from typing import Any
 
 import trio
 
+from ... import __version__
 from ... import protocol as p
+from ..._util import clip_text
 from ...errors import HcsBatchError
 from ...model import ExecutionState
 from ...runtime.thread_lane import ThreadLane
 from ..compiler import Plan
 from ..events import EventPublisher
+from ..pausing import PauseOutcome, set_paused
+from ..plate_lock import acquire_plate_lock, release_plate_lock
+from ..plate_map import write_plate_map
 from ..results import Row, load_done_wells, plate_output_dir, write_plate_results
 from ..stores import ArtifactStore, Execution, RecordStore
 
@@ -51,6 +62,11 @@ class ExecutorStatistics:
     queued: int
     running: int
     busy_workers: int
+
+
+def _iso(timestamp: float) -> str:
+    """``timestamp`` (seconds since the epoch) as ISO 8601 in UTC, e.g. ``2026-12-04T06:13:28.123+00:00``."""
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="milliseconds")
 
 
 class _WellFailed(Exception):
@@ -83,8 +99,9 @@ class Executor(abc.ABC):
         self.artifacts = artifacts
 
     @abc.abstractmethod
-    async def run_well(self, plan: Plan, well: str, plate_dir: Path) -> list[Row]:
-        """Run ``plan``'s steps on ``well``, write its result file below ``plate_dir``, return its rows.
+    async def run_well(self, plan: Plan, well: str, plate_dir: Path, execution: Execution) -> list[Row]:
+        """Run ``plan``'s steps on ``well``, write its result file below ``plate_dir``, return its rows. A well
+        still waiting for a worker when ``execution`` is paused waits until it is resumed (:mod:`..pausing`).
 
         Raises any exception for a failed well (its text becomes the execution's error). On cancellation the
         well's work is stopped (a hung step killed) before this returns.
@@ -134,20 +151,35 @@ class Executor(abc.ABC):
                 cancelled.append(execution_id)
         return cancelled, terminal, unknown
 
+    def pause(self, execution_ids: list[str], *, paused: bool = True) -> PauseOutcome:
+        """Pause (``paused=False``: resume) these executions, or every live one when none are named; see
+        :mod:`..pausing`. Returns (changed, unchanged, already terminal, unknown) ids."""
+        return set_paused(self.records, execution_ids, paused=paused, publish=self._publish_state)
+
     # ------------------------------------------------------------------ running
 
     def _publish_state(self, execution: Execution) -> None:
         self._publisher.state(
             execution_id=execution.execution_id,
             plate_name=execution.plate_name,
-            state=execution.state,
+            state=execution.shown_state,
             error=execution.error,
+            wells_total=execution.wells_total,
+            wells_skipped=execution.wells_skipped,
         )
 
     async def _run(self, execution: Execution, plan: Plan, plate_dir: Path, force: bool) -> None:
         state = ExecutionState.CANCELLED
         error = ""
         started = time.time()
+        lock: Path | None = None
+        log.info(
+            "execution %s: plate %s started, %d wells, output %s",
+            execution.execution_id,
+            plan.plate_name,
+            len(plan.wells),
+            plate_dir,
+        )
         try:
             with execution.cancel_scope:
                 self.records.mark_running(execution)
@@ -155,10 +187,20 @@ class Executor(abc.ABC):
                 if plan.inline:
                     rows = await self._run_inline(execution, plan)
                 else:
+                    lock = await self._lane.run(
+                        functools.partial(
+                            acquire_plate_lock,
+                            execution_id=execution.execution_id,
+                            server=self._publisher.instance,
+                        ),
+                        plate_dir,
+                    )
                     rows = await self._run_wells(execution, plan, plate_dir, force)
                 manifest = self._manifest(execution, plan, len(rows), started)
                 write = functools.partial(write_plate_results, objects=not plan.inline)
                 await self._lane.run(write, plate_dir, rows, manifest)
+                if not plan.inline:  # a picture of the measurements (issue 15); never fails the plate
+                    await self._lane.run(write_plate_map, plate_dir, plan.plate_name, rows)
                 state = ExecutionState.COMPLETED
         except _WellFailed as exc:
             state, error = ExecutionState.FAILED, exc.message
@@ -171,8 +213,24 @@ class Executor(abc.ABC):
             state, error = ExecutionState.FAILED, f"internal error: {type(exc).__name__}: {exc}"
         finally:
             # Runs on cancellation too (the server stopping): the record and the event say "cancelled".
+            if lock is not None:
+                with trio.CancelScope(shield=True):
+                    await self._lane.run(
+                        functools.partial(release_plate_lock, execution_id=execution.execution_id), lock
+                    )
             self.records.finish(execution, state, error)
             self._publish_state(execution)
+            log.info(
+                "execution %s: plate %s %s in %.2f s, %d of %d wells done (%d reused)%s",
+                execution.execution_id,
+                plan.plate_name,
+                execution.state.value,
+                time.time() - started,
+                execution.wells_done,
+                execution.wells_total,
+                execution.wells_skipped,
+                f": {clip_text(execution.error, 300)}" if execution.error else "",
+            )
 
     def _progress(self, execution: Execution, plan: Plan, well: str) -> None:
         steps = plan.steps
@@ -189,12 +247,24 @@ class Executor(abc.ABC):
                 total=total,
             )
 
+    def _well_started(self, execution: Execution, plan: Plan, well: str) -> None:
+        # A progress event with an empty step: the well is running (its done count unchanged).
+        self._publisher.progress(
+            execution_id=execution.execution_id,
+            plate_name=plan.plate_name,
+            well=well,
+            step="",
+            done=execution.wells_done * len(plan.steps),
+            total=execution.wells_total * len(plan.steps),
+        )
+
     async def _run_inline(self, execution: Execution, plan: Plan) -> list[Row]:
         rows: list[Row] = []
         for well in plan.wells:
             for site, timepoint, channels in plan.well_images[well]:
-                for channel, _ in channels:
-                    rows.append({"well": well, "site": site, "channel": channel, "timepoint": timepoint})
+                for channel, sources in channels:
+                    row = {"well": well, "site": site, "channel": channel, "timepoint": timepoint}
+                    rows.append({**row, "file": ";".join(sources)})
             execution.wells_done += 1
             self._progress(execution, plan, well)
         await trio.lowlevel.checkpoint()
@@ -203,7 +273,8 @@ class Executor(abc.ABC):
     async def _run_wells(self, execution: Execution, plan: Plan, plate_dir: Path, force: bool) -> list[Row]:
         done: dict[str, list[Row]] = {}
         if not force:
-            done = await self._lane.run(load_done_wells, plate_dir, plan.wells, plan.artifact_id)
+            keys = {well: plan.well_key(well) for well in plan.wells}
+            done = await self._lane.run(load_done_wells, plate_dir, keys)
         execution.wells_skipped = len(done)
         execution.wells_done = len(done)
         todo = iter([well for well in plan.wells if well not in done])
@@ -227,10 +298,13 @@ class Executor(abc.ABC):
         failure: list[str],
         nursery: trio.Nursery,
     ) -> None:
-        # The drivers share one iterator: each next() hands out a different well.
+        # The drivers share one iterator: each next() hands out a different well. A paused execution starts
+        # no new well until it is resumed (running wells finish and are reported).
         for well in todo:
+            await execution.wait_unpaused()
+            self._well_started(execution, plan, well)
             try:
-                rows = await self.run_well(plan, well, plate_dir)
+                rows = await self.run_well(plan, well, plate_dir, execution)
             except Exception as exc:  # StepFailure, BrokenWorkerError, OSError from the worker
                 if not failure:
                     failure.append(f"plate {plan.plate_name}: {exc}" if str(exc) else repr(exc))
@@ -259,12 +333,13 @@ class Executor(abc.ABC):
             "channel_names": {str(k): v for k, v in plan.channel_names.items()},
             "image_metadata": dict(plan.image_metadata),
             "compile_warnings": list(plan.warnings),
-            "rows": rows,
+            "result_rows": rows,
             "wells_computed": execution.wells_done - execution.wells_skipped,
-            "wells_skipped": execution.wells_skipped,
+            "wells_reused": execution.wells_skipped,
             "inline": plan.inline,
-            "started_at": started,
-            "finished_at": time.time(),
+            "started_at": _iso(started),
+            "finished_at": _iso(time.time()),
+            "software_version": __version__,
             "protocol_version": p.PROTOCOL_VERSION,
         }
 

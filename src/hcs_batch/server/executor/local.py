@@ -16,7 +16,9 @@ from typing import Any
 import trio
 
 from ..compiler import Plan
+from ..pausing import PauseGate
 from ..results import Row
+from ..stores import Execution
 from ..worker import run_well, warm_up
 from .base import Executor
 
@@ -49,7 +51,9 @@ class LocalExecutor(Executor):
             for _ in range(self.workers):
                 nursery.start_soon(one)
 
-    async def run_well(self, plan: Plan, well: str, plate_dir: Path) -> list[Row]:
+    async def run_well(self, plan: Plan, well: str, plate_dir: Path, execution: Execution) -> list[Row]:
+        # The gate stands in for the limiter: it gives a freed worker back while the execution is paused.
+        gate: Any = PauseGate(self.limiter, execution)
         rows: list[Row] = await self._context.run_sync(
             run_well,
             plan.plate_path,
@@ -57,12 +61,12 @@ class LocalExecutor(Executor):
             plan.well_images[well],
             plan.worker_steps,
             str(plate_dir),
-            plan.artifact_id,
+            plan.well_key(well),
             plan.projection,
             plan.segment_channel,
             dict(plan.channel_names),
             kill_on_cancel=True,
-            limiter=self.limiter,
+            limiter=gate,
         )
         return rows
 

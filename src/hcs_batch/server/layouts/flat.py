@@ -3,17 +3,19 @@
 ``A01_s1_w1.tif`` (what ``hcs-batch make-plates`` writes), ``A01.tif``, ``B12_w2_z3.TIFF`` and ``AF48_s2_t5.tif``
 are all understood: a missing ``_s`` is site 1, ``_w`` channel 1, ``_z`` plane 1, ``_t`` timepoint 1. Wells go up
 to a 1,536-well plate (rows A-AF, columns 01-48). Every other name is reported as not understood. The plate is
-named after its folder.
+named after its folder. A flat folder promises nothing, so the images found are the promise: an image that the
+other wells have but a well lacks (a site, channel, plane or timepoint missing) is a warning naming it.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
 
 from ...errors import PlateError
-from .index import WELLS, IndexBuilder, PlateIndex, plate_name_or
+from .index import WELLS, IndexBuilder, PlateIndex, few, plate_name_or
 
 __all__ = ["IMAGE_PATTERN", "NAME", "detect", "index_from_names", "list_folder", "plate_name", "read"]
 
@@ -90,6 +92,7 @@ def index_from_names(path: str | Path, names: list[str]) -> PlateIndex:
             continue
         well, site, channel, z, timepoint = parsed
         builder.add(well, site, timepoint, channel, z, name)
+    _warn_missing(builder)
     try:
         return builder.build(layout=NAME, path=str(folder), name=plate_name_or(folder.name, "plate"))
     except PlateError:
@@ -97,6 +100,24 @@ def index_from_names(path: str | Path, names: list[str]) -> PlateIndex:
             f"plate folder {folder} holds no images named <well>_s<site>_w<channel>.tif (e.g. A01_s1_w1.tif)"
             + (f"; it holds {', '.join(sorted(builder.ignored)[:5])}" if builder.ignored else "")
         ) from None
+
+
+def _warn_missing(builder: IndexBuilder) -> None:
+    """Add a warning naming the images some well lacks that the plate's other wells have."""
+    keys = builder.keys()
+    axes = [sorted({key[i] for key in keys}) for i in range(5)]  # well, site, timepoint, channel, z
+    wells, sites, timepoints, channels, planes = axes
+    if len(keys) == len(wells) * len(sites) * len(timepoints) * len(channels) * len(planes):
+        return
+    missing = [
+        f"{well}_s{site}_w{channel}" + (f"_z{z}" if len(planes) > 1 else "") + (f"_t{t}" if len(timepoints) > 1 else "")
+        for well, site, t, channel, z in itertools.product(*axes)
+        if (well, site, t, channel, z) not in keys
+    ]
+    builder.warnings.append(
+        f"{len(missing)} image(s) missing where the plate's other images have them (it runs without them): "
+        f"{few(missing)}"
+    )
 
 
 def plate_name(path: str | Path, names: list[str]) -> str:

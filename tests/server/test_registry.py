@@ -1,0 +1,50 @@
+"""The server registry: atomic entries, removed on exit, entries of dead processes dropped when read."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from hcs_batch.server import registry
+from hcs_batch.server.registry import ServerEntry, find_entry, read_entries, registered
+
+
+def _entry(pid: int, port: int = 7700) -> ServerEntry:
+    return ServerEntry(url=f"tcp://127.0.0.1:{port}", pid=pid, started_at="2026-12-04T05:00:00+00:00")
+
+
+def test_the_env_var_names_the_folder(runtime_dir: Path) -> None:
+    assert registry.runtime_dir() == runtime_dir
+
+
+def test_an_entry_lives_as_long_as_its_block(runtime_dir: Path) -> None:
+    # This test process runs hcs_batch code but its command line is pytest's: register a process that is.
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()  # hcs_batch"], stdin=subprocess.PIPE)
+    try:
+        with registered(_entry(proc.pid)) as path:
+            assert path.parent == runtime_dir and oct(runtime_dir.stat().st_mode & 0o777) == "0o700"
+            assert json.loads(path.read_text())["pid"] == proc.pid
+            assert [e.pid for e in read_entries()] == [proc.pid]
+            assert find_entry("tcp://localhost:7700") == _entry(proc.pid)
+            assert find_entry("tcp://127.0.0.1:7701") is None
+            assert not [p for p in runtime_dir.iterdir() if p.suffix == ".tmp"]  # written atomically
+        assert not path.exists() and read_entries() == []
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait()
+
+
+def test_dead_and_foreign_pids_and_garbage_are_dropped(runtime_dir: Path) -> None:
+    runtime_dir.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = runtime_dir / "server-1-1.json"
+    dead.write_bytes(json.dumps({"url": "tcp://127.0.0.1:1", "pid": gone.pid, "started_at": "x"}).encode())
+    foreign = runtime_dir / "server-2-2.json"  # a live pid that is not hcs-batch (pid reuse): never trusted
+    foreign.write_bytes(json.dumps({"url": "tcp://127.0.0.1:2", "pid": 1, "started_at": "x"}).encode())
+    (runtime_dir / "server-3-3.json").write_text("{not json")
+    assert read_entries() == []
+    assert not dead.exists() and not foreign.exists()
