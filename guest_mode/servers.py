@@ -33,7 +33,7 @@ def local_servers() -> list[LocalServer]:
     """The live servers in this user's registry, oldest first; empty when there is none (or no registry).
     Never raises: a registry that cannot be read offers nothing."""
     try:
-        from hcs_batch.server import registry  # type: ignore[attr-defined,unused-ignore]
+        from hcs_batch.server import registry
     except ImportError:
         return []
     try:

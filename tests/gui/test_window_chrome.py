@@ -280,3 +280,67 @@ async def test_cancel_one_execution_started_elsewhere_from_its_row(qtbot, tmp_pa
             window.refresh_now()
             assert not window.plates_panel.attached_menu(0).actions()[0].isEnabled()  # A is no longer live
             assert window.plates_panel.attached_menu(1).actions()[0].isEnabled()
+
+
+@guest
+async def test_pause_resume_button_and_cancel_one_plate_from_its_row(qtbot, tmp_path):
+    server = InMemoryServer(execute_delay=60, wells=("A01", "A02"))
+    window = make_window(qtbot, tmp_path, server.open)
+    running = all_shown(window, "running")
+    async with serving(window):
+        await window.session.wait_connection()
+        assert not window.pause_button.isEnabled()  # nothing to pause yet
+        window.start_batch(BatchKind.RUN)
+        with trio.fail_after(10):
+            await running.wait()
+        service = window.session.service
+        assert service is not None and window.pause_button.isEnabled()
+        window.pause_button.click()
+        with trio.fail_after(10):
+            await service.paused.wait_value(True)
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        assert window.actions_.pause.text() == "Resume"
+        window.pause_button.click()
+        with trio.fail_after(10):
+            await service.paused.wait_value(False)
+        menu = window.plates_panel.plate_menu(1)
+        (action,) = menu.actions()
+        assert action.isEnabled() and action.text() == "Cancel plate P1"
+        action.trigger()
+        with trio.fail_after(10):
+            while window.session.plate_state("P1").value != "cancelled":
+                await trio.lowlevel.checkpoint()
+        assert server.backend is not None
+        assert len(server.backend.live_executions()) == 2  # the other two go on
+        assert not window.plates_panel.plate_menu(1).actions()[0].isEnabled()
+        await press_stop(window)
+
+
+def test_server_field_offers_the_servers_of_this_machine(qtbot, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("HCS_BATCH_RUNTIME_DIR", str(tmp_path / "runtime"))
+    window = make_window(qtbot, tmp_path, InMemoryServer().open, n=0)
+    assert window.server_field.refresh() == [] and window.server_field.offered() == []
+    with subprocess.Popen(
+        [sys.executable, "-m", "hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0", "--workers", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:  # the server says where it listens once it has registered
+                if "listening on" in line:
+                    break
+            url = line.split("listening on", 1)[1].split()[0]
+            window.server_field.setEditText("typed")
+            assert window.server_field.refresh()[0].url == url
+            assert window.server_field.offered() == [url]
+            assert window.server_field.currentText() == "typed"  # what the user typed stays
+            window.server_field.setCurrentIndex(0)
+            assert window.server_field.url() == url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
