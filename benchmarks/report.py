@@ -199,6 +199,20 @@ def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                 gui["longest_tick_ms"] <= 16,
             )
         )
+        scale = gui.get("scale_variant") or {}
+        if "longest_tick_ms" in scale:
+            out.append(
+                _row(
+                    f"longest guest tick, {scale['plates']:,} plates in the window",
+                    f"{scale['longest_tick_ms']:.2f} ms; {scale.get('slow_ticks', 0)} ticks over 16 ms of "
+                    f"{scale['tick']['n']:,}; adding the rows {scale.get('add_plates_ms', 0):.0f} ms",
+                    "<= 16 ms",
+                    scale["longest_tick_ms"] / 16,
+                    scale["longest_tick_ms"] <= 16,
+                )
+            )
+        elif scale:
+            out.append(_missing(f"longest guest tick, {10000:,} plates", "<= 16 ms", f"gui: {_error(scale)}"))
 
     # 5. cancellation
     cancel = cases.get("cancel")

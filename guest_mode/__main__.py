@@ -139,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.server is None:
         # The embedded server imports numpy/scipy and the steps (0.2-1 s): do it before the Qt loop runs, so it
         # delays the window instead of freezing it in one guest tick.
+        # The first results check/write imports pyarrow in the server's thread lane: a C extension's import holds
+        # the GIL, and on a cold disk it froze the Qt loop for ~340 ms mid-run (issue 12). Load it before the loop.
+        import pyarrow.parquet  # noqa: F401
+
         import hcs_batch.server.serve  # noqa: F401
 
     from functools import partial
@@ -159,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Each batch's plates and records live as long as it: keep the cyclic GC from scanning them mid-batch.
             on_batch_start=collect_and_freeze,
             open_backend=opener,
+            remember_state=not args.screenshot,  # pictures never depend on the last session's layout
         )
         window.add_plates(args.plates)
     except InputError as exc:

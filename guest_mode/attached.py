@@ -11,7 +11,7 @@ No Qt here: the window repaints from :meth:`AttachedExecutions.rows` when ``on_c
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -99,13 +99,15 @@ class AttachedExecutions:
                 return
             await self._follower.serve(events, until_settled=True, task_status=task_status)
 
-    async def cancel(self) -> list[str]:
-        """Targeted cancel of every followed execution still live; returns the ids the server cancelled.
+    async def cancel(self, execution_ids: Sequence[str] | None = None) -> list[str]:
+        """Targeted cancel of the followed executions still live (only those of ``execution_ids`` when given; ids
+        not followed or no longer live are ignored); returns the ids the server cancelled.
 
         The rows follow the server's confirmation (state events, or the poll this asks for at once).
         Raises what ``backend.cancel`` raises, and ``TimeoutError`` when no reply came within ``request_timeout``.
         """
-        ids = self.live_ids()
+        live = self.live_ids()
+        ids = live if execution_ids is None else [i for i in live if i in set(execution_ids)]
         if not ids:
             return []
         with trio.fail_after(self._request_timeout):

@@ -60,7 +60,7 @@ class ServerLink:
     Args:
         open_backend: opens each connection.
         on_change: called after the state, its detail or the server status changed.
-        on_error: called with a one-line error for the user (a connection that failed after it was up).
+        on_error: called with a one-line error for the user (an unreachable server, or a connection that broke).
         on_log: called with a multi-line report (a bug below us, with its traceback).
     """
 
@@ -190,6 +190,7 @@ class ServerLink:
                 nursery.cancel_scope.cancel()
         except* ServerUnreachableError as group:
             self._set(ConnectionState.UNREACHABLE, _first_message(group))
+            self._on_error(_first_message(group))  # the whole message in the log too (the status line may wrap)
         except* TransportError as group:
             self._set(ConnectionState.LOST, _first_message(group))
             self._on_error(_first_message(group))

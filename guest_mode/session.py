@@ -27,7 +27,7 @@ import contextlib
 import functools
 import logging
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypedDict
 
@@ -35,6 +35,7 @@ import trio
 
 from guest_mode.attached import AttachedExecutions, AttachedRow
 from guest_mode.connection import BackendOpener, ConnectionState, ServerLink
+from guest_mode.controls import BatchControls
 from guest_mode.host import SessionHost, SessionView
 from hcs_batch.backend import ExecutionBackend
 from hcs_batch.connect import open_backend as default_open_backend
@@ -102,7 +103,7 @@ class BatchSession:
             on_error=self.show_error,
             on_log=view.log,
         )
-        self.output_dir = Path(output_dir)
+        self.output_dir = Path(output_dir).expanduser().absolute()
         self.close_timeout = close_timeout
         self.service: BatchWorkflowService | None = None
         """The service of the current connection; ``None`` while not connected."""
@@ -113,6 +114,8 @@ class BatchSession:
         self.batch_kind: BatchKind | None = None
         """The kind of the latest batch."""
         self.closing = False
+        self.controls = BatchControls(self)
+        """Pause/resume, per-row cancels and the tally of finished plates by outcome."""
         self._pipeline = pipeline
         self._on_batch_start = on_batch_start
         self._announced: set[str] = set()
@@ -206,6 +209,24 @@ class BatchSession:
 
     # ------------------------------------------------------------------ commands
 
+    def set_output_dir(self, path: str | Path) -> bool:
+        """Write the results of later run batches below ``path``; False (nothing changes) while busy."""
+        if self.busy:
+            return False
+        self.output_dir = Path(path).expanduser().absolute()
+        if self.service is not None:
+            self.service.output_dir = self.output_dir
+        self.view.update_state()
+        return True
+
+    def spawn(self, fn: Callable[..., Awaitable[object]], *args: object) -> bool:
+        """Run ``fn(*args)`` as a task on the current connection (ended with it); False when not connected."""
+        nursery = self._nursery
+        if nursery is None or self.closing:
+            return False
+        nursery.start_soon(fn, *args)
+        return True
+
     def connect(self, server: str | None) -> bool:
         """Drop the current connection and connect to ``server`` (``None``: embedded); False while busy."""
         if self.busy:
@@ -243,6 +264,7 @@ class BatchSession:
         done = self._batch_done = trio.Event()
         self._starting = True
         self.batch_kind = kind
+        self.controls.tally.reset()
         try:
             service.pipeline_text = self._pipeline()
             self.view.log(f"{kind}: {len(plates)} plate{'s' if len(plates) != 1 else ''}")
@@ -256,7 +278,22 @@ class BatchSession:
             self.view.refresh_now()
             self.view.update_state()
         self.last_summary = summary
+        await self._refresh_server_status()
         return summary
+
+    async def _refresh_server_status(self) -> None:
+        """Ask the server for its status now: the status line must not still count the batch's executions as
+        running once its rows say cancelled (the snapshot poller would catch up only at its next poll)."""
+        backend = self.link.backend
+        if backend is None:
+            return
+        with trio.move_on_after(2.0):
+            try:
+                info = await backend.server_info()
+            except HcsBatchError:
+                return  # the poller reports an unreachable server
+            busy = f"{info.busy_workers}/{info.workers} workers busy"
+            self.link.report_status(f"server connected: {info.queued} queued, {info.running} running, {busy}")
 
     def stop(self) -> None:
         """Stop: the active batch and the live attached executions; one call does both."""
@@ -336,6 +373,7 @@ class BatchSession:
             backend, on_change=self.view.schedule_refresh, on_message=self.view.log
         )
         await nursery.start(follower.serve)
+        nursery.start_soon(self.controls.follow_paused, service)
         self.service = service
         self._nursery = nursery
         nursery.start_soon(self._follow_batch_state, service)
@@ -441,7 +479,8 @@ class BatchSession:
         self.view.log(f"error: {text}")
 
     def on_plate_completed(self, plate: str, state: PlateState, error: str) -> None:
-        """Log a failed plate with its error text (a traceback), or a cancelled one with its reason."""
+        """Log a failed plate with its error text (a traceback), or a cancelled one with its reason; count it."""
+        self.controls.tally.add(plate, state)
         if state is PlateState.FAILED:
             self.view.log(f"plate {plate} failed:\n{error or '(no error text)'}")
             self._announced.add(f"plate {plate} failed: {error}")
@@ -453,6 +492,8 @@ class BatchSession:
         """Every plate of the batch is terminal: keep the summary, repaint now."""
         self.last_summary = summary
         self._announced.clear()
+        if self.batch_kind is BatchKind.RUN:
+            self.view.log(f"results of this batch: {self.output_dir}")
         self.link.check_lost()
         self.view.refresh_now()
         self.view.update_state()

@@ -33,24 +33,23 @@ import trio
 from PyQt6.QtCore import QModelIndex, Qt, QTimer
 from PyQt6.QtGui import QCloseEvent
 from PyQt6.QtWidgets import (
-    QComboBox,
+    QDockWidget,
     QFileDialog,
-    QHBoxLayout,
     QLabel,
-    QLineEdit,
     QMainWindow,
-    QPlainTextEdit,
-    QProgressBar,
-    QPushButton,
-    QSplitter,
-    QVBoxLayout,
+    QMessageBox,
+    QStyle,
     QWidget,
 )
 
+from guest_mode import window_state
 from guest_mode.data_views import DataViews
+from guest_mode.dialogs import ask, open_dialog, stop_question
+from guest_mode.plates_panel import PlatesPanel, WrappingLabel, log_pane, placeholder
 from guest_mode.session import BatchSession, SessionOptions
-from guest_mode.tables.executions import AttachedTableModel, AttachedTableView
-from guest_mode.tables.plates import PlateTableModel, PlateTableView
+from guest_mode.tables.executions import AttachedTableModel
+from guest_mode.tables.plates import PlateTableModel
+from guest_mode.toolbar import SetupBar, build_actions, toolbar_buttons
 from hcs_batch.errors import HcsBatchError, PipelineError, PlateError
 from hcs_batch.model import PlateRef
 from hcs_batch.pipeline import default_pipeline_text
@@ -62,8 +61,6 @@ logger = logging.getLogger("guest_mode.window")
 
 REFRESH_INTERVAL_MS = 50
 """Row repaints are coalesced to at most one per this many milliseconds."""
-
-BUILTIN_PIPELINE_LABEL = "Built-in: nucleus counter"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -92,6 +89,9 @@ class PlateManagerWindow(QMainWindow):
 
     Args:
         pipeline_file: a pipeline TOML to select at start (default: the built-in nucleus counter).
+        remember_state: restore the window's geometry and dock layout from the user's settings, and save them
+            on close (:mod:`guest_mode.window_state`); ``python -m guest_mode --screenshot`` turns it off so that
+            pictures do not depend on the last session.
         options: the session's (:class:`~guest_mode.session.SessionOptions`): ``server`` (a URL; default an
             embedded local server), ``output_dir``, ``workers``, ``connect_timeout``, ``close_timeout``,
             ``open_backend`` (tests pass an in-memory server), ``on_batch_start`` (``python -m guest_mode`` passes
@@ -101,8 +101,17 @@ class PlateManagerWindow(QMainWindow):
         PipelineError (an ``InputError``): ``pipeline_file`` cannot be read.
     """
 
-    def __init__(self, *, pipeline_file: str | Path | None = None, **options: Unpack[SessionOptions]) -> None:
+    def __init__(
+        self,
+        *,
+        pipeline_file: str | Path | None = None,
+        remember_state: bool = True,
+        **options: Unpack[SessionOptions],
+    ) -> None:
         super().__init__()
+        self.remember_state = remember_state
+        self.stop_dialog: QMessageBox | None = None
+        """The "Stop the batch?" question while it is open."""
         self.session = BatchSession(self, pipeline=self.pipeline_text, **options)
         self.plate_model = PlateTableModel(self.session, self)
         self.attached_model = AttachedTableModel(self.session, self)
@@ -114,94 +123,81 @@ class PlateManagerWindow(QMainWindow):
         self._refresh_timer.timeout.connect(self.refresh_now)
         if pipeline_file is not None:
             self.add_pipeline_file(pipeline_file)
+        if remember_state:
+            window_state.restore(self)
         self.update_state()
 
     # ------------------------------------------------------------------ layout
 
     def _build(self) -> None:
-        self.setWindowTitle("hcs-batch plate manager")
-        self.resize(900, 620)
-        central = QWidget(self)
-        layout = QVBoxLayout(central)
+        self.resize(1440, 880)
+        self.setDockNestingEnabled(True)
+        self.actions_, toolbar = build_actions(self)
+        self.addToolBar(toolbar)
+        b = toolbar_buttons(toolbar, self.actions_)  # the toolbar's buttons follow their actions
+        self.add_button, self.remove_button, self.compile_button, self.run_button = b.add, b.remove, b.compile, b.run
+        self.pause_button, self.stop_button, self.output_button = b.pause, b.stop, b.output
+        self.addToolBarBreak()
+        setup = SetupBar(self.session.server, self)
+        self.addToolBar(setup)
+        self.pipeline_combo, self.pipeline_button = setup.pipeline_combo, setup.pipeline_button
+        self.server_field, self.connect_button = setup.server_field, setup.connect_button
 
-        plate_bar = QHBoxLayout()
-        self.add_button = QPushButton("Add plate folder…")
-        self.remove_button = QPushButton("Remove")
-        self.plate_count = QLabel("no plates")
-        plate_bar.addWidget(self.add_button)
-        plate_bar.addWidget(self.remove_button)
-        plate_bar.addStretch(1)
-        plate_bar.addWidget(self.plate_count)
-        layout.addLayout(plate_bar)
+        panel = self.plates_panel = PlatesPanel(self.session, self.plate_model, self.attached_model)
+        self.table, self.plate_count, self.batch_bar = panel.table, panel.count_label, panel.batch_bar
+        self.attached_box, self.attached_table = panel.attached_box, panel.attached_table
 
-        self.table = PlateTableView(self.plate_model)
-        self.log_pane = QPlainTextEdit()
-        self.log_pane.setReadOnly(True)
-        self.log_pane.setMaximumBlockCount(5000)
-        self.log_pane.setPlaceholderText("errors and tracebacks of failed plates appear here")
-        self.attached_box = QWidget()
-        attached_layout = QVBoxLayout(self.attached_box)
-        attached_layout.setContentsMargins(0, 0, 0, 0)
-        self.attached_label = QLabel("Started elsewhere (attached): Stop cancels them")
-        self.attached_table = AttachedTableView(self.attached_model)
-        attached_layout.addWidget(self.attached_label)
-        attached_layout.addWidget(self.attached_table)
-        self.attached_box.setVisible(False)
+        self.log_pane = log_pane()
 
-        splitter = QSplitter(Qt.Orientation.Vertical)
-        for index, (widget, stretch) in enumerate(((self.table, 3), (self.attached_box, 1), (self.log_pane, 1))):
-            splitter.addWidget(widget)
-            splitter.setStretchFactor(index, stretch)
-        layout.addWidget(splitter, 1)
+        # The docks: plates | plate map | well view, the log below. The plate map and well view docks start with
+        # a placeholder; the plate map widgets replace it (the marked block below).
+        central = QWidget()  # Qt needs a central widget; hidden, the docks share all the room
+        self.setCentralWidget(central)
+        central.hide()
+        self.plates_dock = self._dock("plates", "Plates", panel)
+        self.plate_map_dock = self._dock("plate_map", "Plate map", placeholder("Select a plate"))
+        self.well_view_dock = self._dock("well_view", "Well view", placeholder("Click a well"))
+        self.log_dock = self._dock("log", "Log", self.log_pane)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.plates_dock)
+        self.splitDockWidget(self.plates_dock, self.plate_map_dock, Qt.Orientation.Horizontal)
+        self.splitDockWidget(self.plate_map_dock, self.well_view_dock, Qt.Orientation.Horizontal)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.log_dock)
+        self.resizeDocks(
+            [self.plates_dock, self.plate_map_dock, self.well_view_dock], [380, 380, 340], Qt.Orientation.Horizontal
+        )
+        # ---- platemap: begin (plate map, well view and results widgets fill their docks here) ----
+        # ---- platemap: end ----
 
-        pipe_bar = QHBoxLayout()
-        pipe_bar.addWidget(QLabel("Pipeline:"))
-        self.pipeline_combo = QComboBox()
-        self.pipeline_combo.addItem(BUILTIN_PIPELINE_LABEL, None)
-        self.pipeline_button = QPushButton("Open…")
-        pipe_bar.addWidget(self.pipeline_combo, 1)
-        pipe_bar.addWidget(self.pipeline_button)
-        pipe_bar.addSpacing(16)
-        pipe_bar.addWidget(QLabel("Server:"))
-        self.server_field = QLineEdit(self.session.server or "")
-        self.server_field.setPlaceholderText("embedded local server")
-        self.connect_button = QPushButton("Connect")
-        pipe_bar.addWidget(self.server_field, 1)
-        pipe_bar.addWidget(self.connect_button)
-        layout.addLayout(pipe_bar)
-
-        action_bar = QHBoxLayout()
-        self.compile_button = QPushButton("Compile")
-        self.run_button = QPushButton("Run")
-        self.stop_button = QPushButton("Stop")
-        self.batch_bar = QProgressBar()
-        self.batch_bar.setFormat("%v / %m plates")
-        self.batch_bar.setRange(0, 1)
-        self.batch_bar.setValue(0)
-        for widget in (self.compile_button, self.run_button, self.stop_button):
-            action_bar.addWidget(widget)
-        action_bar.addWidget(self.batch_bar, 1)
-        layout.addLayout(action_bar)
-
-        self.server_label = QLabel()
+        self.server_label = WrappingLabel()
+        self.server_label.setWordWrap(True)  # an error (e.g. the unreachable server's) is shown whole
         self.server_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.output_label = QLabel()
+        self.output_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         status_bar = self.statusBar()
         assert status_bar is not None
         status_bar.addWidget(self.server_label, 1)
-        self.setCentralWidget(central)
+        status_bar.addPermanentWidget(self.output_label)
 
-        self.add_button.clicked.connect(self._on_add_clicked)
-        self.remove_button.clicked.connect(self._on_remove_clicked)
+        self.actions_.add.triggered.connect(self._on_add_clicked)
+        self.actions_.remove.triggered.connect(self._on_remove_clicked)
+        self.actions_.compile.triggered.connect(self._on_compile_clicked)
+        self.actions_.run.triggered.connect(self._on_run_clicked)
+        self.actions_.pause.triggered.connect(self._on_pause_clicked)
+        self.actions_.stop.triggered.connect(self._on_stop_clicked)
+        self.actions_.output.triggered.connect(self._on_output_clicked)
         self.pipeline_button.clicked.connect(self._on_pipeline_clicked)
         self.connect_button.clicked.connect(self._on_connect_clicked)
-        self.server_field.returnPressed.connect(self._on_connect_clicked)
-        self.compile_button.clicked.connect(self._on_compile_clicked)
-        self.run_button.clicked.connect(self._on_run_clicked)
-        self.stop_button.clicked.connect(self._on_stop_clicked)
+        self.server_field.edit.returnPressed.connect(self._on_connect_clicked)
         selection = self.table.selectionModel()
         assert selection is not None
         selection.selectionChanged.connect(lambda *_: self.update_state())
         self._build_data_views()
+
+    def _dock(self, name: str, title: str, widget: QWidget) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"{name}_dock")  # saveState() names docks by objectName
+        dock.setWidget(widget)
+        return dock
 
     # ------------------------------------------------------------------ plates and pipeline
 
@@ -250,8 +246,7 @@ class PlateManagerWindow(QMainWindow):
         self._show_current_plate()
 
     def _update_count(self) -> None:
-        n = len(self.plates)
-        self.plate_count.setText("no plates" if n == 0 else f"{n} plate{'s' if n != 1 else ''}")
+        self.plates_panel.set_count(len(self.plates))
 
     def add_pipeline_file(self, path: str | Path) -> None:
         """Add a pipeline TOML to the chooser and select it.
@@ -306,9 +301,10 @@ class PlateManagerWindow(QMainWindow):
         self._refresh_timer.stop()
         self.plate_model.refresh()
         done, total = self.session.batch_progress()
-        if total:
-            self.batch_bar.setRange(0, total)
-            self.batch_bar.setValue(done)
+        tally = self.session.controls.tally
+        self.batch_bar.set_counts(
+            done=tally.done, failed=tally.failed, cancelled=tally.cancelled, finished=done, total=total
+        )
         self.attached_model.refresh()
         self.data_views.refresh()
         self.attached_box.setVisible(bool(self.attached_model.rows))
@@ -319,14 +315,28 @@ class PlateManagerWindow(QMainWindow):
     def update_state(self) -> None:
         """Show the server line and enable exactly the buttons the session allows."""
         session = self.session
-        self.server_label.setText(session.server_line())
+        line = session.server_line()
+        self.server_label.setText(line)
+        self.server_label.setToolTip(line)
+        self.server_label.fit()
+        self.setWindowTitle(f"hcs-batch plate manager — {session.server or 'embedded local server'}")
+        self.output_label.setText(f"Results: {session.output_dir}")
         can_start = session.can_start and bool(self.plates)
-        self.compile_button.setEnabled(can_start)
-        self.run_button.setEnabled(can_start)
-        self.stop_button.setEnabled(session.can_stop)
+        actions = self.actions_
+        actions.compile.setEnabled(can_start)
+        actions.run.setEnabled(can_start)
+        actions.stop.setEnabled(session.can_stop)
+        paused = session.controls.paused
+        actions.pause.setEnabled(session.controls.can_pause)
+        actions.pause.setText("Resume" if paused else "Pause")
+        style = self.style()
+        if style is not None:
+            icon = QStyle.StandardPixmap.SP_MediaPlay if paused else QStyle.StandardPixmap.SP_MediaPause
+            actions.pause.setIcon(style.standardIcon(icon))
         idle = session.idle
-        self.add_button.setEnabled(idle)
-        self.remove_button.setEnabled(idle and bool(self.plates))
+        actions.add.setEnabled(idle)
+        actions.remove.setEnabled(idle and bool(self.plates))
+        actions.output.setEnabled(idle)
         self.pipeline_combo.setEnabled(idle)
         self.pipeline_button.setEnabled(idle)
         self.server_field.setEnabled(session.can_connect)
@@ -360,12 +370,28 @@ class PlateManagerWindow(QMainWindow):
         self._spawn_dialog(dialog, self._add_pipeline_files)
 
     @_slot
+    def _on_output_clicked(self, checked: bool = False) -> None:
+        dialog = QFileDialog(self, "Where run batches write their results")
+        dialog.setFileMode(QFileDialog.FileMode.Directory)
+        dialog.setOption(QFileDialog.Option.ShowDirsOnly, True)
+        dialog.setOption(QFileDialog.Option.DontUseNativeDialog, True)
+        self._spawn_dialog(dialog, self._choose_output)
+
+    def _choose_output(self, paths: Sequence[str]) -> None:
+        if paths and self.session.set_output_dir(paths[0]):
+            self.log(f"results of run batches go to {self.session.output_dir}")
+
+    @_slot
+    def _on_pause_clicked(self, checked: bool = False) -> None:
+        self.session.controls.toggle_pause()
+
+    @_slot
     def _on_remove_clicked(self, checked: bool = False) -> None:
         self.remove_plates([plate.name for plate in self.plate_model.plates_at(self.table.selected_rows())])
 
     @_slot
     def _on_connect_clicked(self, checked: bool = False) -> None:
-        self.session.connect(self.server_field.text().strip() or None)
+        self.session.connect(self.server_field.url())
 
     @_slot
     def _on_compile_clicked(self, checked: bool = False) -> None:
@@ -377,7 +403,25 @@ class PlateManagerWindow(QMainWindow):
 
     @_slot
     def _on_stop_clicked(self, checked: bool = False) -> None:
-        self.session.stop()
+        """Stop asks first, with a non-modal question (the batch goes on meanwhile)."""
+        if not self.session.can_stop or self.stop_dialog is not None:
+            return
+        if self._tasks is None:
+            self.log("the window is not being served by Trio: nothing happens")
+            return
+        self._tasks.start_soon(self._confirm_stop)
+
+    async def _confirm_stop(self) -> None:
+        done, total = self.session.batch_progress()
+        text = f"{total - done} of {total} plates are not finished." if total > done else "Executions are live."
+        box = self.stop_dialog = stop_question(self, f"{text} Stop cancels them on the server.")
+        try:
+            confirmed = await ask(box, "stop")
+        finally:
+            self.stop_dialog = None
+            box.deleteLater()
+        if confirmed:
+            self.session.stop()
 
     def start_batch(self, kind: BatchKind) -> bool:
         """Start a batch of the selected plates in the background; False if not possible now."""
@@ -397,22 +441,11 @@ class PlateManagerWindow(QMainWindow):
 
     async def _run_dialog(self, dialog: QFileDialog, accept: Callable[[list[str]], object]) -> None:
         """Open ``dialog`` non-modally, wait for it through a ``trio.Event``, hand the chosen paths to ``accept``."""
-        finished = trio.Event()
-        result: list[int] = []
-
-        def on_finished(code: int) -> None:
-            result.append(code)
-            finished.set()
-
-        dialog.finished.connect(on_finished)
-        dialog.open()
         try:
-            await finished.wait()
+            code = await open_dialog(dialog)
         finally:
-            if not result:
-                dialog.reject()
             dialog.deleteLater()
-        if result[0] == QFileDialog.DialogCode.Accepted:
+        if code == QFileDialog.DialogCode.Accepted:
             try:
                 accept(dialog.selectedFiles())
             except HcsBatchError as exc:
@@ -422,17 +455,10 @@ class PlateManagerWindow(QMainWindow):
     # results; the widgets and their loading live in guest_mode/data_views.py, only their wiring is here)
 
     def _build_data_views(self) -> None:
-        """Put the plate map over the well view and results tabs, right of the plate list."""
+        """The plate map fills its dock; the well view and results tabs fill the well view dock."""
         self.data_views = DataViews(self.session, self._spawn_view_task, self)
-        left = self.takeCentralWidget()
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(left)
-        split.addWidget(self.data_views.panel)
-        split.setStretchFactor(0, 1)
-        split.setStretchFactor(1, 2)
-        self.setCentralWidget(split)
-        self.resize(1440, 880)
-        split.setSizes([540, 900])
+        self.plate_map_dock.setWidget(self.data_views.plate_map)
+        self.well_view_dock.setWidget(self.data_views.tabs)
         selection = self.table.selectionModel()
         assert selection is not None
         selection.currentRowChanged.connect(lambda *_: self._show_current_plate())
@@ -475,6 +501,8 @@ class PlateManagerWindow(QMainWindow):
             if event is None:
                 return
             if self.session.may_close:
+                if self.remember_state:
+                    window_state.save(self)
                 event.accept()
                 return
             event.ignore()

@@ -8,12 +8,16 @@ Never use ``qtbot.waitSignal`` inside these tests: its nested Qt loop starves Tr
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
+from PyQt6.QtCore import QSettings
+from PyQt6.QtWidgets import QAbstractButton, QMessageBox
 
 from guest_mode.runner import run as guest_run
 from guest_mode.session import BackendOpener
@@ -114,6 +118,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def press_stop(window: PlateManagerWindow, *, confirm: bool = True) -> QMessageBox:
+    """Click Stop and answer its non-modal question (Stop, or Continue when ``confirm`` is False); returns the
+    question box (deleted later)."""
+    window.stop_button.click()
+    await trio.testing.wait_all_tasks_blocked()
+    box = window.stop_dialog
+    assert box is not None and box.isVisible(), "Stop did not ask"
+    answer = box.findChild(QAbstractButton, "stop" if confirm else "continue")
+    assert answer is not None
+    answer.click()
+    while window.stop_dialog is not None:  # the waiting task resumes at its next turn; nothing else runs to the end
+        await trio.lowlevel.checkpoint()
+    return box
+
+
+@pytest.fixture(autouse=True)
+def private_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every GUI test saves and restores window state in a folder of its own, never the user's settings."""
+    folder = tmp_path_factory.mktemp("settings")
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(folder))
+    yield folder
 
 
 def buttons(window: PlateManagerWindow) -> tuple[bool, bool, bool]:

@@ -19,7 +19,16 @@ from hcs_batch.pipeline import default_pipeline_text
 from hcs_batch.testing import open_in_memory_backend
 from hcs_batch.workflow.service import BatchKind, BatchState
 
-from .conftest import InMemoryServer, buttons, free_port, guest, opener_for, serving, start_executions
+from .conftest import (
+    InMemoryServer,
+    buttons,
+    free_port,
+    guest,
+    opener_for,
+    press_stop,
+    serving,
+    start_executions,
+)
 
 
 def make_window(qtbot, tmp_path: Path, opener: BackendOpener, n: int = 3, **kwargs) -> PlateManagerWindow:
@@ -122,7 +131,7 @@ async def test_stop_is_one_click_and_cancels_every_row_and_the_server_executions
             await running.wait()
         assert buttons(window) == (False, False, True)
         assert window.plate_model.percent("P0") < 100
-        window.stop_button.click()  # one click
+        await press_stop(window)  # one click (and one answer)
         assert not window.stop_button.isEnabled()
         await wait_batch_state(window, BatchState.IDLE)
         window.refresh_now()
@@ -219,7 +228,7 @@ async def test_executions_started_elsewhere_get_their_own_table_and_stop_cancels
             assert window.attached_box.isVisibleTo(window)
             assert [p.name for p in window.plates] == ["P0"]  # not plates of this window
             assert buttons(window) == (True, True, True)  # Stop would cancel them
-            window.stop_button.click()
+            await press_stop(window)
             assert not window.stop_button.isEnabled()  # one cancel in flight, no second
             with trio.fail_after(10):
                 await window.session.wait_attached_settled()

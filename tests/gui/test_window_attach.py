@@ -20,7 +20,7 @@ from hcs_batch.testing.plates import make_plates
 
 from ..support.serverproc import GATE_PIPELINE, Server, env, gated_server, wait_for_pids
 from ..support.slow_steps import release_gate
-from .conftest import buttons, guest, serving
+from .conftest import buttons, guest, press_stop, serving
 
 pytestmark = pytest.mark.slow
 
@@ -108,7 +108,7 @@ async def test_stop_cancels_the_attached_executions_on_the_server(qtbot, tmp_pat
         async with serving(window):
             await window.session.wait_connection()
             assert {state for _, state, _ in shown(window).values()} == {"running"}
-            window.stop_button.click()  # no batch of its own: Stop cancels the executions started elsewhere
+            await press_stop(window)  # no batch of its own: Stop cancels the executions started elsewhere
             assert not window.stop_button.isEnabled()  # one cancel in flight, no second
             await window.session.wait_attached_settled()
             assert {state for _, state, _ in shown(window).values()} == {"cancelled"}

@@ -15,7 +15,7 @@ from guest_mode.session import ConnectionState
 from guest_mode.window import PlateManagerWindow
 from hcs_batch.workflow.service import BatchKind, BatchState
 
-from .conftest import buttons, free_port, guest, serving
+from .conftest import buttons, free_port, guest, press_stop, serving
 
 service_module = pytest.importorskip("hcs_batch.workflow.service", reason="BatchWorkflowService has not landed yet")
 pytest.importorskip("hcs_batch.connect", reason="the embedded server helper has not landed yet")
@@ -83,7 +83,7 @@ async def test_stop_mid_run_ends_every_row_cancelled(qtbot, tmp_path):
             await running.wait()
         window.refresh_now()
         assert buttons(window) == (False, False, True)
-        window.stop_button.click()  # one click
+        await press_stop(window)  # one click
         assert not window.stop_button.isEnabled()
         with trio.fail_after(30):
             await service.batch_state.wait_value(BatchState.IDLE)
@@ -114,8 +114,9 @@ async def test_closing_mid_run_stops_then_exits(qtbot, tmp_path):
     assert not window.isVisible()
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+def _env(tmp_path: Path) -> dict[str, str]:
+    # Remembered window state goes to the test's folder, never the user's settings.
+    return {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path / "config")}
 
 
 def test_scripted_run_exits_0_and_saves_a_screenshot(tmp_path):
@@ -137,7 +138,7 @@ def test_scripted_run_exits_0_and_saves_a_screenshot(tmp_path):
         capture_output=True,
         text=True,
         timeout=90,
-        env=_env(),
+        env=_env(tmp_path),
     )
     assert proc.returncode == 0, proc.stderr
     assert "(plate plate_001, well A02)" in proc.stderr  # the picture shows the first plate's map and that well
@@ -154,7 +155,7 @@ def test_scripted_exit_codes_for_bad_input_and_unreachable_server(tmp_path):
         capture_output=True,
         text=True,
         timeout=60,
-        env=_env(),
+        env=_env(tmp_path),
     )
     assert missing.returncode == 2, missing.stderr
     assert "does not exist" in missing.stderr
@@ -173,7 +174,7 @@ def test_scripted_exit_codes_for_bad_input_and_unreachable_server(tmp_path):
         capture_output=True,
         text=True,
         timeout=60,
-        env=_env(),
+        env=_env(tmp_path),
     )
     assert unreachable.returncode == 3, unreachable.stderr
     assert "unreachable" in unreachable.stderr

@@ -1,0 +1,54 @@
+"""Dialogs without nested event loops: opened with ``.open()`` (window-modal, non-blocking) and awaited through a
+``trio.Event`` set by their ``finished`` signal. A modal ``exec()`` from a Trio task would freeze every other Trio
+task while it is open (NOTES.md); these never do.
+"""
+
+from __future__ import annotations
+
+import trio
+from PyQt6.QtWidgets import QDialog, QMessageBox, QWidget
+
+__all__ = ["ask", "open_dialog", "stop_question"]
+
+
+async def open_dialog(dialog: QDialog) -> int:
+    """Open ``dialog`` with ``.open()`` and wait until it is finished; return its result code.
+
+    On cancellation the dialog is rejected (closed) and ``Cancelled`` propagates. The caller still owns the dialog.
+    """
+    finished = trio.Event()
+    result: list[int] = []
+
+    def on_finished(code: int) -> None:
+        result.append(code)
+        finished.set()
+
+    dialog.finished.connect(on_finished)
+    dialog.open()
+    try:
+        await finished.wait()
+    finally:
+        if not result:
+            dialog.reject()
+    return result[0]
+
+
+def stop_question(parent: QWidget, text: str) -> QMessageBox:
+    """The "Stop the batch?" question: Stop (destructive) or Continue, Continue the default."""
+    box = QMessageBox(QMessageBox.Icon.Question, "Stop the batch?", text, QMessageBox.StandardButton.NoButton, parent)
+    box.setObjectName("stop_question")
+    stop = box.addButton("Stop", QMessageBox.ButtonRole.DestructiveRole)
+    keep = box.addButton("Continue", QMessageBox.ButtonRole.RejectRole)
+    assert stop is not None and keep is not None
+    stop.setObjectName("stop")
+    keep.setObjectName("continue")
+    box.setDefaultButton(keep)
+    box.setEscapeButton(keep)
+    return box
+
+
+async def ask(box: QMessageBox, yes_name: str) -> bool:
+    """Open ``box`` non-modally and return whether the button named ``yes_name`` was the one clicked."""
+    await open_dialog(box)
+    clicked = box.clickedButton()
+    return clicked is not None and clicked.objectName() == yes_name
