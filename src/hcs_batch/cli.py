@@ -18,6 +18,19 @@ EXIT_UNREACHABLE = 3
 EXIT_CANCELLED = 130
 
 
+_RECYCLE_HELP = "end a worker process after N wells and start a fresh one (default: never)"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hcs-batch", description="Batch compile and run high-content-screening plates on an execution server."
@@ -28,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--bind", default="tcp://127.0.0.1:7700", help="control endpoint (events on PORT+1)")
     serve.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
     serve.add_argument("--keys", default=None, help="CurveZMQ key folder (required for a non-loopback bind)")
+    serve.add_argument("--max-wells-per-worker", type=_positive, default=None, metavar="N", help=_RECYCLE_HELP)
 
     plates = sub.add_parser("make-plates", help="write synthetic plates with a ground_truth.csv")
     plates.add_argument("dir")
@@ -44,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--server", default=None, help="server URL (default: an embedded local server)")
         p.add_argument("--keys", default=None, help="CurveZMQ key folder for a remote server")
         p.add_argument("--json", action="store_true", help="print one summary object on stdout at the end")
+        p.add_argument("--workers", type=_positive, default=None, help="embedded server's worker processes")
+        p.add_argument("--max-wells-per-worker", type=_positive, default=None, metavar="N", help=_RECYCLE_HELP)
 
     compile_ = sub.add_parser("compile", help="validate and plan plates, keep the artifacts")
     batch_options(compile_)

@@ -87,8 +87,23 @@ def _batch(args: argparse.Namespace) -> int:
         getattr(args, "fail_fast", False),
         getattr(args, "force", False),
         args.keys,
+        embedded_options(args),
     )
     return _report(summary, as_json=args.json)
+
+
+def embedded_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The embedded server's options from the command line (``--workers``, ``--max-wells-per-worker``).
+
+    Raises:
+        InputError: one is given together with ``--server`` (they configure only an embedded server).
+    """
+    options = {k: getattr(args, k, None) for k in ("workers", "max_wells_per_worker")}
+    options = {k: v for k, v in options.items() if v is not None}
+    if options and args.server is not None:
+        named = ", ".join("--" + k.replace("_", "-") for k in options)
+        raise InputError(f"{named}: for the embedded server only; give it to 'hcs-batch serve' instead")
+    return options
 
 
 def _report(summary: BatchSummary, *, as_json: bool) -> int:
@@ -106,10 +121,11 @@ async def _run_batch(
     fail_fast: bool,
     force: bool,
     keys: str | None = None,
+    embedded: dict[str, Any] | None = None,
     host: TerminalHost | None = None,
 ) -> BatchSummary:
     host = host or TerminalHost()
-    async with open_backend(server, keys=keys) as backend:
+    async with open_backend(server, keys=keys, **(embedded or {})) as backend:
         service = BatchWorkflowService(
             host, backend, pipeline_text=pipeline_text, output_dir=output, fail_fast=fail_fast, force=force
         )

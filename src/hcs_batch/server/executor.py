@@ -39,6 +39,7 @@ from .artifacts import ArtifactStore
 from .compiler import Plan
 from .events import EventPublisher
 from .records import Execution, RecordStore
+from .recycle import counted
 from .results import Row, load_done_wells, plate_output_dir, write_plate_results
 from .worker import run_well, warm_up
 
@@ -230,6 +231,7 @@ class Executor:
         for well in todo:
             try:
                 rows: list[Row] = await self._context.run_sync(
+                    counted,  # counts the well in the worker, for recycling (see .recycle)
                     run_well,
                     plan.plate_path,
                     well,
