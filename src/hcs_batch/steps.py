@@ -26,6 +26,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from . import imageops
+
 __all__ = [
     "NOOP_ATTRIBUTE",
     "count_objects",
@@ -63,18 +65,16 @@ def normalize(
         raise ValueError(
             f"normalize: need 0 <= low_percentile < high_percentile <= 100, got {low_percentile}, {high_percentile}"
         )
-    data = image.astype(np.float32, copy=False)
-    low, high = np.percentile(data, [low_percentile, high_percentile])
-    if high <= low:
-        return np.zeros_like(data)
-    out: NDArray[np.float32] = np.clip((data - low) / (high - low), 0.0, 1.0).astype(np.float32, copy=False)
-    return out
+    low, high = imageops.percentiles(image, (low_percentile, high_percentile))
+    return imageops.rescale(image, low, high)
 
 
 def gaussian_blur(image: NDArray[Any], *, sigma: float = 1.0) -> NDArray[np.float32]:
     """Smooth with a Gaussian of standard deviation ``sigma`` pixels (0 returns the image as float)."""
     if sigma < 0:
         raise ValueError(f"gaussian_blur: sigma must be >= 0, got {sigma}")
+    if image.ndim == 2:
+        return imageops.gaussian(image, sigma)
     data = image.astype(np.float32, copy=False)
     if sigma == 0:
         return data
@@ -114,11 +114,13 @@ def count_objects(image: NDArray[Any], *, min_size: int = 0, connectivity: int =
     """
     if connectivity not in (1, 2):
         raise ValueError(f"count_objects: connectivity must be 1 or 2, got {connectivity}")
-    structure = ndimage.generate_binary_structure(image.ndim, connectivity)
-    labels, count = ndimage.label(image > 0, structure=structure)
+    mask = image > 0
+    if image.ndim == 2:
+        labels, count = imageops.label(mask, connectivity)
+    else:
+        labels, count = ndimage.label(mask, structure=ndimage.generate_binary_structure(image.ndim, connectivity))
     if min_size > 0 and count:
-        sizes = np.bincount(labels.ravel())[1:]
-        count = int(np.count_nonzero(sizes >= min_size))
+        count = int(np.count_nonzero(imageops.object_sizes(labels, count) >= min_size))
     return {"object_count": int(count)}
 
 
