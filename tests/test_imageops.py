@@ -76,3 +76,38 @@ def test_distance_equals_scipy_edt() -> None:
     assert 0 < mask.mean() < 1
     np.testing.assert_allclose(imageops.distance(mask), ndimage.distance_transform_edt(mask), atol=1e-3)
     assert np.isinf(imageops.distance(np.ones((4, 4), bool))).all()
+
+
+def _numpy_otsu(data: np.ndarray, bins: int = 256) -> float:
+    """The reference: Otsu on ``np.histogram`` (hcs_batch.steps before imageops)."""
+    hist, edges = np.histogram(data, bins=bins, range=(float(data.min()), float(data.max())))
+    centers = (edges[:-1] + edges[1:]) / 2
+    weight_bg = np.cumsum(hist)
+    weight_fg = weight_bg[-1] - weight_bg
+    sum_bg = np.cumsum(hist * centers)
+    mean_bg = sum_bg / np.maximum(weight_bg, 1)
+    mean_fg = (sum_bg[-1] - sum_bg) / np.maximum(weight_fg, 1)
+    between = weight_bg * weight_fg * (mean_bg - mean_fg) ** 2
+    return float(edges[int(np.argmax(between[:-1])) + 1])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_otsu_level_is_the_same_through_opencv_and_numpy(seed: int) -> None:
+    image = np.random.default_rng(seed).gamma(2.0, 100.0, size=(120, 170)).astype(np.float32)
+    image[0, 0] = image.max() + 1  # a single top pixel: OpenCV's histogram leaves the top edge out
+    fast = imageops.otsu_level(image)  # OpenCV
+    assert fast == _numpy_otsu(image)
+    assert image.min() < fast < image.max()
+    assert imageops.otsu_level(image.astype(np.float64)) == _numpy_otsu(image.astype(np.float64))
+    as_uint16 = image.astype(np.uint16)
+    assert imageops.otsu_level(as_uint16) == _numpy_otsu(as_uint16)
+    assert imageops.otsu_level(np.full((3, 3), 5.0, np.float32)) == 5.0
+
+
+def test_masked_mean() -> None:
+    image = _blobs(8)
+    mask = image > np.median(image)
+    assert imageops.masked_mean(image, mask) == pytest.approx(float(image[mask].mean()), rel=1e-12)
+    assert imageops.masked_mean(image, np.zeros_like(mask)) == 0.0
+    cube = np.stack([image, image])
+    assert imageops.masked_mean(cube, np.stack([mask, mask])) == pytest.approx(float(image[mask].mean()))

@@ -82,27 +82,11 @@ def gaussian_blur(image: NDArray[Any], *, sigma: float = 1.0) -> NDArray[np.floa
     return out
 
 
-def _otsu_level(data: NDArray[Any], bins: int) -> float:
-    lo, hi = float(data.min()), float(data.max())
-    if hi <= lo:
-        return lo
-    hist, edges = np.histogram(data, bins=bins, range=(lo, hi))
-    centers = (edges[:-1] + edges[1:]) / 2
-    weight_bg = np.cumsum(hist)
-    weight_fg = weight_bg[-1] - weight_bg
-    sum_bg = np.cumsum(hist * centers)
-    mean_bg = sum_bg / np.maximum(weight_bg, 1)
-    mean_fg = (sum_bg[-1] - sum_bg) / np.maximum(weight_fg, 1)
-    between = weight_bg * weight_fg * (mean_bg - mean_fg) ** 2
-    # Threshold at the upper edge of the best background bin: pixels above it are foreground.
-    return float(edges[int(np.argmax(between[:-1])) + 1])
-
-
 def otsu_threshold(image: NDArray[Any], *, bins: int = 256) -> NDArray[np.bool_]:
     """Foreground mask: pixels above Otsu's threshold (maximum between-class variance over ``bins`` bins)."""
     if bins < 2:
         raise ValueError(f"otsu_threshold: bins must be >= 2, got {bins}")
-    level = _otsu_level(image, bins)
+    level = imageops.otsu_level(image, bins)
     mask: NDArray[np.bool_] = image > level
     return mask
 
@@ -132,9 +116,7 @@ def mean_intensity(image: NDArray[Any], *, raw: NDArray[Any] | None = None) -> d
     """
     source = image if raw is None else raw
     if image.dtype == np.bool_ and image.shape == source.shape:
-        if not image.any():
-            return {"mean_intensity": 0.0}
-        return {"mean_intensity": float(source[image].mean())}
+        return {"mean_intensity": imageops.masked_mean(source, image)}
     return {"mean_intensity": float(source.mean())}
 
 
