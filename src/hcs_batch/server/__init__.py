@@ -138,9 +138,7 @@ async def serve(
         # share (input) cannot hold up the result files of other plates (output), nor the other way round.
         input_lane = ThreadLane(max_batch=_LANE_BATCH)
         output_lane = ThreadLane(max_batch=_LANE_BATCH)
-        async with trio_parallel.open_worker_context(
-            idle_timeout=math.inf, grace_period=5.0, retire=retire
-        ) as context:
+        async with trio_parallel.open_worker_context(idle_timeout=math.inf, grace_period=5.0, retire=retire) as context:
             async with trio.open_nursery() as io_nursery:
                 await io_nursery.start(events.run, _ignore)
                 # In io_nursery: it outlives every execution and compile (the work nursery ends first).
@@ -202,13 +200,15 @@ async def open_embedded_server(
     """
     with collapse_single_exception_group():
         async with trio.open_nursery() as nursery:
-            address: Any = await nursery.start(partial(
+            address: Any = await nursery.start(
+                partial(
                     serve,
                     workers=workers,
                     warm_workers=warm_workers,
                     keys=keys,
                     max_wells_per_worker=max_wells_per_worker,
-                ))
+                )
+            )
             try:
                 yield address
             finally:
