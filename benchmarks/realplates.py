@@ -63,9 +63,10 @@ def dask_command(plate: Path, out: Path, pipeline: Path, workers: int, help_text
 
 
 def _interpreter_rss() -> int:
-    """Peak RSS of a fresh worker-like process that imported what a worker imports (the 'interpreter' share)."""
+    """Peak RSS of a fresh worker-like process that imported what a worker imports, OpenCV included (the
+    'interpreter' share of a worker's peak)."""
     code = (
-        "import hcs_batch.server.worker as w, resource; w.warm_up();"
+        "import hcs_batch.server.worker as w, hcs_batch.imageops as o, resource; w.warm_up(); o._cv();"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env(), capture_output=True, text=True)
