@@ -36,7 +36,15 @@ def configuration(full: bool, tiny: bool) -> dict[str, Any]:
             "gui": {"plates": 20, "idle_s": 0.3},
             "cancel": {"plates": 20, "pipeline": "default"},
             "realwork": {"plates": 1, "wells": 2, "size": 64, "workers": 2},
-            "realplates": {"wells": 2, "sites": 2, "channels": 2, "size": 64, "single_images": 2, "repeat": 1},
+            "realplates": {
+                "wells": 2,
+                "sites": 2,
+                "channels": 2,
+                "size": 64,
+                "single_images": 2,
+                "single_wells": 1,
+                "repeat": 1,
+            },
         }
     return {
         "floor": {"seq": 3000, "pipe": 30000},
@@ -59,6 +67,7 @@ def configuration(full: bool, tiny: bool) -> dict[str, Any]:
             "fields": 48,
             "workers": 2,
             "single_images": 8,
+            "single_wells": 6,
             "repeat": 3 if full else 2,
         },
     }

@@ -31,6 +31,8 @@ class TreeRun:
     stdout: str
     stderr: str
     peaks: dict[int, tuple[int, str]] = field(default_factory=dict)
+    cpu: dict[int, float] = field(default_factory=dict)
+    """pid -> CPU seconds (user + system) at the last sample: where the time went, to within one interval."""
 
     def children(self) -> dict[int, tuple[int, str]]:
         """The peaks of every process below the command's own."""
@@ -62,6 +64,17 @@ def descendants(root: int) -> list[int]:
     return out
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
 def _hwm(pid: int) -> tuple[int, str] | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -77,6 +90,7 @@ def _hwm(pid: int) -> tuple[int, str] | None:
 def run_tree(cmd: list[str], *, cwd: Path, env: dict[str, str], timeout: float, interval: float = 0.05) -> TreeRun:
     """Run ``cmd`` to its end (killed at ``timeout`` seconds, by its own pid), sampling its tree's peaks."""
     peaks: dict[int, tuple[int, str]] = {}
+    cpus: dict[int, float] = {}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -89,6 +103,9 @@ def run_tree(cmd: list[str], *, cwd: Path, env: dict[str, str], timeout: float, 
                     seen = _hwm(pid)
                     if seen is not None and seen[0] >= peaks.get(pid, (0, ""))[0]:
                         peaks[pid] = seen
+                    used = _cpu(pid)
+                    if used is not None:
+                        cpus[pid] = used
             done.wait(interval)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -104,4 +121,4 @@ def run_tree(cmd: list[str], *, cwd: Path, env: dict[str, str], timeout: float, 
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     done.set()
     sampler.join()
-    return TreeRun(proc.pid, proc.returncode, wall, cpu, out, err, peaks)
+    return TreeRun(proc.pid, proc.returncode, wall, cpu, out, err, peaks, cpus)

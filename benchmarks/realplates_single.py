@@ -8,8 +8,11 @@ the flat plate folder PLATE and, image by image (alternating which goes first), 
 - ``pipeline``: the benchmark's pipeline (:mod:`benchmarks._realsteps`) on the same file, decode included, and
   the well's rows written to a CSV as hcs-batch writes its results (one well's worth of images per write).
 
-The last stdout line is a JSON object: per-image seconds of each, and (well, site) -> count for each, so the
-caller can compare with the ground truth.
+Then the first ``wells`` whole wells (every site and channel) through the pipeline, decode and writing included:
+the one-core rate that parallel efficiency is measured against.
+
+The last stdout line is a JSON object: per-image seconds of each, (well, site) -> count for each (so the caller
+can compare with the ground truth), and the one-core wells/s.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.realplates_single")
     parser.add_argument("plate")
     parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--wells", type=int, default=2)
     args = parser.parse_args(argv)
     from ._realsteps import compile_steps, group_wells, pipeline_text, process_well, write_rows
 
@@ -80,7 +84,14 @@ def main(argv: list[str] | None = None) -> int:
                     count = int(rows[0]["object_count"])
                 times[which].append(time.perf_counter() - t0)
                 counts[which][f"{well}/{site}"] = count
+        wells = list(group_wells(plate).items())[: args.wells]
+        t0 = time.perf_counter()
+        for well, images in wells:
+            write_rows(Path(tmp) / f"{well}.csv", process_well(plate, well, images, steps))
+        serial_s = time.perf_counter() - t0
     result: dict[str, Any] = {"images": len(fields), "counts": counts}
+    result["serial_wells"] = len(wells)
+    result["serial_wells_per_s"] = round(len(wells) / serial_s, 3)
     for which, values in times.items():
         result[f"{which}_s_per_image"] = round(statistics.median(values), 4)
         result[f"{which}_runs_s"] = [round(v, 4) for v in values]
