@@ -25,6 +25,7 @@ from ..errors import InputError
 from ..protocol import MAX_FRAME_BYTES
 from ..runtime.thread_lane import ThreadLane
 from ..security import ServerKeys, authorized_sockets, check_bind
+from .allocator import keep_heap
 from .app import ControlApp, ServerAddress
 from .artifacts import ArtifactStore
 from .events import EVENT_SNDHWM, EventPublisher
@@ -94,6 +95,7 @@ async def serve(
     count) worker processes are started in the background right away (``warm_workers=False``: on first use).
     With ``max_wells_per_worker`` a worker process ends after that many wells and the next well starts a fresh
     one (:mod:`.recycle`), so memory a long screen leaks in a worker is given back; default: never recycled.
+    Workers keep their C heap between images (:mod:`.allocator`).
 
     Raises:
         InputError: a malformed ``bind``, or the address cannot be bound (e.g. in use).
@@ -138,7 +140,9 @@ async def serve(
         # share (input) cannot hold up the result files of other plates (output), nor the other way round.
         input_lane = ThreadLane(max_batch=_LANE_BATCH)
         output_lane = ThreadLane(max_batch=_LANE_BATCH)
-        async with trio_parallel.open_worker_context(idle_timeout=math.inf, grace_period=5.0, retire=retire) as context:
+        async with trio_parallel.open_worker_context(
+            idle_timeout=math.inf, grace_period=5.0, init=keep_heap, retire=retire
+        ) as context:
             async with trio.open_nursery() as io_nursery:
                 await io_nursery.start(events.run, _ignore)
                 # In io_nursery: it outlives every execution and compile (the work nursery ends first).
