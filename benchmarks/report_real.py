@@ -110,9 +110,13 @@ def _guard_rows(noop: dict[str, Any]) -> list[dict[str, Any]]:
         return []
     n = max(series)
     r = series[n]
-    cpu = r.get("client_cpu_per_plate_us") or r.get("cpu_per_plate_us")
+    figure = f"{r['per_plate_us']:,.0f} us/plate wall, {r['cpu_per_plate_us']:,.0f} us CPU (client + embedded server)"
+    apart = noop.get("server_process") or {}
+    if apart.get("plates") == n and "cpu_per_plate_us" in apart:
+        figure += f"; client alone {apart['cpu_per_plate_us']:,.0f} us CPU/plate"
+    elif r.get("client_cpu_per_plate_us_traced"):
+        figure += f"; client alone {r['client_cpu_per_plate_us_traced']:,.0f} us CPU/plate under tracemalloc"
     mem = r.get("tracemalloc_per_plate_bytes")
-    figure = f"{r['per_plate_us']:,.0f} us/plate wall; client CPU {cpu:,.0f} us/plate" if cpu else "no CPU figure"
     if mem:
         figure += f"; client memory {mem / 1024:,.1f} KiB/plate (tracemalloc peak)"
     return [_row(f"no-op guard: {n:,} plates", figure, "report", None, None)]
