@@ -18,6 +18,7 @@ async def open_backend(
     server: str | None,
     *,
     workers: int | None = None,
+    max_wells_per_worker: int | None = None,
     connect_timeout: float = 5.0,
     liveness_timeout: float = DEFAULT_LIVENESS_TIMEOUT,
     keys: str | Path | None = None,
@@ -26,7 +27,9 @@ async def open_backend(
     loopback port inside this Trio run and connect to that; it stops (cancelling its executions and killing its
     workers) when the context exits.
 
-    ``keys`` is a CurveZMQ key folder (``hcs-batch keys generate``) for a server that requires them.
+    ``workers`` and ``max_wells_per_worker`` configure the embedded server only (see
+    :func:`hcs_batch.server.serve`). ``keys`` is a CurveZMQ key folder (``hcs-batch keys generate``) for a server
+    that requires them.
 
     Raises:
         InputError: ``server`` is not of the form ``tcp://HOST:PORT`` (before any connection attempt).
@@ -45,7 +48,7 @@ async def open_backend(
     from .server import open_embedded_server  # the server layer only when a host embeds one
 
     async with (
-        open_embedded_server(workers=workers) as address,
+        open_embedded_server(workers=workers, max_wells_per_worker=max_wells_per_worker) as address,
         open_connection(
             address.control_url, connect_timeout=connect_timeout, liveness_timeout=liveness_timeout
         ) as connection,

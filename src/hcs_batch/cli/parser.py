@@ -17,6 +17,19 @@ def _version() -> str:
     return __version__
 
 
+_RECYCLE_HELP = "end a worker process after N wells and start a fresh one (default: never)"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``hcs-batch``; one sub-command per command."""
     parser = argparse.ArgumentParser(
@@ -29,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--bind", default="tcp://127.0.0.1:7700", help="control endpoint (events on PORT+1)")
     serve.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
     serve.add_argument("--keys", default=None, help="CurveZMQ key folder (required for a non-loopback bind)")
+    serve.add_argument("--max-wells-per-worker", type=_positive, default=None, metavar="N", help=_RECYCLE_HELP)
 
     plates = sub.add_parser("make-plates", help="write synthetic plates with a ground_truth.csv")
     plates.add_argument("dir")
@@ -55,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="how several z-planes become one image (default: max)",
         )
+        p.add_argument("--workers", type=_positive, default=None, help="embedded server's worker processes")
+        p.add_argument("--max-wells-per-worker", type=_positive, default=None, metavar="N", help=_RECYCLE_HELP)
 
     def layout_option(p: argparse.ArgumentParser) -> None:
         p.add_argument(

@@ -20,12 +20,20 @@ __all__ = ["main_serve"]
 log = logging.getLogger("hcs_batch.server")
 
 
-async def _serve_until_signalled(bind: str, workers: int | None, keys: ServerKeys | None) -> None:
+async def _serve_until_signalled(
+    bind: str, workers: int | None, keys: ServerKeys | None, max_wells_per_worker: int | None = None
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 
             async def run_server(*, task_status: trio.TaskStatus[ServerAddress]) -> None:
-                await serve(bind, workers=workers, keys=keys, task_status=task_status)
+                await serve(
+                    bind,
+                    workers=workers,
+                    keys=keys,
+                    max_wells_per_worker=max_wells_per_worker,
+                    task_status=task_status,
+                )
                 nursery.cancel_scope.cancel()  # a Shutdown request: stop waiting for signals
 
             address: ServerAddress = await nursery.start(run_server)
@@ -51,7 +59,7 @@ def main_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         with collapse_single_exception_group():
-            trio.run(_serve_until_signalled, args.bind, args.workers, keys)
+            trio.run(_serve_until_signalled, args.bind, args.workers, keys, args.max_wells_per_worker)
     except (SecurityError, InputError) as exc:
         print(f"hcs-batch serve: {exc}", file=sys.stderr)
         return 2

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +16,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import trio
-import trio_parallel
 
 from .._util import collapse_single_exception_group
 from .._zmq import AsyncSocket, Frames, new_socket
@@ -27,7 +25,7 @@ from ..runtime.thread_lane import ThreadLane
 from ..security import ServerKeys, authorized_sockets, check_bind
 from .control import ControlApp, ServerAddress
 from .events import EVENT_SNDHWM, EventPublisher
-from .executor import LocalExecutor, default_workers
+from .executor import LocalExecutor, default_workers, open_worker_context
 from .stores import ArtifactStore, RecordStore
 
 __all__ = ["ServerAddress", "open_embedded_server", "parse_bind", "serve"]
@@ -79,6 +77,7 @@ async def serve(
     workers: int | None = None,
     warm_workers: bool = True,
     keys: ServerKeys | None = None,
+    max_wells_per_worker: int | None = None,
     task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run an execution server until cancelled or asked to shut down.
@@ -88,10 +87,13 @@ async def serve(
 
     Binds the control ROUTER at ``bind`` (port 0: a free port) and the event PUB at PORT+1 (a free port when
     ``bind`` asks for port 0), then reports ``task_status.started(ServerAddress(...))``. ``workers`` (default: CPU
-    count) worker processes are started in the background right away (``warm_workers=False``: on first use).
+    count) worker processes are started in the background right away (``warm_workers=False``: on first use);
+    with ``max_wells_per_worker`` each retires after that many wells and a fresh one takes its place
+    (:func:`hcs_batch.server.executor.open_worker_context`).
 
     Raises:
-        InputError: a malformed ``bind``, or the address cannot be bound (e.g. in use).
+        InputError: a malformed ``bind``, the address cannot be bound (e.g. in use), ``workers`` or
+            ``max_wells_per_worker`` below 1.
         SecurityError: a non-loopback ``bind`` without ``keys``; another ZAP handler owns this process.
 
     On cancellation or ``Shutdown``: every execution is cancelled (its workers killed), idle workers are stopped,
@@ -101,6 +103,8 @@ async def serve(
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
+    if max_wells_per_worker is not None and max_wells_per_worker < 1:
+        raise InputError(f"max-wells-per-worker must be at least 1, got {max_wells_per_worker}")
     ipv6 = {"ipv6": 1} if ":" in host else {}
     url_host = f"[{host}]" if ipv6 else host
     # The authentication handler is live before the sockets exist and stays so until they are closed:
@@ -130,7 +134,7 @@ async def serve(
         # share (input) cannot hold up the result files of other plates (output), nor the other way round.
         input_lane = ThreadLane(max_batch=_LANE_BATCH)
         output_lane = ThreadLane(max_batch=_LANE_BATCH)
-        async with trio_parallel.open_worker_context(idle_timeout=math.inf, grace_period=5.0) as context:
+        async with open_worker_context(max_wells_per_worker) as context:
             async with trio.open_nursery() as io_nursery:
                 await io_nursery.start(events.run, _ignore)
                 # In io_nursery: it outlives every execution and compile (the work nursery ends first).
@@ -177,10 +181,14 @@ async def serve(
 
 @asynccontextmanager
 async def open_embedded_server(
-    *, workers: int | None = None, warm_workers: bool = True, keys: ServerKeys | None = None
+    *,
+    workers: int | None = None,
+    warm_workers: bool = True,
+    keys: ServerKeys | None = None,
+    max_wells_per_worker: int | None = None,
 ) -> AsyncIterator[ServerAddress]:
     """Run a server on a free loopback port inside the caller's Trio run, for as long as the block lasts
-    (under CurveZMQ ``keys`` when given, see :func:`serve`).
+    (under CurveZMQ ``keys`` when given, workers recycled after ``max_wells_per_worker`` wells: see :func:`serve`).
 
     Leaving the block cancels every execution, stops the workers and closes the sockets. Worker processes use
     the ``spawn`` start method: a script that embeds a server must guard its entry point with
@@ -188,7 +196,15 @@ async def open_embedded_server(
     """
     with collapse_single_exception_group():
         async with trio.open_nursery() as nursery:
-            address: Any = await nursery.start(partial(serve, workers=workers, warm_workers=warm_workers, keys=keys))
+            address: Any = await nursery.start(
+                partial(
+                    serve,
+                    workers=workers,
+                    warm_workers=warm_workers,
+                    keys=keys,
+                    max_wells_per_worker=max_wells_per_worker,
+                )
+            )
             try:
                 yield address
             finally:
