@@ -1,8 +1,11 @@
 """The one place the real-work benchmark takes its pipeline from, and the per-well loop the plain scripts share.
 
-Every case of ``benchmarks.realplates`` runs :data:`PIPELINE_TEXT`: ``hcs-batch run`` gets it as ``--pipeline``,
-the ``multiprocessing.Pool`` script and the single-process loop call the same step functions through
-:func:`process_well`, which follows the worker's step contract (``hcs_batch.steps``' module docstring). When the
+Every case of ``benchmarks.realplates`` runs :func:`pipeline_text`, the built-in nucleus counter: ``hcs-batch run``
+gets it as ``--pipeline``, the ``multiprocessing.Pool`` script and the single-process loop call the same step
+functions through :func:`process_well`, which does what the server's worker does with it (``hcs_batch.steps``'
+module docstring): per image set (site) the steps run on the segmentation channel, the objects of the segmenting
+step are measured in every channel (:func:`hcs_batch.measure.measure_objects`), and every channel's row gets the
+``object_count`` and its ``mean_intensity`` inside the objects; the object tables are written too. When the
 built-in counter or the worker's loop changes, change :func:`pipeline_text` / :func:`process_well` here and every
 case follows.
 """
@@ -19,10 +22,26 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Step", "compile_steps", "group_wells", "pipeline_text", "process_well", "read_rows", "write_rows"]
+__all__ = [
+    "Pipeline",
+    "Step",
+    "compile_steps",
+    "group_wells",
+    "pipeline_text",
+    "process_well",
+    "read_rows",
+    "write_objects",
+    "write_rows",
+]
 
 Step = tuple[Callable[..., Any], dict[str, Any], bool]
 """(function, keyword parameters, wants ``raw``)."""
+
+
+class Pipeline(list[Step]):
+    """The compiled steps, and the channel a segmenting step runs on (``segment_channel``)."""
+
+    segment_channel: int = 1
 
 
 def pipeline_text() -> str:
@@ -32,12 +51,14 @@ def pipeline_text() -> str:
     return default_pipeline_text()
 
 
-def compile_steps(text: str) -> list[Step]:
+def compile_steps(text: str) -> Pipeline:
     """Import the pipeline's step functions, as the server's compiler does."""
     from hcs_batch.pipeline import parse_pipeline
 
-    steps: list[Step] = []
-    for step in parse_pipeline(text).steps:
+    spec = parse_pipeline(text)
+    steps = Pipeline()
+    steps.segment_channel = spec.segment_channel
+    for step in spec.steps:
         module, _, name = step.func.partition(":")
         fn: Callable[..., Any] = getattr(importlib.import_module(module), name)
         steps.append((fn, dict(step.params), "raw" in inspect.signature(fn).parameters))
@@ -56,25 +77,69 @@ def group_wells(plate: Path) -> dict[str, list[tuple[int, int, str]]]:
     return wells
 
 
+def _run(image: Any, steps: list[Step], row: dict[str, Any]) -> Any:
+    """``steps`` on ``image`` (dict results into ``row``); the last segmenting step's result or None."""
+    from hcs_batch.steps import is_objects_step
+
+    raw, objects = image, None
+    for fn, params, wants_raw in steps:
+        out = fn(image, raw=raw, **params) if wants_raw else fn(image, **params)
+        if isinstance(out, dict):
+            row.update({k: v.item() if isinstance(v, np.generic) else v for k, v in out.items()})
+        elif out is not None:
+            image = out
+            if is_objects_step(fn):
+                objects = out
+    return objects
+
+
 def process_well(
     plate: Path, well: str, images: Sequence[tuple[int, int, str]], steps: list[Step]
-) -> list[dict[str, Any]]:
-    """Every image of one well through ``steps``, as the worker does: one row per (site, channel)."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every image set (site) of one well through ``steps``, as the worker does: (one row per (site, channel),
+    the object tables of its sites)."""
     import tifffile
 
-    rows = []
+    from hcs_batch.measure import channel_means, measure_objects, to_labels
+    from hcs_batch.steps import is_objects_step
+
+    segment = getattr(steps, "segment_channel", 1)
+    segmenting = any(is_objects_step(fn) for fn, _, _ in steps)
+    sites: dict[int, dict[int, str]] = {}
     for site, channel, name in images:
-        raw = tifffile.imread(plate / name)
-        image = raw
-        row: dict[str, Any] = {"well": well, "site": site, "channel": channel}
-        for fn, params, wants_raw in steps:
-            out = fn(image, raw=raw, **params) if wants_raw else fn(image, **params)
-            if isinstance(out, dict):
-                row.update({k: v.item() if isinstance(v, np.generic) else v for k, v in out.items()})
-            elif out is not None:
-                image = out
-        rows.append(row)
-    return rows
+        sites.setdefault(site, {})[channel] = name
+    rows: list[dict[str, Any]] = []
+    tables: list[dict[str, Any]] = []
+    for site, channels in sorted(sites.items()):
+        planes = {c: tifffile.imread(plate / name) for c, name in sorted(channels.items())}
+        if not segmenting:
+            for channel, plane in planes.items():
+                row: dict[str, Any] = {"well": well, "site": site, "channel": channel}
+                _run(plane, steps, row)
+                rows.append(row)
+            continue
+        extra: dict[str, Any] = {}
+        labels = to_labels(_run(planes[segment], steps, extra), planes[segment].shape)
+        names = [str(c) for c in planes]
+        columns = measure_objects(labels, dict(zip(names, planes.values(), strict=True)))
+        means = channel_means(columns, names)
+        count = len(columns["ObjectNumber"])
+        for channel, name in zip(planes, names, strict=True):
+            row = {"well": well, "site": site, "channel": channel, **(extra if channel == segment else {})}
+            row.update(object_count=count, mean_intensity=means[name])
+            rows.append(row)
+        tables.append({"well": [well] * count, "site": [site] * count, "channel": [segment] * count, **columns})
+    return rows, tables
+
+
+def write_objects(path: Path, tables: Iterable[dict[str, Any]]) -> None:
+    """One Parquet file of the object tables (as hcs-batch writes ``objects.parquet``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = [t for t in tables if t]
+    if tables:
+        pq.write_table(pa.concat_tables([pa.table(t) for t in tables]), path)
 
 
 def write_rows(path: Path, rows: Iterable[dict[str, Any]]) -> None:

@@ -2,7 +2,8 @@
 
 ``python -m benchmarks.realplates_pool PLATE OUT.csv --workers N`` reads every well of the flat plate folder
 PLATE in N worker processes (one well a task, as hcs-batch hands out work), runs the benchmark's pipeline
-(:mod:`benchmarks._realsteps`) on every image and writes one CSV. The last stdout line is a JSON object with the
+(:mod:`benchmarks._realsteps`) on every image set and writes one CSV of rows (and OUT's ``.parquet`` sibling with
+every object, as hcs-batch writes ``objects.parquet``). The last stdout line is a JSON object with the
 wall time of the pool part and the number of wells.
 """
 
@@ -24,7 +25,7 @@ def _init(text: str) -> None:
     _steps[:] = compile_steps(text)
 
 
-def _well(job: tuple[str, str, list[tuple[int, int, str]]]) -> list[dict[str, Any]]:
+def _well(job: tuple[str, str, list[tuple[int, int, str]]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     plate, well, images = job
     return process_well(Path(plate), well, images, _steps)
 
@@ -35,17 +36,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
-    from ._realsteps import write_rows
+    from ._realsteps import write_objects, write_rows
 
     t0 = time.perf_counter()
     wells = group_wells(Path(args.plate))
     jobs = [(args.plate, well, images) for well, images in wells.items()]
     rows: list[dict[str, Any]] = []
+    tables: list[dict[str, Any]] = []
     with Pool(args.workers, initializer=_init, initargs=(pipeline_text(),)) as pool:
-        for well_rows in pool.imap_unordered(_well, jobs):
+        for well_rows, well_tables in pool.imap_unordered(_well, jobs):
             rows.extend(well_rows)
+            tables.extend(well_tables)
     rows.sort(key=lambda r: (r["well"], r["site"], r["channel"]))
     write_rows(Path(args.out), rows)
+    write_objects(Path(args.out).with_suffix(".parquet"), tables)
     print(json.dumps({"wall_s": round(time.perf_counter() - t0, 3), "wells": len(jobs), "rows": len(rows)}))
     return 0
 

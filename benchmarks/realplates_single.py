@@ -5,8 +5,9 @@ the flat plate folder PLATE and, image by image (alternating which goes first), 
 
 - ``reference``: the standard scikit-image recipe a student writes from the tutorials (Gaussian blur, Otsu,
   label, distance-transform watershed, ``regionprops_table``), each image decoded from its TIFF;
-- ``pipeline``: the benchmark's pipeline (:mod:`benchmarks._realsteps`) on the same file, decode included, and
-  the well's rows written to a CSV as hcs-batch writes its results (one well's worth of images per write).
+- ``pipeline``: the benchmark's pipeline (:mod:`benchmarks._realsteps`: the built-in counter) segmenting the same
+  file, decode and object measurement included (only this channel: the per-image cost), the rows written to a
+  CSV and the objects to Parquet, as hcs-batch writes its results.
 
 Then the first ``wells`` whole wells (every site and channel) through the pipeline, decode and writing included:
 the one-core rate that parallel efficiency is measured against.
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--wells", type=int, default=2)
     args = parser.parse_args(argv)
-    from ._realsteps import compile_steps, group_wells, pipeline_text, process_well, write_rows
+    from ._realsteps import compile_steps, group_wells, pipeline_text, process_well, write_objects, write_rows
 
     plate = Path(args.plate)
     steps = compile_steps(pipeline_text())
@@ -79,15 +80,18 @@ def main(argv: list[str] | None = None) -> int:
                 if which == "reference":
                     count = reference_count(plate / name)
                 else:
-                    rows = process_well(plate, well, [(site, 1, name)], steps)
+                    rows, tables = process_well(plate, well, [(site, 1, name)], steps)
                     write_rows(Path(tmp) / f"{well}_{site}.csv", rows)
+                    write_objects(Path(tmp) / f"{well}_{site}.parquet", tables)
                     count = int(rows[0]["object_count"])
                 times[which].append(time.perf_counter() - t0)
                 counts[which][f"{well}/{site}"] = count
         wells = list(group_wells(plate).items())[: args.wells]
         t0 = time.perf_counter()
         for well, images in wells:
-            write_rows(Path(tmp) / f"{well}.csv", process_well(plate, well, images, steps))
+            rows, tables = process_well(plate, well, images, steps)
+            write_rows(Path(tmp) / f"{well}.csv", rows)
+            write_objects(Path(tmp) / f"{well}.parquet", tables)
         serial_s = time.perf_counter() - t0
     result: dict[str, Any] = {"images": len(fields), "counts": counts}
     result["serial_wells"] = len(wells)

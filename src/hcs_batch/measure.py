@@ -53,6 +53,7 @@ INTENSITY_COLUMNS = (
 )
 """The intensity columns of one channel (suffixed ``_<channel>`` when several channels are measured)."""
 
+
 def to_labels(objects: NDArray[Any], shape: tuple[int, ...]) -> NDArray[np.int32]:
     """The segmentation as a label image numbered 1..n: a boolean mask is labelled (8-connected components),
     an integer label image renumbered without gaps.

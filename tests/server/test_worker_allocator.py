@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 PIPELINE = """
 name = "refaults"
 [[steps]]
-func = "pid_steps:refaults"
+func = "tests.support.pid_steps:refaults"
 """
 
 

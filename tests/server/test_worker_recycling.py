@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 PIPELINE = """
 name = "which_worker"
 [[steps]]
-func = "pid_steps:worker_pid"
+func = "tests.support.pid_steps:worker_pid"
 """
 WELLS = 5
 
