@@ -53,8 +53,10 @@ def main(p: dict[str, Any]) -> dict[str, Any]:
     parts: dict[str, float] = {}
     names = {s.func.rpartition(":")[2] for s in parse_pipeline(text).steps}
     for (filename, _, func), (_, _, _, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
-        if func == "imread" and "tifffile" in filename:
-            parts["decode (tifffile.imread)"] = cumulative
+        if func == "load_plane" and "images" in filename:
+            parts["decode (load_plane)"] = cumulative
+        elif func == "measure_objects":
+            parts["measure objects (every channel)"] = cumulative
         elif func in names and module.rpartition(".")[2] in filename.replace("/", "."):
             parts[f"step {func}"] = cumulative
         elif func == "write_well_result":

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from hcs_batch import imageops
-from hcs_batch.measure import measure_objects
+from hcs_batch.measure import measure_objects, to_labels
 from hcs_batch.steps import split_touching
 
 
@@ -124,3 +124,18 @@ def test_measure_objects_equals_regionprops_table(channels: int) -> None:
 def test_measure_objects_of_no_objects_gives_empty_columns() -> None:
     columns = measure_objects(np.zeros((8, 8), np.int32), {"1": np.ones((8, 8), np.uint16)})
     assert columns and all(len(v) == 0 for v in columns.values())
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint16, np.int64, np.uint64])
+def test_to_labels_equals_scikit_image(dtype: Any) -> None:
+    from skimage import measure, segmentation
+
+    mask = _masks()[1]
+    np.testing.assert_array_equal(to_labels(mask, mask.shape), measure.label(mask, connectivity=2))
+    labels = measure.label(mask).astype(dtype)
+    np.testing.assert_array_equal(to_labels(labels, mask.shape), labels)  # already 1..n
+    gaps = (labels * 3 + (labels > 0) * 7).astype(dtype)  # 10, 13, 16, ...: renumbered 1..n in order
+    expected = segmentation.relabel_sequential(gaps.astype(np.int64))[0]
+    got = to_labels(gaps, mask.shape)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, expected)

@@ -61,21 +61,33 @@ def to_labels(objects: NDArray[Any], shape: tuple[int, ...]) -> NDArray[np.int32
     Raises:
         ValueError: not a 2-D boolean or integer array of ``shape`` (the message says what it was).
     """
-    from skimage import measure, segmentation
+    from skimage import segmentation
+
+    from . import imageops
 
     if objects.ndim != 2 or objects.shape != shape:
         raise ValueError(f"the segmentation must be a 2-D array of the image's shape {shape}, got {objects.shape}")
     if objects.dtype == np.bool_:
-        labelled: NDArray[np.int32] = measure.label(objects, connectivity=2).astype(np.int32, copy=False)
-        return labelled
+        # skimage.measure.label(objects, connectivity=2): OpenCV's Wu scan numbers components the same way.
+        return imageops.label(objects, connectivity=2)[0]
     if objects.dtype.kind not in "iu":
         raise ValueError(f"the segmentation must be a label image (integers) or a mask (bool), got {objects.dtype}")
     if objects.size and int(objects.min()) < 0:
         raise ValueError("the segmentation has negative labels")
-    relabelled: NDArray[np.int32] = segmentation.relabel_sequential(objects.astype(np.int64, copy=False))[0].astype(
-        np.int32, copy=False
-    )
-    return relabelled
+    top = int(objects.max()) if objects.size else 0
+    if top >= 1 << 24:  # sparse huge labels: a lookup table would be too big
+        relabelled: NDArray[np.int32] = segmentation.relabel_sequential(objects.astype(np.int64, copy=False))[0].astype(
+            np.int32, copy=False
+        )
+        return relabelled
+    # relabel_sequential as one table lookup: the labels present, in order, become 1..n.
+    present = imageops.object_sizes(objects.astype(np.int64, copy=False), top) > 0
+    if present.all():
+        return objects.astype(np.int32, copy=False)
+    renumber = np.zeros(top + 1, np.int32)
+    renumber[1:][present] = np.arange(1, int(np.count_nonzero(present)) + 1, dtype=np.int32)
+    out: NDArray[np.int32] = renumber[objects]
+    return out
 
 
 def measure_objects(labels: NDArray[Any], planes: Mapping[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
