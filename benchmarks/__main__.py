@@ -23,7 +23,7 @@ from typing import Any
 from . import report
 from ._common import ROOT, run_case
 
-CASES = ("floor", "anchor", "noop", "gui", "cancel", "realwork")
+CASES = ("floor", "anchor", "noop", "gui", "cancel", "realwork", "realplates")
 
 
 def configuration(full: bool, tiny: bool) -> dict[str, Any]:
@@ -36,6 +36,15 @@ def configuration(full: bool, tiny: bool) -> dict[str, Any]:
             "gui": {"plates": 20, "idle_s": 0.3},
             "cancel": {"plates": 20, "pipeline": "default"},
             "realwork": {"plates": 1, "wells": 2, "size": 64, "workers": 2},
+            "realplates": {
+                "wells": 2,
+                "sites": 2,
+                "channels": 2,
+                "size": 64,
+                "single_images": 2,
+                "single_wells": 1,
+                "repeat": 1,
+            },
         }
     return {
         "floor": {"seq": 3000, "pipe": 30000},
@@ -49,10 +58,22 @@ def configuration(full: bool, tiny: bool) -> dict[str, Any]:
         "gui": {"plates": 1000, "idle_s": 2.0, "repeat": 2, "scale_plates": 10000},
         "cancel": {"plates": 1000, "pipeline": "default"},
         "realwork": {"plates": 4 if full else 2, "wells": 24, "size": 1024, "workers": 2},
+        # Issue 16: 2,048-pixel uint16 fields, 2 sites x 2 channels a well; 48 distinct fields hard-linked in turn.
+        "realplates": {
+            "wells": 384 if full else 96,
+            "sites": 2,
+            "channels": 2,
+            "size": 2048,
+            "fields": 48,
+            "workers": 2,
+            "single_images": 8,
+            "single_wells": 6,
+            "repeat": 3 if full else 2,
+        },
     }
 
 
-TIMEOUTS = {"floor": 60, "anchor": 120, "noop": 400, "gui": 120, "cancel": 120, "realwork": 300}
+TIMEOUTS = {"floor": 60, "anchor": 120, "noop": 400, "gui": 120, "cancel": 120, "realwork": 300, "realplates": 900}
 
 
 def run(cases: list[str], config: dict[str, Any], *, full: bool, tiny: bool) -> dict[str, Any]:
@@ -108,6 +129,8 @@ def run_noop(config: dict[str, Any], *, timeout: float) -> dict[str, Any]:
             timed["tracemalloc_peak_bytes"] = mem.get("tracemalloc_peak_bytes")
             timed["tracemalloc_per_plate_bytes"] = mem.get("tracemalloc_per_plate_bytes")
             timed["memory_server"] = "process"
+            # The client's alone (the server in its own process), but under tracemalloc, which slows it.
+            timed["client_cpu_per_plate_us_traced"] = mem.get("cpu_per_plate_us")
             if "error" in mem:
                 timed["memory_error"] = mem["error"]
         series[str(n)] = timed

@@ -252,7 +252,9 @@ def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                 eff > 0.8,
             )
         )
-    return out
+    from . import report_real
+
+    return out + report_real.rows(data)
 
 
 def markdown(data: dict[str, Any]) -> str:

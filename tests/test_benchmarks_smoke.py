@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_tiny_benchmark_run_writes_valid_results(tmp_path: Path) -> None:
-    cases = ["floor", "noop"]
+    cases = ["floor", "noop", "realplates"]
     if importlib.util.find_spec("zmqruntime") is not None:
         cases.append("anchor")
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
@@ -28,7 +28,7 @@ def test_tiny_benchmark_run_writes_valid_results(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -50,7 +50,16 @@ def test_tiny_benchmark_run_writes_valid_results(tmp_path: Path) -> None:
         assert r["tracemalloc_per_plate_bytes"] > 0
     assert series[max(series, key=int)]["control"]["seq_per_s"] > 0
 
+    real = data["cases"]["realplates"]  # hcs-batch run, the Pool script and the single-core scripts, side by side
+    assert real["agreement"]["compared"] == ["hcs", "pool"] and not real["agreement"]["mismatches"], real
+    assert real["agreement"]["images"] == 8 and real["single"]["images"] == 2
+    for name in ("hcs", "pool"):
+        assert real[name]["wells_per_s"] > 0 and real[name]["cpu_s"] > 0 and real[name]["peak_rss_per_worker_mib"] > 0
+    assert real["ratios"]["hcs_vs_pool"] > 0 and real["ratios"]["counter_vs_reference"] > 0
+    assert "skipped" in real["dask"] or "wells_per_s" in real["dask"]
+
     rows = {r["case"].split(" (")[0]: r for r in data["rows"]}
+    assert rows["real plates: hcs-batch run vs multiprocessing.Pool"]["ratio"] > 0
     overhead = rows["overhead vs floor"]
     assert overhead["ratio"] > 0 and isinstance(overhead["met"], bool)
 

@@ -20,7 +20,10 @@ SOURCES = [ROOT / "src" / "hcs_batch", ROOT / "guest_mode"]
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model", ("hcs_batch._util", "hcs_batch.errors", "hcs_batch.model", "hcs_batch.plate_settings")),
-    ("protocol", ("hcs_batch.protocol", "hcs_batch.pipeline", "hcs_batch.steps", "hcs_batch.measure")),
+    (
+        "protocol",
+        ("hcs_batch.protocol", "hcs_batch.pipeline", "hcs_batch.steps", "hcs_batch.imageops", "hcs_batch.measure"),
+    ),
     ("runtime", ("hcs_batch.runtime",)),
     ("backend", ("hcs_batch.backend",)),
     ("transport", ("hcs_batch.client", "hcs_batch._zmq", "hcs_batch.security")),
@@ -134,6 +137,8 @@ def test_every_import_follows_the_layer_table() -> None:
 def test_the_check_catches_a_policy_module_that_imports_the_transport(tmp_path: Path) -> None:
     assert _layer("hcs_batch.workflow.service") == "policy"
     assert _layer("hcs_batch.server.executor.local") == "server"
+    assert _layer("hcs_batch.server.allocator") == _layer("hcs_batch.server.recycle") == "server"
+    assert _layer("hcs_batch.imageops") == _layer("hcs_batch.steps") == "protocol"  # the steps' building blocks
     assert _layer("guest_mode.window") == "hosts"
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from ..client import connection\n    import zmq\n")
@@ -163,8 +168,9 @@ def test_the_model_and_the_policy_load_neither_zmq_nor_qt() -> None:
     loaded = _loaded_in_fresh_interpreter(
         "import hcs_batch, hcs_batch.model, hcs_batch.workflow.service, hcs_batch.runtime, hcs_batch.steps"
     )
-    assert "hcs_batch.workflow.service" in loaded
+    assert "hcs_batch.workflow.service" in loaded and "hcs_batch.imageops" in loaded
     assert _heavy(loaded) == set()
+    assert "cv2" not in loaded  # imageops loads OpenCV on first use, in a worker
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ async def open_backend(
     server: str | None,
     *,
     workers: int | None = None,
+    max_wells_per_worker: int | None = None,
     connect_timeout: float = 5.0,
     liveness_timeout: float = DEFAULT_LIVENESS_TIMEOUT,
     keys: str | Path | None = None,
@@ -33,6 +34,7 @@ async def open_backend(
     ``allow_steps``, ``data_roots`` and ``output_roots`` configure an embedded server (see
     :func:`hcs_batch.server.serve`; roots default to the working directory); the connection to an embedded
     server may shut it down (it holds the server's shutdown token).
+    ``workers`` and ``max_wells_per_worker`` configure the embedded server only.
 
     Raises:
         InputError: ``server`` is not of the form ``tcp://HOST:PORT`` (before any connection attempt).
@@ -52,7 +54,11 @@ async def open_backend(
 
     async with (
         open_embedded_server(
-            workers=workers, allow_steps=allow_steps, data_roots=data_roots, output_roots=output_roots
+            workers=workers,
+            max_wells_per_worker=max_wells_per_worker,
+            allow_steps=allow_steps,
+            data_roots=data_roots,
+            output_roots=output_roots,
         ) as address,
         open_connection(
             address.control_url, connect_timeout=connect_timeout, liveness_timeout=liveness_timeout

@@ -35,6 +35,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from . import imageops
+
 __all__ = [
     "NOOP_ATTRIBUTE",
     "OBJECTS_ATTRIBUTE",
@@ -129,39 +131,21 @@ def normalize(
         raise ValueError(
             f"normalize: need 0 <= low_percentile < high_percentile <= 100, got {low_percentile}, {high_percentile}"
         )
-    data = image.astype(np.float32, copy=False)
-    low, high = np.percentile(data, [low_percentile, high_percentile])
-    if high <= low:
-        return np.zeros_like(data)
-    out: NDArray[np.float32] = np.clip((data - low) / (high - low), 0.0, 1.0).astype(np.float32, copy=False)
-    return out
+    low, high = imageops.percentiles(image, (low_percentile, high_percentile))
+    return imageops.rescale(image, low, high)
 
 
 def gaussian_blur(image: NDArray[Any], *, sigma: Annotated[float, Range(ge=0)] = 1.0) -> NDArray[np.float32]:
     """Smooth with a Gaussian of standard deviation ``sigma`` pixels (0 returns the image as float)."""
     if sigma < 0:
         raise ValueError(f"gaussian_blur: sigma must be >= 0, got {sigma}")
+    if image.ndim == 2:
+        return imageops.gaussian(image, sigma)
     data = image.astype(np.float32, copy=False)
     if sigma == 0:
         return data
     out: NDArray[np.float32] = ndimage.gaussian_filter(data, sigma=sigma)
     return out
-
-
-def _otsu_level(data: NDArray[Any], bins: int) -> float:
-    lo, hi = float(data.min()), float(data.max())
-    if hi <= lo:
-        return lo
-    hist, edges = np.histogram(data, bins=bins, range=(lo, hi))
-    centers = (edges[:-1] + edges[1:]) / 2
-    weight_bg = np.cumsum(hist)
-    weight_fg = weight_bg[-1] - weight_bg
-    sum_bg = np.cumsum(hist * centers)
-    mean_bg = sum_bg / np.maximum(weight_bg, 1)
-    mean_fg = (sum_bg[-1] - sum_bg) / np.maximum(weight_fg, 1)
-    between = weight_bg * weight_fg * (mean_bg - mean_fg) ** 2
-    # Threshold at the upper edge of the best background bin: pixels above it are foreground.
-    return float(edges[int(np.argmax(between[:-1])) + 1])
 
 
 def otsu_threshold(
@@ -177,9 +161,11 @@ def otsu_threshold(
         raise ValueError(f"otsu_threshold: bins must be >= 2, got {bins}")
     data = image
     if log:
-        lo, hi = float(image.min()), float(image.max())
-        data = np.log(image.astype(np.float64) - lo + max(hi - lo, 1e-12) * 1e-3)
-    level = _otsu_level(data, bins)
+        lo, hi = imageops.min_max(image)
+        data = image.astype(np.float32)  # float32 carries the log's 1e-3..1 range with room to spare
+        data -= np.float32(lo - max(hi - lo, 1e-12) * 1e-3)
+        np.log(data, out=data)
+    level = imageops.otsu_level(data, bins)
     mask: NDArray[np.bool_] = data > level
     return mask
 
@@ -195,25 +181,33 @@ def split_touching(
     (about the smallest nucleus radius). Objects of ``min_size`` pixels or fewer are dropped; labels run 1..n.
     A label image as input is split the same way (its foreground is ``image > 0``).
     """
-    from skimage import feature, measure, morphology, segmentation
+    from skimage import feature, segmentation
 
     if image.ndim != 2:
         raise ValueError(f"split_touching: needs a 2-D mask, got shape {image.shape}")
     if min_distance < 1 or min_size < 0:
         raise ValueError(f"split_touching: need min_distance >= 1 and min_size >= 0, got {min_distance}, {min_size}")
-    mask = ndimage.binary_fill_holes(image > 0)
+    mask = imageops.fill_holes(image > 0)
     if min_size:
-        mask = morphology.remove_small_objects(mask, max_size=min_size)
-    distance = ndimage.distance_transform_edt(mask)
-    components = measure.label(mask)
+        # remove_small_objects(mask, max_size=min_size): its specks are edge-connected (connectivity 1).
+        specks, count = imageops.label(mask, connectivity=1)
+        small = imageops.object_sizes(specks, count) <= min_size
+        if small.any():
+            mask &= np.concatenate(([False], ~small))[specks]
+        del specks
+    # skimage.measure.label(mask) (diagonals join, raster numbering): peak_local_max numbers its peaks by it.
+    components, _ = imageops.label(mask, connectivity=2)
+    distance = imageops.distance(mask)
     peaks = feature.peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False)
     markers = np.zeros(mask.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
     labels = segmentation.watershed(-distance, markers, mask=mask)
-    if min_size:
-        sizes = np.bincount(labels.ravel())
-        labels[sizes[labels] <= min_size] = 0
-    out: NDArray[np.int32] = segmentation.relabel_sequential(labels)[0].astype(np.int32, copy=False)
+    # Drop objects of min_size pixels or fewer and renumber the rest 1..n in order (relabel_sequential) in one
+    # table lookup.
+    kept = imageops.object_sizes(labels, len(peaks)) > min_size
+    renumber = np.zeros(len(peaks) + 1, np.int32)
+    renumber[1:][kept] = np.arange(1, int(np.count_nonzero(kept)) + 1, dtype=np.int32)
+    out: NDArray[np.int32] = renumber[labels]
     return out
 
 
@@ -233,11 +227,13 @@ def count_objects(
     if np.issubdtype(image.dtype, np.integer):
         sizes = np.bincount(image.ravel().astype(np.int64))[1:]
         return {"object_count": int(np.count_nonzero(sizes >= max(min_size, 1)))}
-    structure = ndimage.generate_binary_structure(image.ndim, connectivity)
-    labels, count = ndimage.label(image > 0, structure=structure)
+    mask = image > 0
+    if image.ndim == 2:
+        labels, count = imageops.label(mask, connectivity)
+    else:
+        labels, count = ndimage.label(mask, structure=ndimage.generate_binary_structure(image.ndim, connectivity))
     if min_size > 0 and count:
-        sizes = np.bincount(labels.ravel())[1:]
-        count = int(np.count_nonzero(sizes >= min_size))
+        count = int(np.count_nonzero(imageops.object_sizes(labels, count) >= min_size))
     return {"object_count": int(count)}
 
 
@@ -251,10 +247,7 @@ def mean_intensity(image: NDArray[Any], *, raw: NDArray[Any] | None = None) -> d
     source = image if raw is None else raw
     labels = raw is not None and image is not raw and image.dtype.kind in "iu"
     if (image.dtype == np.bool_ or labels) and image.shape == source.shape:
-        mask = image > 0
-        if not mask.any():
-            return {"mean_intensity": 0.0}
-        return {"mean_intensity": float(source[mask].mean())}
+        return {"mean_intensity": imageops.masked_mean(source, image > 0 if labels else image)}
     return {"mean_intensity": float(source.mean())}
 
 

@@ -13,6 +13,7 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -26,7 +27,7 @@ from ..workflow.service import BatchKind, BatchState, BatchSummary, BatchWorkflo
 from .exits import error
 from .terminal import TerminalHost
 
-__all__ = ["main_batch", "main_demo"]
+__all__ = ["embedded_options", "main_batch", "main_demo"]
 
 
 def _plates(paths: list[str], *, check_local: bool, layout: str | None = None) -> list[PlateRef]:
@@ -74,6 +75,7 @@ def main_batch(args: argparse.Namespace) -> int:
         from ..server.compiler import compile_pipeline
 
         compile_pipeline(pipeline_text, args.pipeline or "<pipeline>", StepAllowlist.build(args.allow_steps))
+    embedded = embedded_options(args)
     plates = _plates(args.plates, check_local=_is_local(args.server), layout=args.layout)
     config = {key: value for key in ("layout", "projection") if (value := getattr(args, key, None))}
     if args.pipeline:
@@ -91,8 +93,23 @@ def main_batch(args: argparse.Namespace) -> int:
         None,
         config,
         tuple(args.allow_steps),
+        embedded,
     )
     return _report(summary, as_json=args.json)
+
+
+def embedded_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The embedded server's options from the command line (``--workers``, ``--max-wells-per-worker``).
+
+    Raises:
+        InputError: one is given together with ``--server`` (they configure only an embedded server).
+    """
+    options = {k: getattr(args, k, None) for k in ("workers", "max_wells_per_worker")}
+    options = {k: v for k, v in options.items() if v is not None}
+    if options and args.server is not None:
+        named = ", ".join("--" + k.replace("_", "-") for k in options)
+        raise InputError(f"{named}: for the embedded server only; give it to 'hcs-batch serve' instead")
+    return options
 
 
 def _report(summary: BatchSummary, *, as_json: bool) -> int:
@@ -123,6 +140,7 @@ async def _run_batch(
     host: TerminalHost | None = None,
     config: dict[str, str] | None = None,
     allow_steps: tuple[str, ...] = (),
+    embedded: dict[str, Any] | None = None,
 ) -> BatchSummary:
     """Run one batch. An embedded server (no ``server``) gets the roots this command names: the plates' folders
     as data roots, ``output`` as the output root, and the ``allow_steps`` prefixes."""
@@ -133,6 +151,7 @@ async def _run_batch(
         allow_steps=allow_steps,
         data_roots=[plate.path for plate in plates],
         output_roots=[output],
+        **(embedded or {}),
     ) as backend:
         if server is not None and plates:
             await _check_pipeline_on(backend, plates[0], pipeline_text, config or {})

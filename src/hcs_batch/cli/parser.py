@@ -30,6 +30,19 @@ def add_allow_steps(parser: argparse.ArgumentParser, *, embedded: bool = False) 
     )
 
 
+_RECYCLE_HELP = "end a worker process after N wells and start a fresh one (default: never)"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``hcs-batch``; one sub-command per command."""
     parser = argparse.ArgumentParser(
@@ -59,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "folders go below the first)",
     )
     serve.add_argument("--allow-remote-shutdown", action="store_true", help="obey shutdown requests from clients")
+    serve.add_argument("--max-wells-per-worker", type=_positive, default=None, metavar="N", help=_RECYCLE_HELP)
 
     plates = sub.add_parser("make-plates", help="write synthetic plates with a ground_truth.csv")
     plates.add_argument("dir")
@@ -86,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="how several z-planes become one image (default: max)",
         )
+        p.add_argument("--workers", type=_positive, default=None, help="embedded server's worker processes")
+        p.add_argument("--max-wells-per-worker", type=_positive, default=None, metavar="N", help=_RECYCLE_HELP)
 
     def layout_option(p: argparse.ArgumentParser) -> None:
         p.add_argument(

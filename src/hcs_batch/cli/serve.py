@@ -42,6 +42,7 @@ async def _serve_until_signalled(args: argparse.Namespace, keys: ServerKeys | No
                     data_roots=args.data_root,
                     output_roots=args.output_root,
                     allow_remote_shutdown=args.allow_remote_shutdown,
+                    max_wells_per_worker=args.max_wells_per_worker,
                     stop=stop,
                     task_status=task_status,
                 )

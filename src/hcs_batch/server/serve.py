@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -19,7 +18,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import trio
-import trio_parallel
 
 from .._util import collapse_single_exception_group
 from .._zmq import AsyncSocket, Frames, new_socket
@@ -30,7 +28,7 @@ from ..security import ServerKeys, authorized_sockets, check_bind
 from .allowlist import StepAllowlist
 from .control import ControlApp, ServerAddress
 from .events import EVENT_SNDHWM, EventPublisher
-from .executor import LocalExecutor, default_workers
+from .executor import LocalExecutor, default_workers, open_worker_context
 from .roots import Roots
 from .stores import ArtifactStore, RecordStore
 
@@ -89,6 +87,7 @@ async def serve(
     allow_remote_shutdown: bool = False,
     shutdown_token: str = "",
     stop: trio.Event | None = None,
+    max_wells_per_worker: int | None = None,
     task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run an execution server until cancelled, ``stop`` is set, or a client is allowed to shut it down.
@@ -103,11 +102,13 @@ async def serve(
 
     Binds the control ROUTER at ``bind`` (port 0: a free port) and the event PUB at PORT+1 (a free port when
     ``bind`` asks for port 0), then reports ``task_status.started(ServerAddress(...))``. ``workers`` (default: CPU
-    count) worker processes are started in the background right away (``warm_workers=False``: on first use).
+    count) worker processes are started in the background right away (``warm_workers=False``: on first use);
+    with ``max_wells_per_worker`` each retires after that many wells and a fresh one takes its place
+    (:func:`hcs_batch.server.executor.open_worker_context`).
 
     Raises:
         InputError: a malformed ``bind``, or the address cannot be bound (e.g. in use); a bad ``allow_steps``
-            prefix or a data root that is not a folder.
+            prefix or a data root that is not a folder; ``workers`` or ``max_wells_per_worker`` below 1.
         SecurityError: a non-loopback ``bind`` without ``keys``; another ZAP handler owns this process.
 
     On ``stop`` or an allowed ``Shutdown``: a ``shutdown`` event is published first, then every execution is
@@ -120,6 +121,8 @@ async def serve(
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
+    if max_wells_per_worker is not None and max_wells_per_worker < 1:
+        raise InputError(f"max-wells-per-worker must be at least 1, got {max_wells_per_worker}")
     ipv6 = {"ipv6": 1} if ":" in host else {}
     url_host = f"[{host}]" if ipv6 else host
     # The authentication handler is live before the sockets exist and stays so until they are closed:
@@ -151,7 +154,7 @@ async def serve(
         # share (input) cannot hold up the result files of other plates (output), nor the other way round.
         input_lane = ThreadLane(max_batch=_LANE_BATCH)
         output_lane = ThreadLane(max_batch=_LANE_BATCH)
-        async with trio_parallel.open_worker_context(idle_timeout=math.inf, grace_period=5.0) as context:
+        async with open_worker_context(max_wells_per_worker) as context:
             async with trio.open_nursery() as io_nursery:
                 await io_nursery.start(events.run, _ignore)
                 # In io_nursery: it outlives every execution and compile (the work nursery ends first).
@@ -220,12 +223,13 @@ async def open_embedded_server(
     allow_steps: Sequence[str] = (),
     data_roots: Sequence[str | Path] = (),
     output_roots: Sequence[str | Path] = (),
+    max_wells_per_worker: int | None = None,
 ) -> AsyncIterator[ServerAddress]:
     """Run a server on a free loopback port inside the caller's Trio run, for as long as the block lasts
-    (under CurveZMQ ``keys`` when given; ``allow_steps``, ``data_roots``, ``output_roots`` as in :func:`serve`).
+    (under CurveZMQ ``keys`` when given; ``allow_steps``, ``data_roots``, ``output_roots`` and
+    ``max_wells_per_worker`` as in :func:`serve`).
 
     The address carries a fresh ``shutdown_token``: the embedding host (and only it) may shut the server down.
-
     Leaving the block cancels every execution, stops the workers and closes the sockets. Worker processes use
     the ``spawn`` start method: a script that embeds a server must guard its entry point with
     ``if __name__ == "__main__":``.
@@ -242,6 +246,7 @@ async def open_embedded_server(
                     data_roots=data_roots,
                     output_roots=output_roots,
                     shutdown_token=secrets.token_urlsafe(24),
+                    max_wells_per_worker=max_wells_per_worker,
                 )
             )
             try:

@@ -3,6 +3,6 @@
 """
 
 from .base import Executor
-from .local import LocalExecutor, default_workers
+from .local import LocalExecutor, default_workers, open_worker_context
 
-__all__ = ["Executor", "LocalExecutor", "default_workers"]
+__all__ = ["Executor", "LocalExecutor", "default_workers", "open_worker_context"]
