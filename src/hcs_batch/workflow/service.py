@@ -363,7 +363,7 @@ class BatchWorkflowService:
             self._notify()
 
         def on_change() -> None:  # paused/resumed on the server (by anyone): the plate shows paused/running
-            for row in follower.rows():
+            for row in follower.take_changed():
                 if row.live and row.execution_id in batch.by_execution:
                     self._transition(batch, batch.by_execution[row.execution_id], live_plate_state(row.state))
 
