@@ -30,22 +30,20 @@ from pathlib import Path
 from typing import ParamSpec, TypeVar, Unpack
 
 import trio
-from PyQt6.QtCore import QModelIndex, Qt, QTimer
+from PyQt6.QtCore import QModelIndex, QTimer
 from PyQt6.QtGui import QCloseEvent
 from PyQt6.QtWidgets import (
-    QDockWidget,
     QFileDialog,
-    QLabel,
     QMainWindow,
     QMessageBox,
     QStyle,
-    QWidget,
 )
 
 from guest_mode import window_state
 from guest_mode.data_views import DataViews
 from guest_mode.dialogs import ask, open_dialog, stop_question
-from guest_mode.plates_panel import PlatesPanel, WrappingLabel, log_pane, placeholder
+from guest_mode.docks import lay_out_docks, lay_out_status_bar
+from guest_mode.plates_panel import PlatesPanel, log_pane
 from guest_mode.session import BatchSession, SessionOptions
 from guest_mode.tables.executions import AttachedTableModel
 from guest_mode.tables.plates import PlateTableModel
@@ -149,34 +147,13 @@ class PlateManagerWindow(QMainWindow):
 
         self.log_pane = log_pane()
 
-        # The docks: plates | plate map | well view, the log below. The plate map and well view docks start with
-        # a placeholder; the plate map widgets replace it (the marked block below).
-        central = QWidget()  # Qt needs a central widget; hidden, the docks share all the room
-        self.setCentralWidget(central)
-        central.hide()
-        self.plates_dock = self._dock("plates", "Plates", panel)
-        self.plate_map_dock = self._dock("plate_map", "Plate map", placeholder("Select a plate"))
-        self.well_view_dock = self._dock("well_view", "Well view", placeholder("Click a well"))
-        self.log_dock = self._dock("log", "Log", self.log_pane)
-        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.plates_dock)
-        self.splitDockWidget(self.plates_dock, self.plate_map_dock, Qt.Orientation.Horizontal)
-        self.splitDockWidget(self.plate_map_dock, self.well_view_dock, Qt.Orientation.Horizontal)
-        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.log_dock)
-        self.resizeDocks(
-            [self.plates_dock, self.plate_map_dock, self.well_view_dock], [380, 380, 340], Qt.Orientation.Horizontal
+        self.plates_dock, self.plate_map_dock, self.well_view_dock, self.log_dock = lay_out_docks(
+            self, panel, self.log_pane
         )
         # ---- platemap: begin (plate map, well view and results widgets fill their docks here) ----
         # ---- platemap: end ----
 
-        self.server_label = WrappingLabel()
-        self.server_label.setWordWrap(True)  # an error (e.g. the unreachable server's) is shown whole
-        self.server_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.output_label = QLabel()
-        self.output_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        status_bar = self.statusBar()
-        assert status_bar is not None
-        status_bar.addWidget(self.server_label, 1)
-        status_bar.addPermanentWidget(self.output_label)
+        self.server_label, self.output_label = lay_out_status_bar(self)
 
         self.actions_.add.triggered.connect(self._on_add_clicked)
         self.actions_.remove.triggered.connect(self._on_remove_clicked)
@@ -192,12 +169,6 @@ class PlateManagerWindow(QMainWindow):
         assert selection is not None
         selection.selectionChanged.connect(lambda *_: self.update_state())
         self._build_data_views()
-
-    def _dock(self, name: str, title: str, widget: QWidget) -> QDockWidget:
-        dock = QDockWidget(title, self)
-        dock.setObjectName(f"{name}_dock")  # saveState() names docks by objectName
-        dock.setWidget(widget)
-        return dock
 
     # ------------------------------------------------------------------ plates and pipeline
 
