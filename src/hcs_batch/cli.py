@@ -18,6 +18,22 @@ EXIT_UNREACHABLE = 3
 EXIT_CANCELLED = 130
 
 
+def executor_options(p: argparse.ArgumentParser) -> None:
+    """``--executor``, ``--scheduler``, ``--scheduler-file``: where a server (or an embedded one) runs wells."""
+    p.add_argument(
+        "--executor", choices=("local", "dask"), default="local", help="where wells run (default: local processes)"
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="URL",
+        help="Dask scheduler, tcp://127.0.0.1:PORT or tls://HOST:PORT (default with --executor dask: a LocalCluster)",
+    )
+    p.add_argument(
+        "--scheduler-file", default=None, metavar="PATH", help="Dask scheduler file (dask scheduler, jobqueue)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hcs-batch", description="Batch compile and run high-content-screening plates on an execution server."
@@ -28,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--bind", default="tcp://127.0.0.1:7700", help="control endpoint (events on PORT+1)")
     serve.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
     serve.add_argument("--keys", default=None, help="CurveZMQ key folder (required for a non-loopback bind)")
+    executor_options(serve)
 
     plates = sub.add_parser("make-plates", help="write synthetic plates with a ground_truth.csv")
     plates.add_argument("dir")
@@ -44,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--server", default=None, help="server URL (default: an embedded local server)")
         p.add_argument("--keys", default=None, help="CurveZMQ key folder for a remote server")
         p.add_argument("--json", action="store_true", help="print one summary object on stdout at the end")
+        p.add_argument("--workers", type=int, default=None, help="embedded server: worker processes (default: CPUs)")
+        executor_options(p)
 
     compile_ = sub.add_parser("compile", help="validate and plan plates, keep the artifacts")
     batch_options(compile_)

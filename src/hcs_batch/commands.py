@@ -12,6 +12,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,19 +75,38 @@ def _is_local(server: str | None) -> bool:
     return server is None or any(h in server for h in ("//127.", "//localhost", "//[::1]"))
 
 
+def _embedded_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The embedded server's executor options; refused (InputError) with ``--server``, which has its own."""
+    options = {
+        "workers": args.workers,
+        "executor": args.executor,
+        "scheduler": args.scheduler,
+        "scheduler_file": args.scheduler_file,
+    }
+    if args.server is not None and (args.executor != "local" or any(options[k] for k in options if k != "executor")):
+        raise InputError("--executor, --scheduler, --scheduler-file and --workers are for the embedded server; "
+                         "a server named by --server was started with its own (hcs-batch serve --executor ...)")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    return options
+
+
 def _batch(args: argparse.Namespace) -> int:
     pipeline_text = load_pipeline_file(args.pipeline) if args.pipeline else default_pipeline_text()
     plates = _plates(args.plates, check_local=_is_local(args.server))
     summary = trio.run(
-        _run_batch,
-        args.command,
-        plates,
-        pipeline_text,
-        args.server,
-        getattr(args, "output", "./hcs-results"),
-        getattr(args, "fail_fast", False),
-        getattr(args, "force", False),
-        args.keys,
+        partial(
+            _run_batch,
+            args.command,
+            plates,
+            pipeline_text,
+            args.server,
+            getattr(args, "output", "./hcs-results"),
+            getattr(args, "fail_fast", False),
+            getattr(args, "force", False),
+            args.keys,
+            embedded=_embedded_options(args),
+        )
     )
     return _report(summary, as_json=args.json)
 
@@ -107,9 +127,10 @@ async def _run_batch(
     force: bool,
     keys: str | None = None,
     host: TerminalHost | None = None,
+    embedded: dict[str, Any] | None = None,
 ) -> BatchSummary:
     host = host or TerminalHost()
-    async with open_backend(server, keys=keys) as backend:
+    async with open_backend(server, keys=keys, **(embedded or {})) as backend:
         service = BatchWorkflowService(
             host, backend, pipeline_text=pipeline_text, output_dir=output, fail_fast=fail_fast, force=force
         )

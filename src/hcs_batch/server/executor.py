@@ -1,9 +1,9 @@
-"""Executions: ``queued → running → completed | failed | cancelled``, each plate's wells on worker processes.
+"""Executions: ``queued → running → completed | failed | cancelled``, each plate's wells on a well runner.
 
-- Every well of a non-inline plan runs in a worker process through ``trio_parallel`` (``kill_on_cancel=True``),
-  under one :class:`trio.CapacityLimiter` shared by all plates. Each execution drives at most ``workers`` wells
-  at once, and a driver that finishes a well queues again at the back of the limiter's FIFO, so concurrent
-  plates take turns on the workers instead of the first plate holding all of them.
+- Every well of a non-inline plan runs on the server's :class:`~.well_runner.WellRunner` (``local`` worker
+  processes or a ``dask`` cluster), which queues wells in one FIFO shared by all plates. Each execution drives at
+  most ``runner.slots`` wells at once, and a driver that finishes a well queues again at the back of that FIFO, so
+  concurrent plates take turns on the workers instead of the first plate holding all of them.
 - Progress: when a well finishes, one ``progress`` event per (well, step) is published (steps of a well run in
   one worker call, so they are reported together when the well is done). Wells skipped because their result file
   already exists for the same artifact count as done and publish nothing.
@@ -13,9 +13,11 @@
   :class:`~hcs_batch.runtime.thread_lane.ThreadLane`: never on the Trio thread (a slow or hung drive cannot stall
   the event loop, or a GUI hosting an embedded server), and many plates finishing together share one thread hop
   (a hop per plate cost more than the write itself).
-- :meth:`Executor.cancel` cancels exactly the named executions: their worker processes are killed (and waited
-  for) before the execution reports ``cancelled``; every other execution goes on.
-- On completion ``wells.csv`` and ``manifest.json`` are written (see :mod:`.results`), and only once both are on
+- :meth:`Executor.cancel` cancels exactly the named executions: the runner stops their wells (local: the worker
+  processes are killed and waited for; dask: see :mod:`.dask_runner`) before the execution reports ``cancelled``;
+  every other execution goes on.
+- On completion ``wells.csv`` (a ``worker`` column says who computed each row) and ``manifest.json`` (with the
+  runner's ``executor`` and ``scheduler``) are written (see :mod:`.results`), and only once both are on
   disk does the execution report ``completed``; a failed or cancelled execution leaves only the per-well files of
   the wells that finished (one cancelled while its results were being written may leave those too).
 """
@@ -40,7 +42,7 @@ from .compiler import Plan
 from .events import EventPublisher
 from .records import Execution, RecordStore
 from .results import Row, load_done_wells, plate_output_dir, write_plate_results
-from .worker import run_well, warm_up
+from .well_runner import ExecutionWells, WellFailed, WellJob, WellRunner, default_workers
 
 __all__ = ["Executor", "default_workers"]
 
@@ -60,8 +62,7 @@ class Executor:
         self,
         *,
         nursery: trio.Nursery,
-        workers: int,
-        worker_context: Any,
+        runner: WellRunner,
         publisher: EventPublisher,
         records: RecordStore,
         artifacts: ArtifactStore,
@@ -69,30 +70,19 @@ class Executor:
     ) -> None:
         self._nursery = nursery
         self._lane = lane
-        self.workers = workers
-        self._context = worker_context
-        self.limiter = trio.CapacityLimiter(workers)
+        self.runner = runner
         self._publisher = publisher
         self.records = records
         self.artifacts = artifacts
 
-    # ------------------------------------------------------------------ workers
+    @property
+    def workers(self) -> int:
+        """The runner's worker slots now (``ServerInfo.workers``)."""
+        return self.runner.workers
 
     async def warm_up(self) -> None:
-        """Start every worker process now (in parallel), so no well pays for process start-up or imports.
-
-        A worker that fails to start is logged; wells will start one on demand.
-        """
-
-        async def one() -> None:
-            try:
-                await self._context.run_sync(warm_up, kill_on_cancel=True, limiter=self.limiter)
-            except Exception:
-                log.exception("warming up a worker process failed")
-
-        async with trio.open_nursery() as nursery:
-            for _ in range(self.workers):
-                nursery.start_soon(one)
+        """Get the runner's workers ready now, so no well pays for their start-up or imports."""
+        await self.runner.warm_up()
 
     # ------------------------------------------------------------------ requests
 
@@ -191,9 +181,10 @@ class Executor:
 
     async def _run_inline(self, execution: Execution, plan: Plan) -> list[Row]:
         rows: list[Row] = []
+        here = f"local:{os.getpid()}"  # inline plans are "computed" by the server itself
         for well in plan.wells:
             for site, channel, _ in plan.well_images[well]:
-                rows.append({"well": well, "site": site, "channel": channel})
+                rows.append({"well": well, "site": site, "channel": channel, "worker": here})
             execution.wells_done += 1
             self._progress(execution, plan, well)
         await trio.lowlevel.checkpoint()
@@ -208,16 +199,17 @@ class Executor:
         todo = iter([well for well in plan.wells if well not in done])
         results: dict[str, list[Row]] = {}
         failure: list[str] = []
-        drivers = min(self.workers, len(plan.wells) - len(done))
-        async with trio.open_nursery() as nursery:
+        drivers = min(self.runner.slots, len(plan.wells) - len(done))
+        async with self.runner.open_execution(execution.execution_id) as wells, trio.open_nursery() as nursery:
             for _ in range(drivers):
-                nursery.start_soon(self._drive, execution, plan, plate_dir, todo, results, failure, nursery)
+                nursery.start_soon(self._drive, wells, execution, plan, plate_dir, todo, results, failure, nursery)
         if failure:
             raise _WellFailed(failure[0])
         return [row for well in plan.wells for row in done.get(well) or results[well]]
 
     async def _drive(
         self,
+        wells: ExecutionWells,
         execution: Execution,
         plan: Plan,
         plate_dir: Path,
@@ -228,24 +220,23 @@ class Executor:
     ) -> None:
         # The drivers share one iterator: each next() hands out a different well.
         for well in todo:
+            job = WellJob(
+                execution_id=execution.execution_id,
+                well=well,
+                plate_path=plan.plate_path,
+                images=plan.well_images[well],
+                steps=plan.worker_steps,
+                plate_dir=str(plate_dir),
+                artifact_id=plan.artifact_id,
+            )
             try:
-                rows: list[Row] = await self._context.run_sync(
-                    run_well,
-                    plan.plate_path,
-                    well,
-                    plan.well_images[well],
-                    plan.worker_steps,
-                    str(plate_dir),
-                    plan.artifact_id,
-                    kill_on_cancel=True,
-                    limiter=self.limiter,
-                )
-            except Exception as exc:  # StepFailure, BrokenWorkerError, OSError from the worker
+                result = await wells.run_well(job)
+            except WellFailed as exc:
                 if not failure:
-                    failure.append(f"plate {plan.plate_name}: {exc}" if str(exc) else repr(exc))
-                nursery.cancel_scope.cancel()  # kills this execution's other workers
+                    failure.append(f"plate {plan.plate_name}: {exc.message}")
+                nursery.cancel_scope.cancel()  # stops this execution's other wells
                 return
-            results[well] = rows
+            results[well] = result.rows
             execution.wells_done += 1
             self._progress(execution, plan, well)
 
@@ -264,6 +255,8 @@ class Executor:
             "wells_computed": execution.wells_done - execution.wells_skipped,
             "wells_skipped": execution.wells_skipped,
             "inline": plan.inline,
+            "executor": self.runner.executor,
+            "scheduler": self.runner.scheduler,
             "started_at": started,
             "finished_at": time.time(),
             "protocol_version": p.PROTOCOL_VERSION,
@@ -271,9 +264,4 @@ class Executor:
 
     def statistics(self) -> tuple[int, int, int]:
         """(queued, running, busy workers)."""
-        return self.records.queued, self.records.running, int(self.limiter.borrowed_tokens)
-
-
-def default_workers() -> int:
-    """One worker process per CPU."""
-    return max(1, os.cpu_count() or 1)
+        return self.records.queued, self.records.running, self.runner.busy()

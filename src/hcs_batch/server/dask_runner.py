@@ -1,0 +1,372 @@
+"""The ``dask`` executor: every well is a task on a Dask cluster, keyed ``<execution_id>/<well>``.
+
+The server is the cluster's only client: a synchronous ``distributed.Client``, called through
+``trio.to_thread.run_sync`` (it runs its own event loop in a thread of its own); a finished task's done-callback
+(on Dask's callback thread) wakes the waiting Trio task through ``TrioToken.run_sync_soon``. No asyncio bridge.
+
+- **Where**: ``--scheduler tcp://127.0.0.1:PORT`` (a scheduler on this machine) or ``tls://HOST:PORT`` (TLS set
+  up in the Dask configuration, ``distributed.comm.tls``), or ``--scheduler-file`` as ``dask scheduler
+  --scheduler-file`` and dask-jobqueue write it. A ``tcp://`` scheduler on another host is refused: a Dask
+  scheduler runs whatever its clients send, so it must not listen where others can reach it. With neither, a
+  LocalCluster is started here: one single-threaded worker process per ``workers`` (default: CPU count), each
+  under a nanny, scheduler and workers on 127.0.0.1, no dashboard.
+- **Fair sharing**: wells wait for a slot in one FIFO (a ``trio.CapacityLimiter`` of twice the cluster's threads,
+  refreshed as workers come and go), so plates submitted together take turns, and each worker has its next well
+  queued while it computes one (no idle round trip between wells).
+- **Stop** (Cancel, Stop, Ctrl-C, a failed well of the same plate): the execution's ``distributed.Event`` is set;
+  every task checks it before each image and after each step (at most every 0.1 s) and gives up there. Tasks not
+  started are cancelled (``Client.cancel(force=True)``: they never start). Running tasks get ``STOP_GRACE``
+  seconds to notice; a step that is still running then (it never returns) is hard-stopped by restarting its worker
+  process through its nanny (``Client.restart_workers``); other wells that worker held are recomputed elsewhere.
+  A worker without a nanny (``dask worker --no-nanny``) cannot be restarted: the execution still ends
+  ``cancelled`` and the server logs the worker that keeps computing. The execution reports ``cancelled`` once no
+  worker is computing any of its wells.
+- **Faults**: a worker that dies mid-well is noticed by the scheduler, which recomputes its wells on other
+  workers; a well whose workers died ``distributed.scheduler.allowed-failures`` + 1 times (default 4) fails its
+  plate with ``KilledWorker``. A lost scheduler fails the wells in flight (and so their plates) with a message
+  naming it; other plates' wells already done stay written.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import distributed as _distributed
+import trio
+
+from ..errors import InputError
+from .results import Row
+from .well_runner import ExecutionWells, WellFailed, WellJob, WellResult, WellRunner, default_workers
+from .worker import StepFailure, WellStopped, run_well, warm_up
+
+distributed: Any = _distributed  # its functions carry no annotations mypy --strict accepts
+
+__all__ = ["STOP_GRACE", "DaskRunner", "check_scheduler_address", "dask_well", "open_dask_runner"]
+
+log = logging.getLogger("hcs_batch.server")
+
+STOP_GRACE = 0.75
+"""Seconds running wells of a stopped execution get to notice the stop event before their workers are restarted."""
+CHECK_INTERVAL = 0.1
+"""Seconds between two looks at the stop event from inside a task (each look is a round trip to the scheduler)."""
+CONNECT_TIMEOUT = 10.0
+STOP_TIMEOUT = 30.0
+"""Bound on stopping one execution's wells (a restart included); beyond it the server logs and moves on."""
+_REFRESH = 2.0
+_EVENT_PREFIX = "hcs-batch-stop/"
+
+
+# ---------------------------------------------------------------------------------------------- on the workers
+
+
+class _StopCheck:
+    """``is_set`` of the execution's stop event, asked of the scheduler at most every ``CHECK_INTERVAL``."""
+
+    def __init__(self, name: str) -> None:
+        self._event = distributed.Event(name)
+        self._next = 0.0
+        self._set = False
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if not self._set and now >= self._next:
+            self._set = bool(self._event.is_set())
+            self._next = now + CHECK_INTERVAL
+        return self._set
+
+
+def dask_well(job: dict[str, Any]) -> tuple[list[Row], str] | None:
+    """The task of one well, run by a Dask worker: :func:`~.worker.run_well` with the worker's address in every
+    row and the execution's stop event as its ``should_stop`` hook. Returns (rows, worker address), or None when
+    the execution was stopped before or during the well (no result file is written then).
+
+    Raises:
+        StepFailure: as ``run_well``.
+    """
+    address = str(distributed.get_worker().address)
+    try:
+        rows = run_well(
+            job["plate_path"],
+            job["well"],
+            job["images"],
+            job["steps"],
+            job["plate_dir"],
+            job["artifact_id"],
+            address,
+            _StopCheck(job["stop_event"]),
+        )
+    except WellStopped:
+        return None
+    return rows, address
+
+
+def _executing(prefix: str, dask_worker: Any = None) -> list[str]:
+    """Run on a worker: the keys starting with ``prefix`` that one of its threads is computing right now (a task
+    cancelled on the scheduler stays here until its thread returns)."""
+    state = dask_worker.state
+    return [str(ts.key) for ts in (*state.executing, *state.long_running) if str(ts.key).startswith(prefix)]
+
+
+# ---------------------------------------------------------------------------------------------- in the server
+
+
+def check_scheduler_address(address: str) -> str:
+    """``address`` if the server may be a client of a scheduler there: ``tcp://`` on loopback, or ``tls://``.
+
+    Raises:
+        InputError: another scheme, no port, or ``tcp://`` to a host that is not loopback.
+    """
+    try:
+        parts = urlsplit(address)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+        parts = urlsplit("")
+    if parts.scheme not in ("tcp", "tls") or not host or port is None:
+        raise InputError(f"Dask scheduler address {address!r} must look like tcp://127.0.0.1:PORT or tls://HOST:PORT")
+    if parts.scheme == "tcp" and host != "localhost":
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise InputError(
+                f"refusing the Dask scheduler {address}: a scheduler runs what its clients send, so beyond this "
+                "machine use tls:// (TLS certificates in the Dask configuration, distributed.comm.tls)"
+            )
+    return address
+
+
+def _scheduler_from_file(path: str) -> str:
+    try:
+        address = json.loads(Path(path).read_text(encoding="utf-8"))["address"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"cannot read a Dask scheduler address from {path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(address, str):
+        raise InputError(f"the scheduler file {path} has no string 'address'")
+    return address
+
+
+class _DaskWells(ExecutionWells):
+    def __init__(self, runner: DaskRunner, execution_id: str) -> None:
+        self._runner = runner
+        self.execution_id = execution_id
+        self.stop_event = _EVENT_PREFIX + execution_id
+        self.futures: dict[str, Any] = {}
+        """Futures of wells submitted and not yet collected, by key."""
+
+    async def run_well(self, job: WellJob) -> WellResult:
+        runner = self._runner
+        key = f"{job.execution_id}/{job.well}"
+        task = {
+            "plate_path": job.plate_path,
+            "well": job.well,
+            "images": job.images,
+            "steps": job.steps,
+            "plate_dir": job.plate_dir,
+            "artifact_id": job.artifact_id,
+            "stop_event": self.stop_event,
+        }
+        async with runner.limiter:
+            done = trio.Event()
+            submit = partial(runner.client.submit, dask_well, task, key=key, pure=False, retries=0)
+            future = await trio.to_thread.run_sync(submit)
+            self.futures[key] = future
+            future.add_done_callback(partial(runner.wake, done))
+            await done.wait()
+            try:
+                return await self._outcome(future, job)
+            finally:
+                del self.futures[key]
+
+    async def _outcome(self, future: Any, job: WellJob) -> WellResult:
+        where = f"well {job.well}"
+        status = future.status
+        if status == "finished":
+            value = await trio.to_thread.run_sync(future.result)
+            if value is None:
+                raise WellFailed(f"{where}: stopped")
+            rows, worker = value
+            return WellResult(rows=rows, worker=worker)
+        if status == "error":
+            exc = await trio.to_thread.run_sync(future.exception)
+            if isinstance(exc, StepFailure):
+                raise WellFailed(str(exc))
+            if isinstance(exc, distributed.KilledWorker):
+                raise WellFailed(
+                    f"{where}: every Dask worker that computed it died (the scheduler retries a lost worker's wells "
+                    f"up to distributed.scheduler.allowed-failures times): {exc}"
+                )
+            raise WellFailed(f"{where}: {type(exc).__name__}: {exc}")
+        raise WellFailed(
+            f"{where}: the Dask scheduler at {self._runner.scheduler} dropped it ({status}): "
+            "the scheduler was lost or restarted"
+        )
+
+
+class DaskRunner(WellRunner):
+    """Wells as tasks on the cluster behind ``client`` (see the module docstring). Trio thread only."""
+
+    executor = "dask"
+
+    def __init__(self, client: Any, scheduler: str, token: trio.lowlevel.TrioToken) -> None:
+        self.client = client
+        self.scheduler = scheduler
+        self._token = token
+        self._threads = 0
+        self.limiter = trio.CapacityLimiter(1)
+
+    @property
+    def workers(self) -> int:
+        return self._threads
+
+    @property
+    def slots(self) -> int:
+        return int(self.limiter.total_tokens)
+
+    def busy(self) -> int:
+        return int(self.limiter.borrowed_tokens)
+
+    def set_threads(self, threads: int) -> None:
+        """The cluster has ``threads`` worker threads now: keep two wells in flight per thread (at least one)."""
+        self._threads = threads
+        self.limiter.total_tokens = max(1, 2 * threads)
+
+    def wake(self, done: trio.Event, _future: Any) -> None:
+        """A done-callback (Dask's callback thread): set ``done`` in the Trio thread."""
+        try:
+            self._token.run_sync_soon(done.set)
+        except trio.RunFinishedError:
+            pass  # the server is gone; nobody waits
+
+    async def refresh(self) -> None:
+        """Follow the cluster's size (workers join and leave, e.g. an adaptive dask-jobqueue cluster)."""
+        while True:
+            try:
+                nthreads = await trio.to_thread.run_sync(self.client.nthreads, abandon_on_cancel=True)
+                self.set_threads(sum(int(n) for n in nthreads.values()))
+            except Exception as exc:  # the scheduler is away: keep the last size, wells fail on their own
+                log.warning("cannot ask the Dask scheduler for its workers: %s", exc)
+            await trio.sleep(_REFRESH)
+
+    async def warm_up(self) -> None:
+        """Import what every well needs on every worker now."""
+        try:
+            await trio.to_thread.run_sync(self.client.run, warm_up, abandon_on_cancel=True)
+        except Exception:
+            log.exception("warming up the Dask workers failed")
+
+    @asynccontextmanager
+    async def open_execution(self, execution_id: str) -> AsyncIterator[ExecutionWells]:
+        wells = _DaskWells(self, execution_id)
+        try:
+            yield wells
+        finally:
+            if wells.futures:
+                with trio.CancelScope(shield=True), trio.move_on_after(STOP_TIMEOUT) as bound:
+                    await trio.to_thread.run_sync(self._stop, wells, abandon_on_cancel=True)
+                if bound.cancelled_caught:
+                    log.error("stopping the wells of execution %s on Dask took over %s s", execution_id, STOP_TIMEOUT)
+
+    def _stop(self, wells: _DaskWells) -> None:
+        """In a thread: stop every well of ``wells`` still submitted (see the module docstring, **Stop**)."""
+        client = self.client
+        futures = list(wells.futures.values())
+        keys = set(wells.futures)
+        event = distributed.Event(wells.stop_event, client=client)
+        try:
+            event.set()
+            where = [addr for addr, ks in client.processing().items() if keys.intersection(map(str, ks))]
+            client.cancel(futures, force=True)
+            prefix = wells.execution_id + "/"
+            deadline = time.monotonic() + STOP_GRACE
+            while where:
+                running = client.run(_executing, prefix, workers=where)
+                where = [addr for addr, ks in running.items() if ks]
+                if not where or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.02)  # a remote state with no notification: a short bounded poll
+            if where:
+                log.warning("hard stop: restarting Dask workers %s (a step of %s did not return)", where, prefix)
+                outcome = client.restart_workers(where, timeout=STOP_TIMEOUT, raise_for_error=False)
+                for addr, status in outcome.items():
+                    if status != "OK":
+                        log.error("cannot restart Dask worker %s (%s): a well of %s runs on", addr, status, prefix)
+        except Exception as exc:  # the scheduler is lost: nothing of this execution can be running through it
+            log.warning("stopping %s on Dask: %s: %s", wells.execution_id, type(exc).__name__, exc)
+        finally:
+            try:
+                event.clear()  # forgets the event on the scheduler (nobody waits on it)
+            except Exception:
+                pass
+
+
+def _connect(scheduler: str | None, scheduler_file: str | None, workers: int | None) -> tuple[Any, Any]:
+    """In a thread: (client, cluster started here or None)."""
+    if scheduler is not None and scheduler_file is not None:
+        raise InputError("give --scheduler or --scheduler-file, not both")
+    if scheduler_file is not None:
+        scheduler = _scheduler_from_file(scheduler_file)
+    cluster = None
+    if scheduler is None:
+        cluster = distributed.LocalCluster(
+            n_workers=workers or default_workers(),
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            scheduler_port=0,
+            dashboard_address=None,
+        )
+        scheduler = str(cluster.scheduler_address)
+    check_scheduler_address(scheduler)
+    try:
+        client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        if cluster is not None:
+            cluster.close()
+        raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    return client, cluster
+
+
+@asynccontextmanager
+async def open_dask_runner(
+    *, scheduler: str | None = None, scheduler_file: str | None = None, workers: int | None = None
+) -> AsyncIterator[DaskRunner]:
+    """A :class:`DaskRunner` on the scheduler at ``scheduler``, named in ``scheduler_file``, or (neither) a
+    LocalCluster of ``workers`` processes started here, for as long as the block lasts.
+
+    Raises:
+        InputError: both or a refused address (:func:`check_scheduler_address`), an unreadable scheduler file, or
+            no scheduler answering within ``CONNECT_TIMEOUT`` seconds.
+
+    On exit (cancellation too, shielded): the client is closed, and a LocalCluster started here is shut down
+    (its worker processes end). A cluster we did not start is left running.
+    """
+    client, cluster = await trio.to_thread.run_sync(_connect, scheduler, scheduler_file, workers)
+    try:
+        runner = DaskRunner(client, str(client.scheduler.address), trio.lowlevel.current_trio_token())
+        async with trio.open_nursery() as nursery:
+            nthreads = await trio.to_thread.run_sync(client.nthreads)
+            runner.set_threads(sum(int(n) for n in nthreads.values()))
+            nursery.start_soon(runner.refresh)
+            yield runner
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(_close, client, cluster)
+
+
+def _close(client: Any, cluster: Any) -> None:
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
