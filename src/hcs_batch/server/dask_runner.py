@@ -354,6 +354,8 @@ async def open_dask_runner(
     client, cluster = await trio.to_thread.run_sync(_connect, scheduler, scheduler_file, workers)
     try:
         runner = DaskRunner(client, str(client.scheduler.address), trio.lowlevel.current_trio_token())
+        started = "a LocalCluster started by this server" if cluster is not None else "an existing cluster"
+        log.info("wells run on the Dask scheduler at %s (%s)", runner.scheduler, started)
         async with trio.open_nursery() as nursery:
             nthreads = await trio.to_thread.run_sync(client.nthreads)
             runner.set_threads(sum(int(n) for n in nthreads.values()))

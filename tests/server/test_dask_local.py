@@ -1,0 +1,172 @@
+"""The dask executor on a LocalCluster the server starts itself (``executor="dask"`` without a scheduler): real
+plates, per-well Dask tasks, fair sharing between plates, and a cooperative cancel that leaves nothing running."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+from helpers import read_csv, wait_terminal
+
+from hcs_batch import protocol as p
+from hcs_batch.client import open_connection
+from hcs_batch.pipeline import default_pipeline_text
+from hcs_batch.server import ServerAddress, open_embedded_server
+from hcs_batch.synth import make_plates
+from tests.support.dask_cluster import cluster_workers, keys_on_cluster
+from tests.support.procs import alive
+from tests.support.serverproc import GATE_PIPELINE, pids_in, wait_for_pids
+from tests.support.slow_steps import release_gate
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class DaskServer:
+    address: ServerAddress
+    scheduler: str
+    """The LocalCluster's scheduler, as the server logs it."""
+
+    @property
+    def control_url(self) -> str:
+        return self.address.control_url
+
+
+@pytest.fixture
+async def dask_server(caplog: pytest.LogCaptureFixture) -> AsyncIterator[DaskServer]:
+    """An embedded server whose wells run on a LocalCluster of two worker processes on 127.0.0.1."""
+    caplog.set_level(logging.INFO, logger="hcs_batch.server")
+    async with open_embedded_server(workers=2, executor="dask") as address:
+        said = [r.getMessage() for r in caplog.records if "Dask scheduler at" in r.getMessage()]
+        match = re.search(r"at (tcp://127\.0\.0\.1:\d+) \(a LocalCluster", said[0])
+        assert match, said
+        yield DaskServer(address=address, scheduler=match.group(1))
+
+
+async def test_plates_run_as_dask_tasks_on_a_local_cluster(dask_server: DaskServer, plates: list[Path]) -> None:
+    out = tmp = plates[0].parent.parent / "out"
+    with trio.fail_after(90):
+        async with open_connection(dask_server.control_url) as conn:
+            info = await conn.server_info()
+            assert info.workers == 2  # two single-threaded worker processes
+            runs = {}
+            for folder in plates:
+                compiled = await conn.compile(
+                    plate_path=str(folder), plate_name=folder.name, pipeline=default_pipeline_text()
+                )
+                runs[folder.name] = await conn.execute(compiled.artifact_id, output_dir=str(out))
+            records = await wait_terminal(conn, list(runs.values()))
+            cluster = await trio.to_thread.run_sync(cluster_workers, dask_server.scheduler)
+    assert {r.state for r in records.values()} == {"completed"}, [r.error for r in records.values()]
+    manifest = json.loads((tmp / plates[0].name / "manifest.json").read_text())
+    assert manifest["executor"] == "dask" and manifest["scheduler"] == dask_server.scheduler
+    workers: set[str] = set()
+    for folder in plates:
+        header, rows = read_csv(tmp / folder.name / "wells.csv")
+        assert header[:4] == ["well", "site", "channel", "worker"]
+        assert len(rows) == 3 * 2 * 2  # wells x sites x channels
+        assert all(r["object_count"] != "" for r in rows)
+        workers |= {r["worker"] for r in rows}
+        assert len({r["worker"] for r in rows if r["well"] == "A01"}) == 1  # one task computes a whole well
+    assert workers == cluster and len(cluster) == 2, (workers, cluster)  # both workers took wells
+
+
+async def test_worker_values_are_the_cluster_workers_and_keys_name_the_well(
+    dask_server: DaskServer, tmp_path: Path
+) -> None:
+    [folder] = make_plates(tmp_path / "plates", plates=1, wells=2, sites=1, channels=1, size=16, seed=2)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    out = tmp_path / "out"
+    with trio.fail_after(90):
+        async with open_connection(dask_server.control_url) as conn:
+            compiled = await conn.compile(
+                plate_path=str(folder), plate_name="gated", pipeline=GATE_PIPELINE.format(gate_dir=gate)
+            )
+            run = await conn.execute(compiled.artifact_id, output_dir=str(out))
+            await wait_for_pids(gate, 2)  # both wells are inside their step, one on each worker
+            scheduler = dask_server.scheduler
+            processing, executing = await trio.to_thread.run_sync(keys_on_cluster, scheduler, run)
+            assert processing == executing == {f"{run}/A01", f"{run}/A02"}
+            workers = await trio.to_thread.run_sync(cluster_workers, scheduler)
+            release_gate(gate)
+            records = await wait_terminal(conn, [run])
+    assert records[run].state == "completed"
+    _, rows = read_csv(out / "gated" / "wells.csv")
+    assert {r["worker"] for r in rows} == workers and len(workers) == 2
+
+
+async def test_cancel_stops_a_running_well_between_steps_and_the_other_plate_completes(
+    dask_server: DaskServer, tmp_path: Path
+) -> None:
+    slow_folder, gated_folder = make_plates(tmp_path / "plates", plates=2, wells=1, sites=1, channels=1, size=16)
+    ticks = tmp_path / "ticks"
+    gate = tmp_path / "gate"
+    ticks.mkdir()
+    gate.mkdir()
+    # 200 steps of 50 ms: a 10 s well that can stop between any two steps.
+    slow = "".join(f"[[steps]]\nfunc = 'slow_steps:tick'\npid_dir = '{ticks}'\n" for _ in range(200))
+    out = tmp_path / "out"
+    with trio.fail_after(90):
+        async with open_connection(dask_server.control_url) as conn:
+            a = await conn.compile(plate_path=str(slow_folder), plate_name="slow", pipeline=slow)
+            b = await conn.compile(
+                plate_path=str(gated_folder), plate_name="gated", pipeline=GATE_PIPELINE.format(gate_dir=gate)
+            )
+            run_a = await conn.execute(a.artifact_id, output_dir=str(out))
+            run_b = await conn.execute(b.artifact_id, output_dir=str(out))
+            (pid_a,) = await wait_for_pids(ticks, 1)
+            await wait_for_pids(gate, 1)
+            scheduler = dask_server.scheduler
+
+            async with conn.open_event_stream() as events:
+                reply = await conn.cancel([run_a])
+                asked = trio.current_time()
+                assert reply.cancelled == [run_a]
+                async for event in events:
+                    if isinstance(event, p.StateEvent) and event.execution_id == run_a:
+                        assert event.state == "cancelled"
+                        break
+                stopped_after = trio.current_time() - asked
+            assert stopped_after < 2.0, stopped_after
+            assert alive(pid_a), "a cooperative stop keeps the worker process"
+            assert await trio.to_thread.run_sync(keys_on_cluster, scheduler, run_a) == (set(), set())
+
+            (status_b,), _ = await conn.status([run_b])
+            assert status_b.state == "running"
+            release_gate(gate)
+            records = await wait_terminal(conn, [run_b])
+            assert records[run_b].state == "completed"
+            assert await trio.to_thread.run_sync(keys_on_cluster, scheduler, run_b) == (set(), set())
+    assert not (out / "slow" / "wells").exists(), "a stopped well writes no result file"
+    assert (out / "gated" / "wells.csv").exists()
+    assert pids_in(ticks) == {pid_a}
+
+
+async def test_plates_share_the_cluster(dask_server: DaskServer, tmp_path: Path) -> None:
+    # As with local workers: a big plate submitted first does not hold the cluster until it is done.
+    big = make_plates(tmp_path / "big", plates=1, wells=12, sites=1, channels=1, size=64, seed=3)[0]
+    small = make_plates(tmp_path / "small", plates=1, wells=2, sites=1, channels=1, size=64, seed=4)[0]
+    pipeline = default_pipeline_text()
+    out = str(tmp_path / "out")
+    order: list[str] = []
+    with trio.fail_after(90):
+        async with open_connection(dask_server.control_url) as conn:
+            a = await conn.compile(plate_path=str(big), plate_name="big", pipeline=pipeline)
+            b = await conn.compile(plate_path=str(small), plate_name="small", pipeline=pipeline)
+            async with conn.open_event_stream() as events:
+                run_big = await conn.execute(a.artifact_id, output_dir=out, force=True)
+                run_small = await conn.execute(b.artifact_id, output_dir=out, force=True)
+                names = {run_big: "big", run_small: "small"}
+                async for event in events:
+                    if isinstance(event, p.StateEvent) and event.state == "completed":
+                        order.append(names[event.execution_id])
+                        if len(order) == 2:
+                            break
+    assert order == ["small", "big"]
