@@ -35,6 +35,7 @@ class DaskProcess:
     proc: subprocess.Popen[str]
     address: str
     log: list[str] = field(default_factory=list)
+    drain: threading.Thread | None = None
 
     @property
     def pid(self) -> int:
@@ -75,10 +76,12 @@ def _start(args: list[str], ready: re.Pattern[str], *, then: re.Pattern[str] | N
     if not address or proc.poll() is not None:
         proc.kill()
         proc.wait()
+        proc.stderr.close()
         raise AssertionError(f"dask {args[0]} did not start:\n{''.join(lines[-30:])}")
     stream = proc.stderr
-    threading.Thread(target=lambda: lines.extend(stream), daemon=True).start()
-    return DaskProcess(proc=proc, address=address, log=lines)
+    drain = threading.Thread(target=lambda: lines.extend(stream), daemon=True)
+    drain.start()
+    return DaskProcess(proc=proc, address=address, log=lines, drain=drain)
 
 
 def start_scheduler(scheduler_file: Path) -> DaskProcess:
@@ -113,6 +116,10 @@ def stop(process: DaskProcess) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    if process.drain is not None:
+        process.drain.join(timeout=10)  # the pipe ends when the process and its children are gone
+    if process.proc.stderr is not None:
+        process.proc.stderr.close()
 
 
 @contextmanager

@@ -24,7 +24,8 @@ The server is the cluster's only client: a synchronous ``distributed.Client``, c
 - **Faults**: a worker that dies mid-well is noticed by the scheduler, which recomputes its wells on other
   workers; a well whose workers died ``distributed.scheduler.allowed-failures`` + 1 times (default 4) fails its
   plate with ``KilledWorker``. A lost scheduler fails the wells in flight (and so their plates) with a message
-  naming it; other plates' wells already done stay written.
+  naming it once the client's reconnect window (``CONNECT_TIMEOUT``) has passed; wells already written stay, and
+  later executions fail at once until the server is restarted against a live scheduler.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -179,7 +182,12 @@ class _DaskWells(ExecutionWells):
         async with runner.limiter:
             done = trio.Event()
             submit = partial(runner.client.submit, dask_well, task, key=key, pure=False, retries=0)
-            future = await trio.to_thread.run_sync(submit)
+            try:
+                future = await trio.to_thread.run_sync(submit)
+            except Exception as exc:  # the client closed after losing the scheduler
+                raise WellFailed(
+                    f"well {job.well}: cannot submit to the Dask scheduler at {runner.scheduler}: {exc}"
+                ) from None
             self.futures[key] = future
             future.add_done_callback(partial(runner.wake, done))
             await done.wait()
@@ -282,25 +290,19 @@ class DaskRunner(WellRunner):
         client = self.client
         futures = list(wells.futures.values())
         keys = set(wells.futures)
+        prefix = wells.execution_id + "/"
         event = distributed.Event(wells.stop_event, client=client)
         try:
             event.set()
             where = [addr for addr, ks in client.processing().items() if keys.intersection(map(str, ks))]
             client.cancel(futures, force=True)
-            prefix = wells.execution_id + "/"
-            deadline = time.monotonic() + STOP_GRACE
-            while where:
-                running = client.run(_executing, prefix, workers=where)
-                where = [addr for addr, ks in running.items() if ks]
-                if not where or time.monotonic() >= deadline:
-                    break
-                time.sleep(0.02)  # a remote state with no notification: a short bounded poll
+            where = _wait_stopped(client, prefix, where, STOP_GRACE)
             if where:
-                log.warning("hard stop: restarting Dask workers %s (a step of %s did not return)", where, prefix)
-                outcome = client.restart_workers(where, timeout=STOP_TIMEOUT, raise_for_error=False)
-                for addr, status in outcome.items():
-                    if status != "OK":
-                        log.error("cannot restart Dask worker %s (%s): a well of %s runs on", addr, status, prefix)
+                log.warning("hard stop: ending the Dask worker processes %s (a step of %s runs on)", where, prefix)
+                _end_worker_processes(client, where)
+                where = _wait_stopped(client, prefix, where, STOP_TIMEOUT)
+                if where:
+                    log.error("Dask workers %s still compute wells of %s after a hard stop", where, prefix)
         except Exception as exc:  # the scheduler is lost: nothing of this execution can be running through it
             log.warning("stopping %s on Dask: %s: %s", wells.execution_id, type(exc).__name__, exc)
         finally:
@@ -308,6 +310,41 @@ class DaskRunner(WellRunner):
                 event.clear()  # forgets the event on the scheduler (nobody waits on it)
             except Exception:
                 pass
+
+
+def _still_computing(client: Any, prefix: str, where: list[str]) -> list[str]:
+    """The workers of ``where`` still registered whose threads compute a key starting with ``prefix``."""
+    present = set(client.scheduler_info(n_workers=-1)["workers"])
+    ask = [addr for addr in where if addr in present]
+    if not ask:
+        return []
+    running = client.run(_executing, prefix, workers=ask, on_error="return")
+    return [addr for addr, found in running.items() if isinstance(found, list) and found]
+
+
+def _wait_stopped(client: Any, prefix: str, where: list[str], seconds: float) -> list[str]:
+    """Wait up to ``seconds`` until no worker of ``where`` computes a key of ``prefix``; the workers that still do.
+    (A remote state that sends no notification: a short bounded poll.)"""
+    deadline = time.monotonic() + seconds
+    while where:
+        where = _still_computing(client, prefix, where)
+        if not where or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    return where
+
+
+def _end_worker_processes(client: Any, where: list[str]) -> None:
+    """The hard stop: SIGKILL the worker processes at ``where`` from their nannies (which start fresh ones); a
+    worker without a nanny ends itself. Only standard-library functions are sent: nothing to import over there."""
+    pids = client.run(os.getpid, workers=where, on_error="return")
+    for addr in where:  # one at a time: the scheduler pairs workers and nannies wrongly when one has none
+        pid = pids.get(addr)
+        killed = {}
+        if isinstance(pid, int):
+            killed = client.run(os.kill, pid, signal.SIGKILL, workers=[addr], nanny=True, on_error="return")
+        if addr not in killed or isinstance(killed[addr], Exception):
+            client.run(os._exit, 70, workers=[addr], wait=False, on_error="ignore")
 
 
 def _connect(scheduler: str | None, scheduler_file: str | None, workers: int | None) -> tuple[Any, Any]:
