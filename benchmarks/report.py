@@ -249,7 +249,8 @@ def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
             _row(
                 f"dask executor vs local, {dask['workers']} workers each",
                 f"{dask['dask_wells_per_s']:.1f} vs {dask['local_wells_per_s']:.1f} wells/s ({dask['wells']} wells); "
-                f"Dask adds {dask['dask_overhead_ms_per_well']:.1f} ms per well to {dask['local_ms_per_well']:.0f}",
+                f"Dask per-well overhead {dask['dask_overhead_ms_per_well']:+.1f} ms on "
+                f"{dask['local_ms_per_well']:.0f} ms of worker time per well",
                 ">= 0.85x",
                 dask["ratio"],
                 dask["ratio"] >= 0.85,

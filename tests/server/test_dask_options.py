@@ -3,8 +3,10 @@ client made to a scheduler the server must not trust; the local executor's prove
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +20,8 @@ from hcs_batch.errors import InputError
 from hcs_batch.pipeline import default_pipeline_text
 from hcs_batch.server import ServerAddress, open_embedded_server
 from hcs_batch.server.dask_runner import check_scheduler_address
-from tests.support.serverproc import env, free_port_pair
+from tests.support.procs import descendants, survivors
+from tests.support.serverproc import env, free_port_pair, wait_for_pids
 
 
 @pytest.mark.parametrize(
@@ -90,3 +93,27 @@ async def test_the_local_executor_records_its_worker_pids(plates: list[Path], tm
     assert all(pid > 1 for pid in pids)
     manifest = json.loads((out / "p" / "manifest.json").read_text())
     assert manifest["executor"] == "local" and manifest["scheduler"] is None
+
+
+async def test_ctrl_c_on_run_with_a_local_cluster_exits_130_and_leaves_no_process(
+    plates: list[Path], tmp_path: Path
+) -> None:
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    pipeline = tmp_path / "hold.toml"
+    pipeline.write_text(f"[[steps]]\nfunc = 'slow_steps:hold'\npid_dir = '{pid_dir}'\n")
+    cmd = [sys.executable, "-m", "hcs_batch", "run", *map(str, plates), "--pipeline", str(pipeline), "--json"]
+    cmd += ["--output", str(tmp_path / "out"), "--executor", "dask", "--workers", "2"]
+    stdout_path, stderr_path = tmp_path / "stdout", tmp_path / "stderr"
+    with trio.fail_after(120), stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        async with trio.open_nursery() as nursery:
+            run = functools.partial(trio.run_process, cmd, env=env(), stdout=stdout, stderr=stderr, check=False)
+            proc = await nursery.start(run)
+            held = await wait_for_pids(pid_dir, 2)  # a well of each plate blocked in its step, one per worker
+            tree = descendants(proc.pid)  # the LocalCluster's nannies and workers
+            assert held <= tree
+            proc.send_signal(signal.SIGINT)
+    assert proc.returncode == 130, stderr_path.read_text()[-3000:]
+    summary = json.loads(stdout_path.read_text())
+    assert summary["counts"] == {"cancelled": 2}
+    assert survivors(tree) == {}

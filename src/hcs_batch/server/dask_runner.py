@@ -246,7 +246,8 @@ class DaskRunner(WellRunner):
         return int(self.limiter.total_tokens)
 
     def busy(self) -> int:
-        return int(self.limiter.borrowed_tokens)
+        # Up to two wells per thread are in flight; at most one per thread computes.
+        return min(int(self.limiter.borrowed_tokens), self._threads)
 
     def set_threads(self, threads: int) -> None:
         """The cluster has ``threads`` worker threads now: keep two wells in flight per thread (at least one)."""
