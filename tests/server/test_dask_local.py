@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from hcs_batch.pipeline import default_pipeline_text
 from hcs_batch.server import ServerAddress, open_embedded_server
 from hcs_batch.synth import make_plates
 from tests.support.dask_cluster import cluster_workers, keys_on_cluster
-from tests.support.procs import alive
+from tests.support.procs import alive, descendants, listening
 from tests.support.serverproc import GATE_PIPELINE, pids_in, wait_for_pids
 from tests.support.slow_steps import release_gate
 
@@ -63,6 +64,10 @@ async def test_plates_run_as_dask_tasks_on_a_local_cluster(dask_server: DaskServ
                 runs[folder.name] = await conn.execute(compiled.artifact_id, output_dir=str(out))
             records = await wait_terminal(conn, list(runs.values()))
             cluster = await trio.to_thread.run_sync(cluster_workers, dask_server.scheduler)
+            # Scheduler, nannies and workers the server started listen on loopback only: nobody else can reach
+            # a scheduler that runs what it is sent.
+            sockets = listening(descendants(os.getpid()) | {os.getpid()})
+            assert len(sockets) >= 6 and {host for host, _ in sockets} == {"127.0.0.1"}, sockets
     assert {r.state for r in records.values()} == {"completed"}, [r.error for r in records.values()]
     manifest = json.loads((tmp / plates[0].name / "manifest.json").read_text())
     assert manifest["executor"] == "dask" and manifest["scheduler"] == dask_server.scheduler

@@ -371,6 +371,9 @@ def _connect(scheduler: str | None, scheduler_file: str | None, workers: int | N
                 host="127.0.0.1",
                 scheduler_port=0,
                 dashboard_address=None,
+                # The scheduler serves /health on HTTP even without a dashboard, by default on port 8787 (taken
+                # by any other cluster on this machine): a free loopback port instead.
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             )
         scheduler = str(cluster.scheduler_address)
     check_scheduler_address(scheduler)
