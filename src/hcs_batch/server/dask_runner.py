@@ -263,12 +263,16 @@ class DaskRunner(WellRunner):
 
     async def refresh(self) -> None:
         """Follow the cluster's size (workers join and leave, e.g. an adaptive dask-jobqueue cluster)."""
+        said = False
         while True:
             try:
                 nthreads = await trio.to_thread.run_sync(self.client.nthreads, abandon_on_cancel=True)
                 self.set_threads(sum(int(n) for n in nthreads.values()))
+                said = False
             except Exception as exc:  # the scheduler is away: keep the last size, wells fail on their own
-                log.warning("cannot ask the Dask scheduler for its workers: %s", exc)
+                if not said:  # once per outage, not every few seconds
+                    log.warning("cannot ask the Dask scheduler at %s for its workers: %s", self.scheduler, exc)
+                said = True
             await trio.sleep(_REFRESH)
 
     async def warm_up(self) -> None:
