@@ -24,7 +24,7 @@ The server is the cluster's only client: a synchronous ``distributed.Client``, c
   worker is computing any of its wells.
 - **Faults**: a worker that dies mid-well is noticed by the scheduler, which recomputes its wells on other
   workers; a well whose workers died ``distributed.scheduler.allowed-failures`` + 1 times (default 4) fails its
-  plate with ``KilledWorker``. A lost scheduler fails the wells in flight (and so their plates) with a message
+  plate with ``KilledWorker`` (a death counts against every task the worker held, the queued one too). A lost scheduler fails the wells in flight (and so their plates) with a message
   naming it once the client's reconnect window (``CONNECT_TIMEOUT``) has passed; wells already written stay, and
   later executions fail at once until the server is restarted against a live scheduler.
 """
