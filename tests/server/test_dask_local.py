@@ -57,12 +57,27 @@ async def test_plates_run_as_dask_tasks_on_a_local_cluster(dask_server: DaskServ
             info = await conn.server_info()
             assert info.workers == 2  # two single-threaded worker processes
             runs = {}
-            for folder in plates:
-                compiled = await conn.compile(
-                    plate_path=str(folder), plate_name=folder.name, pipeline=default_pipeline_text()
-                )
-                runs[folder.name] = await conn.execute(compiled.artifact_id, output_dir=str(out))
+            progress: dict[str, list[p.ProgressEvent]] = {}
+            async with conn.open_event_stream() as events:
+                for folder in plates:
+                    compiled = await conn.compile(
+                        plate_path=str(folder), plate_name=folder.name, pipeline=default_pipeline_text()
+                    )
+                    runs[folder.name] = await conn.execute(compiled.artifact_id, output_dir=str(out))
+                finished = 0
+                async for event in events:  # progress per well reaches the client as with local workers
+                    if isinstance(event, p.ProgressEvent):
+                        progress.setdefault(event.execution_id, []).append(event)
+                    elif isinstance(event, p.StateEvent) and event.state in ("completed", "failed", "cancelled"):
+                        finished += 1
+                        if finished == len(runs):
+                            break
             records = await wait_terminal(conn, list(runs.values()))
+            for run in runs.values():
+                got = progress[run]
+                assert {e.well for e in got} == {"A01", "A02", "A03"}
+                assert [e.done for e in got] == list(range(1, len(got) + 1)) and got[-1].done == got[-1].total
+                assert len(got) == 3 * len(compiled.steps)  # one event per (well, step)
             cluster = await trio.to_thread.run_sync(cluster_workers, dask_server.scheduler)
             # Scheduler, nannies and workers the server started listen on loopback only: nobody else can reach
             # a scheduler that runs what it is sent.
