@@ -192,12 +192,13 @@ async def test_plates_share_the_cluster(dask_server: DaskServer, tmp_path: Path)
     assert order == ["small", "big"]
 
 
-async def test_a_well_that_keeps_killing_its_worker_fails_only_its_plate(tmp_path: Path) -> None:
+async def test_a_well_that_keeps_killing_its_worker_fails_its_plate_with_dasks_reason(tmp_path: Path) -> None:
+    # Dask's default: a task is given up after its fourth lost worker (allowed-failures 3). Other plates' wells
+    # queued behind such a well on the same worker count those deaths too (see docs/cluster.md), so this plate runs
+    # alone: what is checked is the reason the user reads and that the plate ends, with the server still serving.
     [crashing] = make_plates(tmp_path / "bad", plates=1, wells=1, sites=1, channels=1, size=16, seed=8)
     [fine] = make_plates(tmp_path / "good", plates=1, wells=2, sites=1, channels=1, size=16, seed=9)
     out = tmp_path / "out"
-    # Dask's default: a task is given up after its fourth lost worker (allowed-failures 3). A well queued on a worker
-    # that dies counts that death too, so the good plate's wells may be recomputed once or twice: not four times.
     with trio.fail_after(120):
         async with (
             open_embedded_server(workers=2, executor="dask") as address,
@@ -206,13 +207,14 @@ async def test_a_well_that_keeps_killing_its_worker_fails_only_its_plate(tmp_pat
             bad = await conn.compile(
                 plate_path=str(crashing), plate_name="crashing", pipeline="[[steps]]\nfunc = 'slow_steps:crash'\n"
             )
-            good = await conn.compile(plate_path=str(fine), plate_name="fine", pipeline=default_pipeline_text())
             run_bad = await conn.execute(bad.artifact_id, output_dir=str(out))
+            records = await wait_terminal(conn, [run_bad])
+            good = await conn.compile(plate_path=str(fine), plate_name="fine", pipeline=default_pipeline_text())
             run_good = await conn.execute(good.artifact_id, output_dir=str(out))
-            records = await wait_terminal(conn, [run_bad, run_good])
-    assert records[run_good].state == "completed", records[run_good].error
+            records |= await wait_terminal(conn, [run_good])
     assert records[run_bad].state == "failed"
-    assert "Dask worker that computed it died" in records[run_bad].error
-    assert "on 4 different workers" in records[run_bad].error and "allowed-failures" in records[run_bad].error
-    _, rows = read_csv(out / "fine" / "wells.csv")
-    assert len(rows) == 2
+    error = records[run_bad].error
+    assert "Dask worker that computed it died" in error and "allowed-failures" in error, error
+    assert "on 4 different workers" in error, error
+    assert records[run_good].state == "completed", records[run_good].error  # the restarted workers serve on
+    assert len(read_csv(out / "fine" / "wells.csv")[1]) == 2

@@ -15,18 +15,17 @@ The server is the cluster's only client: a synchronous ``distributed.Client``, c
   queued while it computes one (no idle round trip between wells).
 - **Stop** (Cancel, Stop, Ctrl-C, a failed well of the same plate): the execution's ``distributed.Event`` is set;
   every task checks it before each image and after each step (at most every ``CHECK_INTERVAL``, 0.2 s) and gives
-  up there. Tasks not
-  started are cancelled (``Client.cancel(force=True)``: they never start). Running tasks get ``STOP_GRACE``
-  seconds to notice; a step that is still running then (it never returns) is hard-stopped by restarting its worker
-  process through its nanny (``Client.restart_workers``); other wells that worker held are recomputed elsewhere.
-  A worker without a nanny (``dask worker --no-nanny``) cannot be restarted: the execution still ends
-  ``cancelled`` and the server logs the worker that keeps computing. The execution reports ``cancelled`` once no
-  worker is computing any of its wells.
+  up there, writing no result file. Tasks not started are cancelled (``Client.cancel(force=True)``: they never
+  start). Running tasks get ``STOP_GRACE`` seconds to notice; a step still running then (it never returns) gets
+  the hard stop: its worker process is killed (SIGKILL from its nanny, which starts a fresh worker; a worker
+  without a nanny ends itself), and the other wells that worker held are recomputed elsewhere. The execution
+  reports ``cancelled`` once no worker thread computes any of its wells.
 - **Faults**: a worker that dies mid-well is noticed by the scheduler, which recomputes its wells on other
   workers; a well whose workers died ``distributed.scheduler.allowed-failures`` + 1 times (default 4) fails its
-  plate with ``KilledWorker`` (a death counts against every task the worker held, the queued one too). A lost scheduler fails the wells in flight (and so their plates) with a message
-  naming it once the client's reconnect window (``CONNECT_TIMEOUT``) has passed; wells already written stay, and
-  later executions fail at once until the server is restarted against a live scheduler.
+  plate with ``KilledWorker`` (a death counts against every task the worker held, the queued one too). A lost
+  scheduler fails the wells in flight (and so their plates) with a message naming it once the client's reconnect
+  window (``CONNECT_TIMEOUT``) has passed; wells already written stay, and later executions fail at once until
+  the server is restarted against a live scheduler.
 """
 
 from __future__ import annotations

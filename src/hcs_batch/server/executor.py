@@ -42,17 +42,11 @@ from .compiler import Plan
 from .events import EventPublisher
 from .records import Execution, RecordStore
 from .results import Row, load_done_wells, plate_output_dir, write_plate_results
-from .well_runner import ExecutionWells, WellFailed, WellJob, WellRunner, default_workers
+from .well_runner import ExecutionWells, WellFailed, WellJob, WellRunner
 
-__all__ = ["Executor", "default_workers"]
+__all__ = ["Executor"]
 
 log = logging.getLogger("hcs_batch.server")
-
-
-class _WellFailed(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class Executor:
@@ -150,7 +144,7 @@ class Executor:
                 manifest = self._manifest(execution, plan, len(rows), started)
                 await self._lane.run(write_plate_results, plate_dir, rows, manifest)
                 state = ExecutionState.COMPLETED
-        except _WellFailed as exc:
+        except WellFailed as exc:
             state, error = ExecutionState.FAILED, exc.message
         except HcsBatchError as exc:
             state, error = ExecutionState.FAILED, str(exc)
@@ -204,7 +198,7 @@ class Executor:
             for _ in range(drivers):
                 nursery.start_soon(self._drive, wells, execution, plan, plate_dir, todo, results, failure, nursery)
         if failure:
-            raise _WellFailed(failure[0])
+            raise WellFailed(failure[0])
         return [row for well in plan.wells for row in done.get(well) or results[well]]
 
     async def _drive(
