@@ -203,21 +203,27 @@ class _DaskWells(ExecutionWells):
         where = f"well {job.well}"
         status = future.status
         if status == "finished":
-            value = await trio.to_thread.run_sync(future.result)
+            try:
+                # Abandoned on cancellation: if the worker holding the result died meanwhile, Dask recomputes it
+                # and result() waits for that.
+                value = await trio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+            except Exception as exc:  # lost with its worker and then cancelled or failed
+                lost = f"{where}: its result was lost on the Dask cluster: {type(exc).__name__}: {exc}"
+                raise WellFailed(lost) from None
             if value is None:
                 raise WellFailed(f"{where}: stopped")
             rows, worker = value
             return WellResult(rows=rows, worker=worker)
         if status == "error":
-            exc = await trio.to_thread.run_sync(future.exception)
-            if isinstance(exc, StepFailure):
-                raise WellFailed(str(exc))
-            if isinstance(exc, distributed.KilledWorker):
+            error = await trio.to_thread.run_sync(future.exception)
+            if isinstance(error, StepFailure):
+                raise WellFailed(str(error))
+            if isinstance(error, distributed.KilledWorker):
                 raise WellFailed(
                     f"{where}: every Dask worker that computed it died (the scheduler retries a lost worker's wells "
-                    f"up to distributed.scheduler.allowed-failures times): {exc}"
+                    f"up to distributed.scheduler.allowed-failures times): {error}"
                 )
-            raise WellFailed(f"{where}: {type(exc).__name__}: {exc}")
+            raise WellFailed(f"{where}: {type(error).__name__}: {error}")
         raise WellFailed(
             f"{where}: the Dask scheduler at {self._runner.scheduler} dropped it ({status}): "
             "the scheduler was lost or restarted"
