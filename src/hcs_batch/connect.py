@@ -20,17 +20,23 @@ async def open_backend(
     connect_timeout: float = 5.0,
     liveness_timeout: float = DEFAULT_LIVENESS_TIMEOUT,
     keys: str | Path | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
 ) -> AsyncIterator[ServerConnection]:
     """Connect to ``server`` (``tcp://host:port``), or, when it is None, start an execution server on a free
     loopback port inside this Trio run and connect to that; it stops (cancelling its executions and killing its
     workers) when the context exits.
 
     ``keys`` is a CurveZMQ key folder (``hcs-batch keys generate``) for a server that requires them.
+    ``workers``, ``executor``, ``scheduler`` and ``scheduler_file`` configure an embedded server (see
+    :func:`hcs_batch.server.serve`): e.g. ``executor="dask"`` runs its wells on a Dask cluster.
 
     Raises:
         ServerUnreachableError: nothing answered at ``server`` within ``connect_timeout`` (also what a server
             that does not accept our keys looks like: it completes no handshake).
         SecurityError: the key folder is missing or unreadable.
+        InputError: the embedded server's executor options are refused (e.g. an unreachable Dask scheduler).
     """
     if server is not None:
         options = load_client_keys(keys).socket_options() if keys is not None else {}
@@ -42,7 +48,9 @@ async def open_backend(
     from .server import open_embedded_server  # the server layer only when a host embeds one
 
     async with (
-        open_embedded_server(workers=workers) as address,
+        open_embedded_server(
+            workers=workers, executor=executor, scheduler=scheduler, scheduler_file=scheduler_file
+        ) as address,
         open_connection(
             address.control_url, connect_timeout=connect_timeout, liveness_timeout=liveness_timeout
         ) as connection,

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,11 +64,21 @@ class Server:
         return self.proc.pid
 
 
-def start_server(*, workers: int = 2, port: int = 0) -> Server:
-    """Start ``hcs-batch serve`` on ``port`` (0: free ports) and return once it listens. Blocking: call it in a
-    thread from Trio code."""
+def start_server(*, workers: int = 2, port: int = 0, extra: Sequence[str] = ()) -> Server:
+    """Start ``hcs-batch serve`` on ``port`` (0: free ports) with ``extra`` options and return once it listens.
+    Blocking: call it in a thread from Trio code."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hcs_batch", "serve", "--bind", f"tcp://127.0.0.1:{port}", "--workers", str(workers)],
+        [
+            sys.executable,
+            "-m",
+            "hcs_batch",
+            "serve",
+            "--bind",
+            f"tcp://127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            *extra,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

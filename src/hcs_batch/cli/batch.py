@@ -12,13 +12,15 @@ import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import trio
 
 from .._util import is_loopback
 from ..connect import open_backend
-from ..errors import PlateError
+from ..errors import InputError, PlateError
 from ..model import PlateRef
 from ..pipeline import default_pipeline_text, load_pipeline_file
 from ..workflow.service import BatchKind, BatchState, BatchSummary, BatchWorkflowService
@@ -50,23 +52,44 @@ def _is_local(server: str | None) -> bool:
     return server is None or is_loopback(server)
 
 
+def _embedded_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The embedded server's executor options; refused (InputError) with ``--server``, which has its own."""
+    options = {
+        "workers": args.workers,
+        "executor": args.executor,
+        "scheduler": args.scheduler,
+        "scheduler_file": args.scheduler_file,
+    }
+    if args.server is not None and (args.executor != "local" or any(options[k] for k in options if k != "executor")):
+        raise InputError(
+            "--executor, --scheduler, --scheduler-file and --workers are for the embedded server; "
+            "a server named by --server was started with its own (hcs-batch serve --executor ...)"
+        )
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    return options
+
+
 def main_batch(args: argparse.Namespace) -> int:
     """``hcs-batch compile|run PLATE...``: the batch's exit code (0 all succeeded, 1 some failed)."""
     pipeline_text = load_pipeline_file(args.pipeline) if args.pipeline else default_pipeline_text()
     plates = _plates(args.plates, check_local=_is_local(args.server), layout=args.layout)
     config = {key: value for key in ("layout", "projection") if (value := getattr(args, key, None))}
     summary = trio.run(
-        _run_batch,
-        BatchKind(args.command),
-        plates,
-        pipeline_text,
-        args.server,
-        getattr(args, "output", "./hcs-results"),
-        getattr(args, "fail_fast", False),
-        getattr(args, "force", False),
-        args.keys,
-        None,
-        config,
+        partial(
+            _run_batch,
+            BatchKind(args.command),
+            plates,
+            pipeline_text,
+            args.server,
+            getattr(args, "output", "./hcs-results"),
+            getattr(args, "fail_fast", False),
+            getattr(args, "force", False),
+            args.keys,
+            None,
+            config,
+            embedded=_embedded_options(args),
+        )
     )
     return _report(summary, as_json=args.json)
 
@@ -88,9 +111,10 @@ async def _run_batch(
     keys: str | None = None,
     host: TerminalHost | None = None,
     config: dict[str, str] | None = None,
+    embedded: dict[str, Any] | None = None,
 ) -> BatchSummary:
     host = host or TerminalHost()
-    async with open_backend(server, keys=keys) as backend:
+    async with open_backend(server, keys=keys, **(embedded or {})) as backend:
         service = BatchWorkflowService(
             host,
             backend,

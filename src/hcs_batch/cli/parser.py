@@ -11,6 +11,22 @@ LAYOUTS = ("flat", "imagexpress", "phenix", "omezarr")
 PROJECTIONS = ("max", "mean", "min", "sum")
 
 
+def executor_options(p: argparse.ArgumentParser) -> None:
+    """``--executor``, ``--scheduler``, ``--scheduler-file``: where a server (or an embedded one) runs wells."""
+    p.add_argument(
+        "--executor", choices=("local", "dask"), default="local", help="where wells run (default: local processes)"
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="URL",
+        help="Dask scheduler, tcp://127.0.0.1:PORT or tls://HOST:PORT (default with --executor dask: a LocalCluster)",
+    )
+    p.add_argument(
+        "--scheduler-file", default=None, metavar="PATH", help="Dask scheduler file (dask scheduler, jobqueue)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``hcs-batch``; one sub-command per command."""
     parser = argparse.ArgumentParser(
@@ -22,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--bind", default="tcp://127.0.0.1:7700", help="control endpoint (events on PORT+1)")
     serve.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
     serve.add_argument("--keys", default=None, help="CurveZMQ key folder (required for a non-loopback bind)")
+    executor_options(serve)
 
     plates = sub.add_parser("make-plates", help="write synthetic plates with a ground_truth.csv")
     plates.add_argument("dir")
@@ -39,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--keys", default=None, help="CurveZMQ key folder for a remote server")
         p.add_argument("--json", action="store_true", help="print one summary object on stdout at the end")
         layout_option(p)
+        p.add_argument("--workers", type=int, default=None, help="embedded server: worker processes (default: CPUs)")
+        executor_options(p)
         p.add_argument(
             "--projection",
             choices=PROJECTIONS,

@@ -48,7 +48,8 @@ __all__ = [
 ]
 
 Row = dict[str, Any]
-BASE_COLUMNS = ("well", "site", "channel", "object_count", "mean_intensity", "timepoint")
+BASE_COLUMNS = ("well", "site", "channel", "worker", "object_count", "mean_intensity", "timepoint")
+"""``worker``: who computed the row (``local:<pid>`` for the local executor, the Dask worker's address for dask)."""
 
 _json_encoder = msgspec.json.Encoder()
 

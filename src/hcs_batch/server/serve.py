@@ -1,4 +1,5 @@
-"""The execution server: compile plates against pipelines, execute them on worker processes, publish events.
+"""The execution server: compile plates against pipelines, execute them on an executor (worker processes or a
+Dask cluster), publish events.
 
 Entry point: :func:`serve` (a long-running task for ``nursery.start``) and :func:`open_embedded_server` (a server
 inside the caller's Trio run).
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import trio
-import trio_parallel
 
 from .._util import collapse_single_exception_group
 from .._zmq import AsyncSocket, Frames, new_socket
@@ -27,7 +26,7 @@ from ..runtime.thread_lane import ThreadLane
 from ..security import ServerKeys, authorized_sockets, check_bind
 from .control import ControlApp, ServerAddress
 from .events import EVENT_SNDHWM, EventPublisher
-from .executor import LocalExecutor, default_workers
+from .executor import Executor, open_well_runner
 from .stores import ArtifactStore, RecordStore
 
 __all__ = ["ServerAddress", "open_embedded_server", "parse_bind", "serve"]
@@ -79,6 +78,9 @@ async def serve(
     workers: int | None = None,
     warm_workers: bool = True,
     keys: ServerKeys | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
     task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run an execution server until cancelled or asked to shut down.
@@ -87,19 +89,23 @@ async def serve(
     clients ``keys`` authorizes complete a handshake; any other peer gets nothing, and ``bind`` may be any host.
 
     Binds the control ROUTER at ``bind`` (port 0: a free port) and the event PUB at PORT+1 (a free port when
-    ``bind`` asks for port 0), then reports ``task_status.started(ServerAddress(...))``. ``workers`` (default: CPU
-    count) worker processes are started in the background right away (``warm_workers=False``: on first use).
+    ``bind`` asks for port 0), then reports ``task_status.started(ServerAddress(...))``.
+
+    Wells run on the ``executor``: ``local`` (default), ``workers`` (default: CPU count) worker processes started
+    in the background right away (``warm_workers=False``: on first use); or ``dask``, a client of the Dask
+    scheduler at ``scheduler`` (``tcp://127.0.0.1:PORT`` or ``tls://HOST:PORT``) or named in ``scheduler_file``,
+    or with neither a LocalCluster of ``workers`` processes on 127.0.0.1 (see :mod:`.executor.dask`).
 
     Raises:
-        InputError: a malformed ``bind``, or the address cannot be bound (e.g. in use).
+        InputError: a malformed ``bind``, or the address cannot be bound (e.g. in use); an unknown executor, or a
+            Dask scheduler that is refused or unreachable.
         SecurityError: a non-loopback ``bind`` without ``keys``; another ZAP handler owns this process.
 
     On cancellation or ``Shutdown``: every execution is cancelled (its workers killed), idle workers are stopped,
     and both sockets are closed before this returns.
     """
     host, port = parse_bind(bind, keys)
-    workers = default_workers() if workers is None else workers
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
     ipv6 = {"ipv6": 1} if ":" in host else {}
     url_host = f"[{host}]" if ipv6 else host
@@ -130,7 +136,8 @@ async def serve(
         # share (input) cannot hold up the result files of other plates (output), nor the other way round.
         input_lane = ThreadLane(max_batch=_LANE_BATCH)
         output_lane = ThreadLane(max_batch=_LANE_BATCH)
-        async with trio_parallel.open_worker_context(idle_timeout=math.inf, grace_period=5.0) as context:
+        runner_cm = open_well_runner(executor, workers=workers, scheduler=scheduler, scheduler_file=scheduler_file)
+        async with runner_cm as runner:
             async with trio.open_nursery() as io_nursery:
                 await io_nursery.start(events.run, _ignore)
                 # In io_nursery: it outlives every execution and compile (the work nursery ends first).
@@ -138,10 +145,9 @@ async def serve(
                 await io_nursery.start(output_lane.serve)
                 shutdown = trio.Event()
                 async with trio.open_nursery() as work:
-                    executor = LocalExecutor(
+                    lifecycle = Executor(
                         nursery=work,
-                        workers=workers,
-                        worker_context=context,
+                        runner=runner,
                         publisher=publisher,
                         records=records,
                         artifacts=ArtifactStore(),
@@ -150,7 +156,7 @@ async def serve(
                     app = ControlApp(
                         router=control,
                         nursery=work,
-                        executor=executor,
+                        executor=lifecycle,
                         publisher=publisher,
                         events_port=events_port,
                         shutdown=shutdown,
@@ -159,8 +165,14 @@ async def serve(
                     await io_nursery.start(control.run, app.on_frames)
                     io_nursery.start_soon(publisher.run_heartbeat, lambda: (records.queued, records.running))
                     if warm_workers:
-                        work.start_soon(executor.warm_up)
-                    log.info("serving on %s (events on %d), %d workers", address.control_url, events_port, workers)
+                        work.start_soon(lifecycle.warm_up)
+                    log.info(
+                        "serving on %s (events on %d), %s executor, %d workers",
+                        address.control_url,
+                        events_port,
+                        runner.executor,
+                        runner.workers,
+                    )
                     task_status.started(address)
                     await shutdown.wait()
                     log.info("shutdown requested: cancelling every execution")
@@ -177,10 +189,16 @@ async def serve(
 
 @asynccontextmanager
 async def open_embedded_server(
-    *, workers: int | None = None, warm_workers: bool = True, keys: ServerKeys | None = None
+    *,
+    workers: int | None = None,
+    warm_workers: bool = True,
+    keys: ServerKeys | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
 ) -> AsyncIterator[ServerAddress]:
     """Run a server on a free loopback port inside the caller's Trio run, for as long as the block lasts
-    (under CurveZMQ ``keys`` when given, see :func:`serve`).
+    (under CurveZMQ ``keys`` when given; wells on ``executor``, see :func:`serve`).
 
     Leaving the block cancels every execution, stops the workers and closes the sockets. Worker processes use
     the ``spawn`` start method: a script that embeds a server must guard its entry point with
@@ -188,7 +206,16 @@ async def open_embedded_server(
     """
     with collapse_single_exception_group():
         async with trio.open_nursery() as nursery:
-            address: Any = await nursery.start(partial(serve, workers=workers, warm_workers=warm_workers, keys=keys))
+            server = partial(
+                serve,
+                workers=workers,
+                warm_workers=warm_workers,
+                keys=keys,
+                executor=executor,
+                scheduler=scheduler,
+                scheduler_file=scheduler_file,
+            )
+            address: Any = await nursery.start(server)
             try:
                 yield address
             finally:

@@ -1,19 +1,24 @@
 """The executor seam: an execution's life (``queued → running → completed | failed | cancelled``) written once;
-an executor only says how one well runs (:meth:`Executor.run_well`).
+each plate's wells run on a :class:`~.runner.WellRunner` (``local`` worker processes or a ``dask`` cluster).
 
+- The runner queues wells in one FIFO shared by all plates. Each execution drives at most ``runner.slots`` wells
+  at once, and a driver that finishes a well queues again at the back of that FIFO, so concurrent plates take
+  turns on the workers instead of the first plate holding all of them.
 - Progress: when a well finishes, one ``progress`` event per (well, step) is published (steps of a well run in
   one call, so they are reported together when the well is done). Wells skipped because their result file
   already exists for the same artifact count as done and publish nothing.
 - A plan whose steps are all marked noops (:func:`hcs_batch.steps.inline_noop`) runs inline: no images are read
   and no well runs on the executor; each (well, site, channel) gets a row without measurements.
-- Each execution drives at most ``workers`` wells at once; the first failing well cancels the others.
+- The first failing well cancels the execution's other wells.
 - Every file-system call of an execution (finding done wells, writing the plate's results) runs on the server's
   :class:`~hcs_batch.runtime.thread_lane.ThreadLane`: never on the Trio thread (a slow or hung drive cannot stall
   the event loop, or a GUI hosting an embedded server), and many plates finishing together share one thread hop
   (a hop per plate cost more than the write itself).
-- :meth:`Executor.cancel` cancels exactly the named executions: :meth:`Executor.run_well` must stop the well's
-  work before it returns on cancellation; every other execution goes on.
-- On completion ``wells.csv``, ``objects.parquet`` (not for inline plans) and ``manifest.json`` are written (see
+- :meth:`Executor.cancel` cancels exactly the named executions: the runner stops their wells (local: the worker
+  processes are killed and waited for; dask: see :mod:`.dask`) before the execution reports ``cancelled``;
+  every other execution goes on.
+- On completion ``wells.csv`` (a ``worker`` column says who computed each row), ``objects.parquet`` (not for
+  inline plans) and ``manifest.json`` (with the runner's ``executor`` and ``scheduler``) are written (see
   :mod:`..results`), and only once all are on disk does the execution report ``completed``; a failed or
   cancelled execution leaves only the per-well files of the wells that finished (one cancelled while its results
   were being written may leave those too).
@@ -21,9 +26,9 @@ an executor only says how one well runs (:meth:`Executor.run_well`).
 
 from __future__ import annotations
 
-import abc
 import functools
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +45,7 @@ from ..compiler import Plan
 from ..events import EventPublisher
 from ..results import Row, load_done_wells, plate_output_dir, write_plate_results
 from ..stores import ArtifactStore, Execution, RecordStore
+from .runner import ExecutionWells, WellFailed, WellJob, WellRunner
 
 __all__ = ["Executor", "ExecutorStatistics"]
 
@@ -53,23 +59,15 @@ class ExecutorStatistics:
     busy_workers: int
 
 
-class _WellFailed(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class Executor(abc.ABC):
-    """Runs executions as tasks of ``nursery``; all methods are called from the Trio thread.
-
-    A subclass implements :meth:`run_well` (and may override :meth:`warm_up` and :meth:`busy_workers`).
-    """
+class Executor:
+    """Runs executions as tasks of ``nursery``, their wells on ``runner``; all methods are called from the Trio
+    thread."""
 
     def __init__(
         self,
         *,
         nursery: trio.Nursery,
-        workers: int,
+        runner: WellRunner,
         publisher: EventPublisher,
         records: RecordStore,
         artifacts: ArtifactStore,
@@ -77,26 +75,19 @@ class Executor(abc.ABC):
     ) -> None:
         self._nursery = nursery
         self._lane = lane
-        self.workers = workers
+        self.runner = runner
         self._publisher = publisher
         self.records = records
         self.artifacts = artifacts
 
-    @abc.abstractmethod
-    async def run_well(self, plan: Plan, well: str, plate_dir: Path) -> list[Row]:
-        """Run ``plan``'s steps on ``well``, write its result file below ``plate_dir``, return its rows.
-
-        Raises any exception for a failed well (its text becomes the execution's error). On cancellation the
-        well's work is stopped (a hung step killed) before this returns.
-        """
+    @property
+    def workers(self) -> int:
+        """The runner's worker slots now (``ServerInfo.workers``)."""
+        return self.runner.workers
 
     async def warm_up(self) -> None:
-        """Make the first wells fast (start workers now); by default nothing to do."""
-        await trio.lowlevel.checkpoint()
-
-    def busy_workers(self) -> int:
-        """Wells running right now."""
-        return self.records.running
+        """Get the runner's workers ready now, so no well pays for their start-up or imports."""
+        await self.runner.warm_up()
 
     # ------------------------------------------------------------------ requests
 
@@ -160,7 +151,7 @@ class Executor(abc.ABC):
                 write = functools.partial(write_plate_results, objects=not plan.inline)
                 await self._lane.run(write, plate_dir, rows, manifest)
                 state = ExecutionState.COMPLETED
-        except _WellFailed as exc:
+        except WellFailed as exc:
             state, error = ExecutionState.FAILED, exc.message
         except HcsBatchError as exc:
             state, error = ExecutionState.FAILED, str(exc)
@@ -191,10 +182,13 @@ class Executor(abc.ABC):
 
     async def _run_inline(self, execution: Execution, plan: Plan) -> list[Row]:
         rows: list[Row] = []
+        here = f"local:{os.getpid()}"  # inline plans are "computed" by the server itself
         for well in plan.wells:
             for site, timepoint, channels in plan.well_images[well]:
                 for channel, _ in channels:
-                    rows.append({"well": well, "site": site, "channel": channel, "timepoint": timepoint})
+                    rows.append(
+                        {"well": well, "site": site, "channel": channel, "worker": here, "timepoint": timepoint}
+                    )
             execution.wells_done += 1
             self._progress(execution, plan, well)
         await trio.lowlevel.checkpoint()
@@ -209,16 +203,17 @@ class Executor(abc.ABC):
         todo = iter([well for well in plan.wells if well not in done])
         results: dict[str, list[Row]] = {}
         failure: list[str] = []
-        drivers = min(self.workers, len(plan.wells) - len(done))
-        async with trio.open_nursery() as nursery:
+        drivers = min(self.runner.slots, len(plan.wells) - len(done))
+        async with self.runner.open_execution(execution.execution_id) as wells, trio.open_nursery() as nursery:
             for _ in range(drivers):
-                nursery.start_soon(self._drive, execution, plan, plate_dir, todo, results, failure, nursery)
+                nursery.start_soon(self._drive, wells, execution, plan, plate_dir, todo, results, failure, nursery)
         if failure:
-            raise _WellFailed(failure[0])
+            raise WellFailed(failure[0])
         return [row for well in plan.wells for row in done.get(well) or results[well]]
 
     async def _drive(
         self,
+        wells: ExecutionWells,
         execution: Execution,
         plan: Plan,
         plate_dir: Path,
@@ -229,14 +224,26 @@ class Executor(abc.ABC):
     ) -> None:
         # The drivers share one iterator: each next() hands out a different well.
         for well in todo:
+            job = WellJob(
+                execution_id=execution.execution_id,
+                well=well,
+                plate_path=plan.plate_path,
+                images=plan.well_images[well],
+                steps=plan.worker_steps,
+                plate_dir=str(plate_dir),
+                artifact_id=plan.artifact_id,
+                projection=plan.projection,
+                segment_channel=plan.segment_channel,
+                channel_names=dict(plan.channel_names),
+            )
             try:
-                rows = await self.run_well(plan, well, plate_dir)
-            except Exception as exc:  # StepFailure, BrokenWorkerError, OSError from the worker
+                result = await wells.run_well(job)
+            except WellFailed as exc:
                 if not failure:
-                    failure.append(f"plate {plan.plate_name}: {exc}" if str(exc) else repr(exc))
-                nursery.cancel_scope.cancel()  # kills this execution's other workers
+                    failure.append(f"plate {plan.plate_name}: {exc.message}")
+                nursery.cancel_scope.cancel()  # stops this execution's other wells
                 return
-            results[well] = rows
+            results[well] = result.rows
             execution.wells_done += 1
             self._progress(execution, plan, well)
 
@@ -263,6 +270,8 @@ class Executor(abc.ABC):
             "wells_computed": execution.wells_done - execution.wells_skipped,
             "wells_skipped": execution.wells_skipped,
             "inline": plan.inline,
+            "executor": self.runner.executor,
+            "scheduler": self.runner.scheduler,
             "started_at": started,
             "finished_at": time.time(),
             "protocol_version": p.PROTOCOL_VERSION,
@@ -271,5 +280,5 @@ class Executor(abc.ABC):
     def statistics(self) -> ExecutorStatistics:
         """The executions waiting and running, and the wells running right now."""
         return ExecutorStatistics(
-            queued=self.records.queued, running=self.records.running, busy_workers=self.busy_workers()
+            queued=self.records.queued, running=self.records.running, busy_workers=self.runner.busy()
         )
