@@ -23,7 +23,7 @@ from typing import Any
 from . import report
 from ._common import ROOT, run_case
 
-CASES = ("floor", "anchor", "noop", "gui", "cancel", "realwork", "realplates")
+CASES = ("floor", "anchor", "noop", "gui", "cancel", "realwork", "realplates", "dask")
 
 
 def configuration(full: bool, tiny: bool) -> dict[str, Any]:
@@ -45,6 +45,7 @@ def configuration(full: bool, tiny: bool) -> dict[str, Any]:
                 "single_wells": 1,
                 "repeat": 1,
             },
+            "dask": {"plates": 1, "wells": 2, "size": 64, "workers": 2, "repeat": 1},
         }
     return {
         "floor": {"seq": 3000, "pipe": 30000},
@@ -70,10 +71,20 @@ def configuration(full: bool, tiny: bool) -> dict[str, Any]:
             "single_wells": 6,
             "repeat": 3 if full else 2,
         },
+        "dask": {"plates": 4 if full else 2, "wells": 24, "size": 1024, "workers": 2, "repeat": 3},
     }
 
 
-TIMEOUTS = {"floor": 60, "anchor": 120, "noop": 400, "gui": 120, "cancel": 120, "realwork": 300, "realplates": 900}
+TIMEOUTS = {
+    "floor": 60,
+    "anchor": 120,
+    "noop": 400,
+    "gui": 120,
+    "cancel": 120,
+    "realwork": 300,
+    "realplates": 900,
+    "dask": 300,
+}
 
 
 def run(cases: list[str], config: dict[str, Any], *, full: bool, tiny: bool) -> dict[str, Any]:
@@ -92,6 +103,8 @@ def run(cases: list[str], config: dict[str, Any], *, full: bool, tiny: bool) -> 
             results[case]["noop_variant"] = run_case("cancel", {**config[case], "pipeline": "noop"}, timeout=timeout)
         elif case == "anchor":
             results[case] = run_case("anchor", config[case], timeout=timeout * (10 if full else 1))
+        elif case == "dask":
+            results[case] = run_case("dask_executor", config[case], timeout=timeout)
         else:
             results[case] = run_case(case, config[case], timeout=timeout)
         load[case] = os.getloadavg()  # the machine is shared: a high 1-minute load means noisy figures

@@ -2,7 +2,8 @@
 
 Targets (issue 5): 1,000 no-op plates in under 3x the floor; flat per-plate cost and memory as N grows (here: the
 largest N within 1.5x of N=100); at least 10x the anchor's throughput; timer lateness p99 under 5 ms and no guest
-tick over 16 ms; cancelling 1,000 plates under 1 s; parallel efficiency above 0.8 on 2 workers.
+tick over 16 ms; cancelling 1,000 plates under 1 s; parallel efficiency above 0.8 on 2 workers. Issue 13: the Dask
+executor on a 2-worker cluster at least 0.85x the local executor's wells/s on the same plates.
 """
 
 from __future__ import annotations
@@ -250,6 +251,23 @@ def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                 "> 0.8",
                 eff,
                 eff > 0.8,
+            )
+        )
+
+    # 7. the Dask executor against the local one
+    dask = cases.get("dask")
+    if _error(dask):
+        out.append(_missing("dask executor vs local", ">= 0.85x", f"dask: {_error(dask)}"))
+    elif dask is not None:
+        out.append(
+            _row(
+                f"dask executor vs local, {dask['workers']} workers each",
+                f"{dask['dask_wells_per_s']:.1f} vs {dask['local_wells_per_s']:.1f} wells/s ({dask['wells']} wells); "
+                f"Dask per-well overhead {dask['dask_overhead_ms_per_well']:+.1f} ms on "
+                f"{dask['local_ms_per_well']:.0f} ms of worker time per well",
+                ">= 0.85x",
+                dask["ratio"],
+                dask["ratio"] >= 0.85,
             )
         )
     from . import report_real

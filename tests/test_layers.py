@@ -134,6 +134,21 @@ def test_every_import_follows_the_layer_table() -> None:
     assert _violations() == []
 
 
+DASK_HOME = "hcs_batch.server.executor.dask"
+"""The only module that may import ``dask`` or ``distributed``: the Dask executor (imported only when asked for)."""
+
+
+def test_only_the_dask_executor_imports_dask() -> None:
+    found = []
+    for source in SOURCES:
+        for path in sorted(source.rglob("*.py")):
+            module = _module_name(path)
+            for line, target in _imports(path, module):
+                if target.split(".")[0] in ("dask", "distributed") and module != DASK_HOME:
+                    found.append(f"{path.relative_to(ROOT)}:{line}: {target}")
+    assert found == []
+
+
 def test_the_check_catches_a_policy_module_that_imports_the_transport(tmp_path: Path) -> None:
     assert _layer("hcs_batch.workflow.service") == "policy"
     assert _layer("hcs_batch.server.executor.local") == "server"

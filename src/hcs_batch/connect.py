@@ -25,6 +25,9 @@ async def open_backend(
     allow_steps: Sequence[str] = (),
     data_roots: Sequence[str | Path] = (),
     output_roots: Sequence[str | Path] = (),
+    executor: str = "local",
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
 ) -> AsyncIterator[ServerConnection]:
     """Connect to ``server`` (``tcp://host:port``), or, when it is None, start an execution server on a free
     loopback port inside this Trio run and connect to that; it stops (cancelling its executions and killing its
@@ -35,12 +38,15 @@ async def open_backend(
     :func:`hcs_batch.server.serve`; roots default to the working directory); the connection to an embedded
     server may shut it down (it holds the server's shutdown token).
     ``workers`` and ``max_wells_per_worker`` configure the embedded server only.
+    ``executor``, ``scheduler`` and ``scheduler_file`` too: e.g. ``executor="dask"`` runs its wells on a Dask
+    cluster.
 
     Raises:
         InputError: ``server`` is not of the form ``tcp://HOST:PORT`` (before any connection attempt).
         ServerUnreachableError: nothing answered at ``server`` within ``connect_timeout`` (also what a server
             that does not accept our keys looks like: it completes no handshake).
         SecurityError: the key folder is missing or unreadable.
+        InputError: the embedded server's executor options are refused (e.g. an unreachable Dask scheduler).
     """
     if server is not None:
         check_server_url(server)
@@ -59,6 +65,9 @@ async def open_backend(
             allow_steps=allow_steps,
             data_roots=data_roots,
             output_roots=output_roots,
+            executor=executor,
+            scheduler=scheduler,
+            scheduler_file=scheduler_file,
         ) as address,
         open_connection(
             address.control_url, connect_timeout=connect_timeout, liveness_timeout=liveness_timeout

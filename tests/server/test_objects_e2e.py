@@ -31,7 +31,9 @@ def test_run_writes_objects_parquet_matching_wells_csv(tmp_path: Path) -> None:
     with open(plate_dir / "wells.csv", newline="") as fh:
         reader = csv.DictReader(fh)
         header, rows = reader.fieldnames or [], list(reader)
-    assert header[:8] == ["plate", "well", "site", "channel", "object_count", "mean_intensity", "timepoint", "file"]
+    assert header[:9] == [
+        "plate", "well", "site", "channel", "object_count", "mean_intensity", "timepoint", "file", "worker"
+    ]
     assert len(rows) == 3 * 2 * 2 and {r["timepoint"] for r in rows} == {"1"}
     truth = {
         (r["well"], r["site"], r["channel"]): r["object_count"]

@@ -3,6 +3,7 @@ fails the well with a message naming the step, the measurement and the well, nev
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -41,5 +42,6 @@ def test_numpy_scalars_are_plain_numbers_and_rows_name_their_file(tmp_path: Path
     images = _plate(tmp_path / "plate")
     steps = (("tests.support.user_steps:measure_numpy_scalar", {}, False),)
     rows = run_well(str(tmp_path / "plate"), "B02", images, steps, str(tmp_path / "out"), "k")
+    assert [row.pop("worker") for row in rows] == [f"local:{os.getpid()}"]  # run here, not in a worker process
     assert rows == [{"well": "B02", "site": 1, "channel": 1, "timepoint": 1, "file": "B02_s1_w1.tif", "peak": 63.0}]
     assert type(rows[0]["peak"]) is float

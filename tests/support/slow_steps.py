@@ -98,3 +98,16 @@ def by_size(image: np.ndarray, *, gate_dir: str, hold_size: int = 0, fail_size: 
         Path(gate_dir, f"{os.getpid()}.pid").write_text(str(os.getpid()))
         threading.Event().wait()  # until the worker is killed
     return image
+
+
+def tick(image: np.ndarray, *, pid_dir: str, seconds: float = 0.05) -> np.ndarray:
+    """A step that takes ``seconds`` of (simulated) work and records this worker's pid in ``pid_dir``: many of
+    them in a row make a long well that a cooperative stop can end between two steps."""
+    Path(pid_dir, f"{os.getpid()}.pid").write_text(str(os.getpid()))
+    threading.Event().wait(seconds)
+    return image
+
+
+def crash(image: np.ndarray) -> np.ndarray:
+    """Ends the worker process at once, every time (a step that segfaults or is killed for its memory)."""
+    os._exit(13)

@@ -99,16 +99,21 @@ def main_batch(args: argparse.Namespace) -> int:
 
 
 def embedded_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The embedded server's options from the command line (``--workers``, ``--max-wells-per-worker``).
+    """The embedded server's options from the command line (``--workers``, ``--max-wells-per-worker``,
+    ``--executor``, ``--scheduler``, ``--scheduler-file``).
 
     Raises:
         InputError: one is given together with ``--server`` (they configure only an embedded server).
     """
-    options = {k: getattr(args, k, None) for k in ("workers", "max_wells_per_worker")}
-    options = {k: v for k, v in options.items() if v is not None}
+    keys = ("workers", "max_wells_per_worker", "scheduler", "scheduler_file")
+    options = {k: v for k in keys if (v := getattr(args, k, None)) is not None}
+    if getattr(args, "executor", "local") != "local":
+        options["executor"] = args.executor
     if options and args.server is not None:
         named = ", ".join("--" + k.replace("_", "-") for k in options)
         raise InputError(f"{named}: for the embedded server only; give it to 'hcs-batch serve' instead")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
     return options
 
 

@@ -43,6 +43,22 @@ def _positive(text: str) -> int:
     return value
 
 
+def executor_options(p: argparse.ArgumentParser) -> None:
+    """``--executor``, ``--scheduler``, ``--scheduler-file``: where a server (or an embedded one) runs wells."""
+    p.add_argument(
+        "--executor", choices=("local", "dask"), default="local", help="where wells run (default: local processes)"
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="URL",
+        help="Dask scheduler, tcp://127.0.0.1:PORT or tls://HOST:PORT (default with --executor dask: a LocalCluster)",
+    )
+    p.add_argument(
+        "--scheduler-file", default=None, metavar="PATH", help="Dask scheduler file (dask scheduler, jobqueue)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``hcs-batch``; one sub-command per command."""
     parser = argparse.ArgumentParser(
@@ -73,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--allow-remote-shutdown", action="store_true", help="obey shutdown requests from clients")
     serve.add_argument("--max-wells-per-worker", type=_positive, default=None, metavar="N", help=_RECYCLE_HELP)
+    executor_options(serve)
 
     plates = sub.add_parser("make-plates", help="write synthetic plates with a ground_truth.csv")
     plates.add_argument("dir")
@@ -94,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print one summary object on stdout at the end")
         add_allow_steps(p, embedded=True)
         layout_option(p)
+        executor_options(p)
         p.add_argument(
             "--projection",
             choices=PROJECTIONS,

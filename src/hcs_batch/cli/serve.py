@@ -43,6 +43,9 @@ async def _serve_until_signalled(args: argparse.Namespace, keys: ServerKeys | No
                     output_roots=args.output_root,
                     allow_remote_shutdown=args.allow_remote_shutdown,
                     max_wells_per_worker=args.max_wells_per_worker,
+                    executor=args.executor,
+                    scheduler=args.scheduler,
+                    scheduler_file=args.scheduler_file,
                     stop=stop,
                     task_status=task_status,
                 )
@@ -95,6 +98,8 @@ def main_serve(args: argparse.Namespace) -> int:
     ``--keys DIR`` (``hcs-batch keys generate``) makes the server accept only the CurveZMQ clients listed in
     ``DIR/clients``; it is what allows a bind beyond loopback. ``--allow-steps``, ``--data-root``,
     ``--output-root`` and ``--allow-remote-shutdown``: see :func:`hcs_batch.server.serve`.
+    ``--executor dask`` runs wells on the Dask scheduler at ``--scheduler URL`` (or in ``--scheduler-file PATH``),
+    or on a LocalCluster started here (exit 2 when the scheduler is refused or does not answer).
     """
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:

@@ -57,8 +57,9 @@ __all__ = [
 ]
 
 Row = dict[str, Any]
-BASE_COLUMNS = ("plate", "well", "site", "channel", "object_count", "mean_intensity", "timepoint", "file")
-"""The first columns of ``wells.csv``; docs/output.md defines every column."""
+BASE_COLUMNS = ("plate", "well", "site", "channel", "object_count", "mean_intensity", "timepoint", "file", "worker")
+"""The first columns of ``wells.csv``; docs/output.md defines every column (``worker``: who computed the row,
+``local:<pid>`` for the local executor, the Dask worker's address for dask)."""
 
 _json_encoder = msgspec.json.Encoder()
 

@@ -1,4 +1,5 @@
-"""The execution server: compile plates against pipelines, execute them on worker processes, publish events.
+"""The execution server: compile plates against pipelines, execute them on an executor (worker processes or a
+Dask cluster), publish events.
 
 Entry point: :func:`serve` (a long-running task for ``nursery.start``) and :func:`open_embedded_server` (a server
 inside the caller's Trio run).
@@ -28,7 +29,7 @@ from ..security import ServerKeys, authorized_sockets, check_bind
 from .allowlist import StepAllowlist
 from .control import ControlApp, ServerAddress
 from .events import EVENT_SNDHWM, EventPublisher
-from .executor import LocalExecutor, default_workers, open_worker_context
+from .executor import Executor, open_well_runner
 from .roots import Roots
 from .stores import ArtifactStore, RecordStore
 
@@ -88,6 +89,9 @@ async def serve(
     shutdown_token: str = "",
     stop: trio.Event | None = None,
     max_wells_per_worker: int | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
     task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run an execution server until cancelled, ``stop`` is set, or a client is allowed to shut it down.
@@ -101,14 +105,19 @@ async def serve(
     clients ``keys`` authorizes complete a handshake; any other peer gets nothing, and ``bind`` may be any host.
 
     Binds the control ROUTER at ``bind`` (port 0: a free port) and the event PUB at PORT+1 (a free port when
-    ``bind`` asks for port 0), then reports ``task_status.started(ServerAddress(...))``. ``workers`` (default: CPU
-    count) worker processes are started in the background right away (``warm_workers=False``: on first use);
-    with ``max_wells_per_worker`` each retires after that many wells and a fresh one takes its place
+    ``bind`` asks for port 0), then reports ``task_status.started(ServerAddress(...))``.
+
+    Wells run on the ``executor``: ``local`` (default), ``workers`` (default: CPU count) worker processes started
+    in the background right away (``warm_workers=False``: on first use); or ``dask``, a client of the Dask
+    scheduler at ``scheduler`` (``tcp://127.0.0.1:PORT`` or ``tls://HOST:PORT``) or named in ``scheduler_file``,
+    or with neither a LocalCluster of ``workers`` processes on 127.0.0.1 (see :mod:`.executor.dask`). With
+    ``max_wells_per_worker`` each local worker retires after that many wells and a fresh one takes its place
     (:func:`hcs_batch.server.executor.open_worker_context`).
 
     Raises:
         InputError: a malformed ``bind``, or the address cannot be bound (e.g. in use); a bad ``allow_steps``
-            prefix or a data root that is not a folder; ``workers`` or ``max_wells_per_worker`` below 1.
+            prefix or a data root that is not a folder; ``workers`` or ``max_wells_per_worker`` below 1; an
+            unknown executor, or a Dask scheduler that is refused or unreachable.
         SecurityError: a non-loopback ``bind`` without ``keys``; another ZAP handler owns this process.
 
     On ``stop`` or an allowed ``Shutdown``: a ``shutdown`` event is published first, then every execution is
@@ -118,8 +127,7 @@ async def serve(
     host, port = parse_bind(bind, keys)
     allowlist = StepAllowlist.build(allow_steps)
     roots = await trio.to_thread.run_sync(Roots.build, data_roots, output_roots)
-    workers = default_workers() if workers is None else workers
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
     if max_wells_per_worker is not None and max_wells_per_worker < 1:
         raise InputError(f"max-wells-per-worker must be at least 1, got {max_wells_per_worker}")
@@ -154,7 +162,14 @@ async def serve(
         # share (input) cannot hold up the result files of other plates (output), nor the other way round.
         input_lane = ThreadLane(max_batch=_LANE_BATCH)
         output_lane = ThreadLane(max_batch=_LANE_BATCH)
-        async with open_worker_context(max_wells_per_worker) as context:
+        runner_cm = open_well_runner(
+            executor,
+            workers=workers,
+            scheduler=scheduler,
+            scheduler_file=scheduler_file,
+            max_wells_per_worker=max_wells_per_worker,
+        )
+        async with runner_cm as runner:
             async with trio.open_nursery() as io_nursery:
                 await io_nursery.start(events.run, _ignore)
                 # In io_nursery: it outlives every execution and compile (the work nursery ends first).
@@ -162,10 +177,9 @@ async def serve(
                 await io_nursery.start(output_lane.serve)
                 shutdown = stop if stop is not None else trio.Event()
                 async with trio.open_nursery() as work:
-                    executor = LocalExecutor(
+                    lifecycle = Executor(
                         nursery=work,
-                        workers=workers,
-                        worker_context=context,
+                        runner=runner,
                         publisher=publisher,
                         records=records,
                         artifacts=ArtifactStore(),
@@ -174,7 +188,7 @@ async def serve(
                     app = ControlApp(
                         router=control,
                         nursery=work,
-                        executor=executor,
+                        executor=lifecycle,
                         publisher=publisher,
                         events_port=events_port,
                         shutdown=shutdown,
@@ -188,8 +202,14 @@ async def serve(
                     await io_nursery.start(control.run, app.on_frames)
                     io_nursery.start_soon(publisher.run_heartbeat, lambda: (records.queued, records.running))
                     if warm_workers:
-                        work.start_soon(executor.warm_up)
-                    log.info("serving on %s (events on %d), %d workers", address.control_url, events_port, workers)
+                        work.start_soon(lifecycle.warm_up)
+                    log.info(
+                        "serving on %s (events on %d), %s executor, %d workers",
+                        address.control_url,
+                        events_port,
+                        runner.executor,
+                        runner.workers,
+                    )
                     log.info(
                         "steps allowed from %s; data roots %s; output roots %s",
                         ", ".join(allowlist.prefixes),
@@ -224,10 +244,13 @@ async def open_embedded_server(
     data_roots: Sequence[str | Path] = (),
     output_roots: Sequence[str | Path] = (),
     max_wells_per_worker: int | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
 ) -> AsyncIterator[ServerAddress]:
     """Run a server on a free loopback port inside the caller's Trio run, for as long as the block lasts
-    (under CurveZMQ ``keys`` when given; ``allow_steps``, ``data_roots``, ``output_roots`` and
-    ``max_wells_per_worker`` as in :func:`serve`).
+    (under CurveZMQ ``keys`` when given; ``allow_steps``, ``data_roots``, ``output_roots``,
+    ``max_wells_per_worker`` and the ``executor`` options as in :func:`serve`).
 
     The address carries a fresh ``shutdown_token``: the embedding host (and only it) may shut the server down.
     Leaving the block cancels every execution, stops the workers and closes the sockets. Worker processes use
@@ -247,6 +270,9 @@ async def open_embedded_server(
                     output_roots=output_roots,
                     shutdown_token=secrets.token_urlsafe(24),
                     max_wells_per_worker=max_wells_per_worker,
+                    executor=executor,
+                    scheduler=scheduler,
+                    scheduler_file=scheduler_file,
                 )
             )
             try:

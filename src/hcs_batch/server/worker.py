@@ -14,7 +14,9 @@ of one channel, its z-planes, are max-projected by :func:`.images.load_plane`).
 Rows carry ``well, site, channel, timepoint`` (timepoint 1 when the layout has none) and ``file`` (the plane's
 source files relative to the plate folder, ``;``-separated when z-planes were projected). A step's measurement
 named like one of those (or ``plate``) is a step error, and so is a measurement that is not one number or string:
-both name the step, the measurement and the well. Arguments and results are
+both name the step, the measurement and the well. Every row records the ``worker`` that computed it
+(``local:<pid>`` or a Dask worker's address); ``should_stop`` is the cooperative cancellation check (the same
+:func:`run_well` runs in a local worker process and inside a Dask task). Arguments and results are
 plain data (strings, numbers, lists, dicts), so nothing but those crosses the process boundary. Step functions are
 imported once per worker process and cached.
 """
@@ -36,7 +38,7 @@ from .compiler import WorkerStep
 from .images import load_plane
 from .results import Row, write_well_result
 
-__all__ = ["ImageSet", "StepFailure", "image_sets", "run_well", "warm_up"]
+__all__ = ["ImageSet", "StepFailure", "WellStopped", "image_sets", "run_well", "warm_up"]
 
 _functions: dict[str, Callable[..., Any]] = {}
 
@@ -46,6 +48,14 @@ ImageSet = tuple[int, int, dict[int, list[str]]]
 
 class StepFailure(RuntimeError):
     """A step raised or returned something unusable; the message names the well, image and step."""
+
+
+class WellStopped(Exception):
+    """``should_stop`` said yes: the well was abandoned between two steps and no result file was written."""
+
+
+def _never() -> bool:
+    return False
 
 
 def warm_up() -> int:
@@ -120,8 +130,11 @@ def _load(plate_path: str, sources: list[str], where: str, projection: str) -> N
         raise StepFailure(f"{where}: cannot read image {', '.join(sources)}: {type(exc).__name__}: {exc}") from None
 
 
-def _run_steps(where: str, raw: NDArray[Any], steps: tuple[WorkerStep, ...], row: Row) -> NDArray[Any] | None:
-    """Run ``steps`` on ``raw``, merging dict results into ``row``; the last segmenting step's result or None."""
+def _run_steps(
+    where: str, raw: NDArray[Any], steps: tuple[WorkerStep, ...], row: Row, stop: Callable[[], bool]
+) -> NDArray[Any] | None:
+    """Run ``steps`` on ``raw``, merging dict results into ``row``; the last segmenting step's result or None.
+    Raises WellStopped when ``stop()`` says so after a step."""
     image, objects = raw, None
     for ref, params, wants_raw in steps:
         try:
@@ -141,6 +154,8 @@ def _run_steps(where: str, raw: NDArray[Any], steps: tuple[WorkerStep, ...], row
             raise StepFailure(
                 f"{where}: step {ref} returned {type(result).__name__}; a step returns an array, a dict or None"
             )
+        if stop():
+            raise WellStopped(f"{where} after step {ref}")
     return objects
 
 
@@ -152,6 +167,8 @@ def _measure_set(
     segment_channel: int,
     channel_names: Mapping[int, str],
     projection: str,
+    worker: str,
+    stop: Callable[[], bool],
 ) -> tuple[list[Row], dict[str, Any]]:
     """Segment one image set on ``segment_channel`` and measure every channel: (rows, object columns)."""
     site, timepoint, channels = image_set
@@ -165,7 +182,7 @@ def _measure_set(
         if plane.shape != seg.shape:
             raise StepFailure(f"{where}: channel {channel} is {plane.shape}, channel {segment_channel} {seg.shape}")
     extra: Row = {}
-    objects = _run_steps(f"{where} channel {segment_channel}", seg, steps, extra)
+    objects = _run_steps(f"{where} channel {segment_channel}", seg, steps, extra, stop)
     if objects is None:  # the segmenting step did not run (cannot happen with a checked plan; be explicit)
         raise StepFailure(f"{where}: no step made objects")
     try:
@@ -180,7 +197,7 @@ def _measure_set(
     count = len(columns["ObjectNumber"])
     rows: list[Row] = []
     for channel, name in zip(planes, names, strict=True):
-        row: Row = {"well": well, "site": site, "channel": channel, "timepoint": timepoint}
+        row: Row = {"well": well, "site": site, "channel": channel, "worker": worker, "timepoint": timepoint}
         row["file"] = ";".join(channels[channel])
         if channel == segment_channel:
             row.update(extra)
@@ -201,6 +218,8 @@ def run_well(
     projection: str = "max",
     segment_channel: int = 1,
     channel_names: Mapping[int, str] | None = None,
+    worker: str = "",
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[Row]:
     """Process every image set of ``well`` (see the module docstring); write the well's result and object files
     (:func:`.results.write_well_result`, both carrying ``well_key``: :meth:`.compiler.Plan.well_key`); return its
@@ -210,26 +229,36 @@ def run_well(
     channels in object column suffixes (the layout's names); a channel without one is named by its number, and
     so is every channel when two share a name.
 
+    Every row gets ``worker`` (default ``local:<pid of this process>``). ``should_stop`` is called before every
+    image set and after every step; when it returns True the well is abandoned there (no result file).
+
     Raises:
         StepFailure: an image could not be read or is not 2-D, a step raised or returned something else than an
             array, a dict or None, a segmentation is not a label image or mask. (Only the message crosses back.)
+        WellStopped: ``should_stop`` returned True.
     """
+    worker = worker or f"local:{os.getpid()}"
+    stop = should_stop or _never
     names = dict(channel_names or {})
     segmenting = any(is_objects_step(_function(ref)) for ref, _, _ in steps)
     rows: list[Row] = []
     tables: list[dict[str, Any]] = []
     for image_set in image_sets(images):
+        if stop():
+            raise WellStopped(f"well {well} site {image_set[0]} timepoint {image_set[1]}")
         if segmenting:
-            set_rows, table = _measure_set(plate_path, well, image_set, steps, segment_channel, names, projection)
+            set_rows, table = _measure_set(
+                plate_path, well, image_set, steps, segment_channel, names, projection, worker, stop
+            )
             rows.extend(set_rows)
             tables.append(table)
             continue
         site, timepoint, channels = image_set
         for channel, sources in channels.items():
             where = f"well {well} site {site} channel {channel} timepoint {timepoint}"
-            row: Row = {"well": well, "site": site, "channel": channel, "timepoint": timepoint}
+            row: Row = {"well": well, "site": site, "channel": channel, "worker": worker, "timepoint": timepoint}
             row["file"] = ";".join(sources)
-            _run_steps(where, _load(plate_path, sources, where, projection), steps, row)
+            _run_steps(where, _load(plate_path, sources, where, projection), steps, row, stop)
             rows.append(row)
     write_well_result(Path(plate_dir), well, well_key, rows, tables)
     return rows

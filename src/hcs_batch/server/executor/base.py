@@ -1,13 +1,17 @@
 """The executor seam: an execution's life (``queued → running → completed | failed | cancelled``) written once;
-an executor only says how one well runs (:meth:`Executor.run_well`).
+each plate's wells run on a :class:`~.runner.WellRunner` (``local`` worker processes or a ``dask`` cluster).
 
+- The runner queues wells in one FIFO shared by all plates. Each execution drives at most ``runner.slots`` wells
+  at once, and a driver that finishes a well queues again at the back of that FIFO, so concurrent plates take
+  turns on the workers instead of the first plate holding all of them.
 - Progress: when a well starts, one ``progress`` event with an empty ``step`` (its done count unchanged); when
   it finishes, one ``progress`` event per (well, step) (steps of a well run in one call, so they are reported
   together when the well is done). Wells skipped because their result file
   already exists for the same artifact count as done and publish nothing.
 - A plan whose steps are all marked noops (:func:`hcs_batch.steps.inline_noop`) runs inline: no images are read
   and no well runs on the executor; each (well, site, channel) gets a row without measurements.
-- Each execution drives at most ``workers`` wells at once; a failing well fails alone (see below).
+- Each execution drives at most ``runner.slots`` wells at once; a failing well fails alone (see below).
+- A paused execution starts no new well (:mod:`..pausing`); its running wells finish and are reported.
 - An execution that reads images holds its plate folder's lock (:mod:`..plate_lock`) while it runs: a second
   execution of the plate into the same folder fails at once, naming the owner, instead of computing it twice.
 - Every execution logs one line when it starts and one when it ends (plate, wells, duration, outcome).
@@ -15,11 +19,13 @@ an executor only says how one well runs (:meth:`Executor.run_well`).
   :class:`~hcs_batch.runtime.thread_lane.ThreadLane`: never on the Trio thread (a slow or hung drive cannot stall
   the event loop, or a GUI hosting an embedded server), and many plates finishing together share one thread hop
   (a hop per plate cost more than the write itself).
-- :meth:`Executor.cancel` cancels exactly the named executions: :meth:`Executor.run_well` must stop the well's
-  work before it returns on cancellation; every other execution goes on.
+- :meth:`Executor.cancel` cancels exactly the named executions: the runner stops their wells (local: the worker
+  processes are killed and waited for; dask: see :mod:`.dask`) before the execution reports ``cancelled``;
+  every other execution goes on.
 - A well fails alone: when its image cannot be read, its step raises or its worker dies, the plate's other wells
-  still run. Once every well is done or failed, ``wells.csv``, ``objects.parquet`` (not for inline plans) and
-  ``manifest.json`` are written as one consistent set (see :mod:`..results`; ``failed_wells`` lists the failed
+  still run. Once every well is done or failed, ``wells.csv`` (a ``worker`` column says who computed each row),
+  ``objects.parquet`` (not for inline plans) and ``manifest.json`` (with the runner's ``executor`` and
+  ``scheduler``) are written as one consistent set (see :mod:`..results`; ``failed_wells`` lists the failed
   wells, ``well_errors`` maps each to its error) for the wells that finished, then ``plate_map.png`` (not for
   inline plans, and only when no well failed; see :mod:`..plate_map`), and only then does the execution report
   ``completed``, or ``failed`` with ``"N of M wells failed: A03: cannot read ...; ..."``. A rerun of the same
@@ -29,10 +35,10 @@ an executor only says how one well runs (:meth:`Executor.run_well`).
 
 from __future__ import annotations
 
-import abc
 import datetime
 import functools
 import logging
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,10 +60,14 @@ from ..plate_lock import acquire_plate_lock, release_plate_lock
 from ..plate_map import PLATE_MAP_FILE, write_plate_map
 from ..results import Row, load_done_wells, plate_output_dir, write_plate_results
 from ..stores import ArtifactStore, Execution, RecordStore
+from .runner import ExecutionWells, WellFailed, WellJob, WellRunner
 
 __all__ = ["Executor", "ExecutorStatistics"]
 
 log = logging.getLogger("hcs_batch.server")
+
+_LOCK_RELEASE_BOUND = 5.0
+"""Seconds a stopping server waits for one plate lock's release off its (stopped) lane."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,7 +75,6 @@ class ExecutorStatistics:
     queued: int
     running: int
     busy_workers: int
-
 
 def _iso(timestamp: float) -> str:
     """``timestamp`` (seconds since the epoch) as ISO 8601 in UTC, e.g. ``2026-12-04T06:13:28.123+00:00``."""
@@ -86,17 +95,15 @@ def failed_wells_message(failed: Mapping[str, str], wells: Sequence[str]) -> str
     return f"{len(in_order)} of {len(wells)} wells failed: {shown}{more}"
 
 
-class Executor(abc.ABC):
-    """Runs executions as tasks of ``nursery``; all methods are called from the Trio thread.
-
-    A subclass implements :meth:`run_well` (and may override :meth:`warm_up` and :meth:`busy_workers`).
-    """
+class Executor:
+    """Runs executions as tasks of ``nursery``, their wells on ``runner``; all methods are called from the Trio
+    thread."""
 
     def __init__(
         self,
         *,
         nursery: trio.Nursery,
-        workers: int,
+        runner: WellRunner,
         publisher: EventPublisher,
         records: RecordStore,
         artifacts: ArtifactStore,
@@ -104,27 +111,19 @@ class Executor(abc.ABC):
     ) -> None:
         self._nursery = nursery
         self._lane = lane
-        self.workers = workers
+        self.runner = runner
         self._publisher = publisher
         self.records = records
         self.artifacts = artifacts
 
-    @abc.abstractmethod
-    async def run_well(self, plan: Plan, well: str, plate_dir: Path, execution: Execution) -> list[Row]:
-        """Run ``plan``'s steps on ``well``, write its result file below ``plate_dir``, return its rows. A well
-        still waiting for a worker when ``execution`` is paused waits until it is resumed (:mod:`..pausing`).
-
-        Raises any exception for a failed well (its text becomes the well's error; the other wells go on). On
-        cancellation the well's work is stopped (a hung step killed) before this returns.
-        """
+    @property
+    def workers(self) -> int:
+        """The runner's worker slots now (``ServerInfo.workers``)."""
+        return self.runner.workers
 
     async def warm_up(self) -> None:
-        """Make the first wells fast (start workers now); by default nothing to do."""
-        await trio.lowlevel.checkpoint()
-
-    def busy_workers(self) -> int:
-        """Wells running right now."""
-        return self.records.running
+        """Get the runner's workers ready now, so no well pays for their start-up or imports."""
+        await self.runner.warm_up()
 
     # ------------------------------------------------------------------ requests
 
@@ -229,10 +228,7 @@ class Executor(abc.ABC):
         finally:
             # Runs on cancellation too (the server stopping): the record and the event say "cancelled".
             if lock is not None:
-                with trio.CancelScope(shield=True):
-                    await self._lane.run(
-                        functools.partial(release_plate_lock, execution_id=execution.execution_id), lock
-                    )
+                await self._release_lock(execution, lock)
             self.records.finish(execution, state, error)
             self._publish_state(execution)
             log.info(
@@ -246,6 +242,19 @@ class Executor(abc.ABC):
                 execution.wells_skipped,
                 f": {clip_text(execution.error, 300)}" if execution.error else "",
             )
+
+    async def _release_lock(self, execution: Execution, lock: Path) -> None:
+        """Release the plate lock, also on cancellation. When the server is stopping, its lane may have stopped
+        before this execution's end: then the lock goes from a thread of its own, given at most
+        ``_LOCK_RELEASE_BOUND`` seconds (a hung drive must not hold up the shutdown; the lock then stays, naming
+        this execution)."""
+        release = functools.partial(release_plate_lock, lock, execution_id=execution.execution_id)
+        with trio.CancelScope(shield=True):
+            try:
+                await self._lane.run(release)
+            except trio.ClosedResourceError:
+                with trio.move_on_after(_LOCK_RELEASE_BOUND):
+                    await trio.to_thread.run_sync(release, abandon_on_cancel=True)
 
     def _progress(self, execution: Execution, plan: Plan, well: str) -> None:
         steps = plan.steps
@@ -275,10 +284,11 @@ class Executor(abc.ABC):
 
     async def _run_inline(self, execution: Execution, plan: Plan) -> list[Row]:
         rows: list[Row] = []
+        here = f"local:{os.getpid()}"  # inline plans are "computed" by the server itself
         for well in plan.wells:
             for site, timepoint, channels in plan.well_images[well]:
                 for channel, sources in channels:
-                    row = {"well": well, "site": site, "channel": channel, "timepoint": timepoint}
+                    row = {"well": well, "site": site, "channel": channel, "worker": here, "timepoint": timepoint}
                     rows.append({**row, "file": ";".join(sources)})
             execution.wells_done += 1
             self._progress(execution, plan, well)
@@ -298,14 +308,16 @@ class Executor(abc.ABC):
         execution.wells_done = len(done)
         todo = iter([well for well in plan.wells if well not in done])
         results: dict[str, list[Row]] = {}
-        drivers = min(self.workers, len(plan.wells) - len(done))
-        async with trio.open_nursery() as nursery:
+        drivers = min(self.runner.slots, len(plan.wells) - len(done))
+        opened = self.runner.open_execution(execution.execution_id, pausable=execution)
+        async with opened as wells, trio.open_nursery() as nursery:
             for _ in range(drivers):
-                nursery.start_soon(self._drive, execution, plan, plate_dir, todo, results, failed)
+                nursery.start_soon(self._drive, wells, execution, plan, plate_dir, todo, results, failed)
         return [row for well in plan.wells if well not in failed for row in done.get(well) or results[well]]
 
     async def _drive(
         self,
+        wells: ExecutionWells,
         execution: Execution,
         plan: Plan,
         plate_dir: Path,
@@ -318,14 +330,26 @@ class Executor(abc.ABC):
         for well in todo:
             await execution.wait_unpaused()
             self._well_started(execution, plan, well)
+            job = WellJob(
+                execution_id=execution.execution_id,
+                well=well,
+                plate_path=plan.plate_path,
+                images=plan.well_images[well],
+                steps=plan.worker_steps,
+                plate_dir=str(plate_dir),
+                well_key=plan.well_key(well),
+                projection=plan.projection,
+                segment_channel=plan.segment_channel,
+                channel_names=dict(plan.channel_names),
+            )
             try:
-                rows = await self.run_well(plan, well, plate_dir, execution)
-            except Exception as exc:  # StepFailure, BrokenWorkerError, OSError from the worker: this well only
+                result = await wells.run_well(job)
+            except WellFailed as exc:  # its image, its step or its worker: this well only
                 # The execution's error prefixes each failed well ("A03: ..."): the worker's "well A03 " goes.
-                failed[well] = (str(exc) or repr(exc)).removeprefix(f"well {well} ")
+                failed[well] = exc.message.removeprefix(f"well {well} ")
                 log.info("plate %s: well %s failed: %s", plan.plate_name, well, failed[well])
                 continue
-            results[well] = rows
+            results[well] = result.rows
             execution.wells_done += 1
             self._progress(execution, plan, well)
 
@@ -356,6 +380,8 @@ class Executor(abc.ABC):
             "failed_wells": [well for well in plan.wells if well in failed],
             "well_errors": {well: failed[well] for well in plan.wells if well in failed},
             "inline": plan.inline,
+            "executor": self.runner.executor,
+            "scheduler": self.runner.scheduler,
             "started_at": _iso(started),
             "finished_at": _iso(time.time()),
             "software_version": __version__,
@@ -365,5 +391,5 @@ class Executor(abc.ABC):
     def statistics(self) -> ExecutorStatistics:
         """The executions waiting and running, and the wells running right now."""
         return ExecutorStatistics(
-            queued=self.records.queued, running=self.records.running, busy_workers=self.busy_workers()
+            queued=self.records.queued, running=self.records.running, busy_workers=self.runner.busy()
         )

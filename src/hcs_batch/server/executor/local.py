@@ -1,9 +1,8 @@
-"""The local executor: every well of a plan runs in a worker process through ``trio_parallel``.
+"""The local executor: every well runs in a worker process of this machine through ``trio_parallel``.
 
-Wells run with ``kill_on_cancel=True``, under one :class:`trio.CapacityLimiter` shared by all plates. A driver
+Wells run with ``kill_on_cancel=True``, under one :class:`trio.CapacityLimiter` shared by all plates: a driver
 that finishes a well queues again at the back of the limiter's FIFO, so concurrent plates take turns on the
-workers instead of the first plate holding all of them. A cancelled execution's worker processes are killed (and
-waited for) before the execution reports ``cancelled``.
+workers. A cancelled well's worker process is killed (and waited for) before ``run_well`` returns.
 
 The worker processes come from :func:`open_worker_context`: they keep their C heap between images
 (:mod:`..allocator`) and, with ``max_wells_per_worker``, each retires after that many wells (:mod:`..recycle`),
@@ -18,7 +17,6 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -26,70 +24,105 @@ import trio_parallel
 
 from ...errors import InputError
 from ..allocator import keep_heap
-from ..compiler import Plan
 from ..pausing import PauseGate
 from ..recycle import counted, retire_after
 from ..results import Row
 from ..stores import Execution
 from ..worker import run_well, warm_up
-from .base import Executor
+from .runner import ExecutionWells, WellFailed, WellJob, WellResult, WellRunner
 
-__all__ = ["LocalExecutor", "default_workers", "open_worker_context"]
+__all__ = ["LocalRunner", "default_workers", "open_local_runner", "open_worker_context"]
 
 log = logging.getLogger("hcs_batch.server")
 
 
-class LocalExecutor(Executor):
-    """Wells on ``trio_parallel`` worker processes of ``worker_context``, at most ``workers`` at once."""
+def default_workers() -> int:
+    """One worker process per CPU."""
+    return max(1, os.cpu_count() or 1)
 
-    def __init__(self, *, worker_context: Any, **options: Any) -> None:
-        super().__init__(**options)
-        self._context = worker_context
-        self.limiter = trio.CapacityLimiter(self.workers)
+
+class _LocalWells(ExecutionWells):
+    def __init__(self, runner: LocalRunner, pausable: Execution | None) -> None:
+        self._runner = runner
+        self._pausable = pausable
+
+    async def run_well(self, job: WellJob) -> WellResult:
+        runner = self._runner
+        # The gate stands in for the limiter: it gives a freed worker back while the execution is paused.
+        limiter: Any = runner.limiter if self._pausable is None else PauseGate(runner.limiter, self._pausable)
+        try:
+            rows: list[Row] = await runner.context.run_sync(
+                counted,  # counts the well in the worker, for recycling (see ..recycle)
+                partial(run_well, **job.worker_kwargs()),
+                kill_on_cancel=True,
+                limiter=limiter,
+            )
+        except Exception as exc:  # StepFailure, BrokenWorkerError, OSError from the worker
+            raise WellFailed(str(exc) or repr(exc)) from None
+        return WellResult(rows=rows, worker=str(rows[0]["worker"]) if rows else f"local:{os.getpid()}")
+
+
+class LocalRunner(WellRunner):
+    """Wells on ``workers`` trio-parallel worker processes of this machine.
+
+    The hard stop is the only stop: a cancelled well's worker process is killed (``kill_on_cancel``) and waited
+    for before ``run_well`` returns, so an execution's block has nothing left to stop when it is left.
+    """
+
+    executor = "local"
+    scheduler = None
+
+    def __init__(self, context: Any, workers: int) -> None:
+        self.context = context
+        self._workers = workers
+        self.limiter = trio.CapacityLimiter(workers)
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    @property
+    def slots(self) -> int:
+        return self._workers
+
+    def busy(self) -> int:
+        return int(self.limiter.borrowed_tokens)
 
     async def warm_up(self) -> None:
-        """Start every worker process now (in parallel), so no well pays for process start-up or imports.
-
-        A worker that fails to start is logged; wells will start one on demand.
-        """
+        """Start every worker process now (in parallel); one that fails to start is logged, and wells start one
+        on demand."""
 
         async def one() -> None:
             try:
-                await self._context.run_sync(warm_up, kill_on_cancel=True, limiter=self.limiter)
+                await self.context.run_sync(warm_up, kill_on_cancel=True, limiter=self.limiter)
             except Exception:
                 log.exception("warming up a worker process failed")
 
         async with trio.open_nursery() as nursery:
-            for _ in range(self.workers):
+            for _ in range(self._workers):
                 nursery.start_soon(one)
 
-    async def run_well(self, plan: Plan, well: str, plate_dir: Path, execution: Execution) -> list[Row]:
-        # The gate stands in for the limiter: it gives a freed worker back while the execution is paused.
-        gate: Any = PauseGate(self.limiter, execution)
-        rows: list[Row] = await self._context.run_sync(
-            counted,  # counts the well in the worker, for recycling (see ..recycle)
-            run_well,
-            plan.plate_path,
-            well,
-            plan.well_images[well],
-            plan.worker_steps,
-            str(plate_dir),
-            plan.well_key(well),
-            plan.projection,
-            plan.segment_channel,
-            dict(plan.channel_names),
-            kill_on_cancel=True,
-            limiter=gate,
-        )
-        return rows
+    @asynccontextmanager
+    async def open_execution(
+        self, execution_id: str, *, pausable: Execution | None = None
+    ) -> AsyncIterator[ExecutionWells]:
+        yield _LocalWells(self, pausable)
 
-    def busy_workers(self) -> int:
-        return int(self.limiter.borrowed_tokens)
+
+@asynccontextmanager
+async def open_local_runner(
+    workers: int | None = None, max_wells_per_worker: int | None = None
+) -> AsyncIterator[LocalRunner]:
+    """``workers`` (default: CPU count) worker processes for as long as the block lasts, each retired after
+    ``max_wells_per_worker`` wells when given (:func:`open_worker_context`); stopped on exit."""
+    count = default_workers() if workers is None else workers
+    async with open_worker_context(max_wells_per_worker) as context:
+        yield LocalRunner(context, count)
 
 
 @asynccontextmanager
 async def open_worker_context(max_wells_per_worker: int | None = None) -> AsyncIterator[Any]:
-    """The ``trio_parallel`` worker context a :class:`LocalExecutor` runs wells on: idle workers live on, every
+    """The ``trio_parallel`` worker context a :class:`LocalRunner` runs wells on: idle workers live on, every
     worker keeps its C heap between images, and with ``max_wells_per_worker`` retires after that many wells.
 
     Raises:
@@ -104,8 +137,3 @@ async def open_worker_context(max_wells_per_worker: int | None = None) -> AsyncI
         idle_timeout=math.inf, grace_period=5.0, init=keep_heap, retire=retire
     ) as context:
         yield context
-
-
-def default_workers() -> int:
-    """One worker process per CPU."""
-    return max(1, os.cpu_count() or 1)

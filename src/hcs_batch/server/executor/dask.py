@@ -1,0 +1,420 @@
+"""The ``dask`` executor: every well is a task on a Dask cluster, keyed ``<execution_id>/<well>``.
+
+The server is the cluster's only client: a synchronous ``distributed.Client``, called through
+``trio.to_thread.run_sync`` (it runs its own event loop in a thread of its own); a finished task's done-callback
+(on Dask's callback thread) wakes the waiting Trio task through ``TrioToken.run_sync_soon``. No asyncio bridge.
+
+- **Where**: ``--scheduler tcp://127.0.0.1:PORT`` (a scheduler on this machine) or ``tls://HOST:PORT`` (TLS set
+  up in the Dask configuration, ``distributed.comm.tls``), or ``--scheduler-file`` as ``dask scheduler
+  --scheduler-file`` and dask-jobqueue write it. A ``tcp://`` scheduler on another host is refused: a Dask
+  scheduler runs whatever its clients send, so it must not listen where others can reach it. With neither, a
+  LocalCluster is started here: one single-threaded worker process per ``workers`` (default: CPU count), each
+  under a nanny, scheduler and workers on 127.0.0.1, no dashboard.
+- **Fair sharing**: wells wait for a slot in one FIFO (a ``trio.CapacityLimiter`` of twice the cluster's threads,
+  refreshed as workers come and go), so plates submitted together take turns, and each worker has its next well
+  queued while it computes one (no idle round trip between wells).
+- **Stop** (Cancel, Stop, Ctrl-C, a failed well of the same plate): the execution's ``distributed.Event`` is set;
+  every task checks it before each image and after each step (at most every ``CHECK_INTERVAL``, 0.2 s) and gives
+  up there, writing no result file. Tasks not started are cancelled (``Client.cancel(force=True)``: they never
+  start). Running tasks get ``STOP_GRACE`` seconds to notice; a step still running then (it never returns) gets
+  the hard stop: its worker process is killed (SIGKILL from its nanny, which starts a fresh worker; a worker
+  without a nanny ends itself), and the other wells that worker held are recomputed elsewhere. The execution
+  reports ``cancelled`` once no worker thread computes any of its wells.
+- **Faults**: a worker that dies mid-well is noticed by the scheduler, which recomputes its wells on other
+  workers; a well whose workers died ``distributed.scheduler.allowed-failures`` + 1 times (default 4) fails its
+  plate with ``KilledWorker`` (a death counts against every task the worker held, the queued one too). A lost
+  scheduler fails the wells in flight (and so their plates) with a message naming it once the client's reconnect
+  window (``CONNECT_TIMEOUT``) has passed; wells already written stay, and later executions fail at once until
+  the server is restarted against a live scheduler.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import dask
+import distributed as _distributed
+import trio
+
+from ...errors import InputError
+from ..results import Row
+from ..stores import Execution
+from ..worker import StepFailure, WellStopped, run_well, warm_up
+from .local import default_workers
+from .runner import ExecutionWells, WellFailed, WellJob, WellResult, WellRunner
+
+distributed: Any = _distributed  # its functions carry no annotations mypy --strict accepts
+
+__all__ = ["STOP_GRACE", "DaskRunner", "check_scheduler_address", "dask_well", "open_dask_runner"]
+
+log = logging.getLogger("hcs_batch.server")
+
+STOP_GRACE = 0.75
+"""Seconds running wells of a stopped execution get to notice the stop event before their workers are restarted."""
+CHECK_INTERVAL = 0.2
+"""Seconds between two looks at the stop event from inside a task (each look is a round trip to the scheduler).
+The first look is one interval after the well starts: a well of a stopped execution that has not started is
+cancelled on the scheduler and never starts, so a short well costs no round trip at all."""
+CONNECT_TIMEOUT = 10.0
+STOP_TIMEOUT = 30.0
+"""Bound on stopping one execution's wells (a restart included); beyond it the server logs and moves on."""
+_REFRESH = 2.0
+_EVENT_PREFIX = "hcs-batch-stop/"
+
+
+# ---------------------------------------------------------------------------------------------- on the workers
+
+
+class _StopCheck:
+    """``is_set`` of the execution's stop event, asked of the scheduler at most every ``CHECK_INTERVAL``."""
+
+    def __init__(self, name: str) -> None:
+        self._event = distributed.Event(name)  # lazy: no round trip until the first look
+        self._next = time.monotonic() + CHECK_INTERVAL
+        self._set = False
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if not self._set and now >= self._next:
+            self._set = bool(self._event.is_set())
+            self._next = now + CHECK_INTERVAL
+        return self._set
+
+
+def dask_well(job: dict[str, Any]) -> tuple[list[Row], str] | None:
+    """The task of one well, run by a Dask worker: :func:`..worker.run_well` with the worker's address in every
+    row and the execution's stop event as its ``should_stop`` hook. Returns (rows, worker address), or None when
+    the execution was stopped before or during the well (no result file is written then).
+
+    Raises:
+        StepFailure: as ``run_well``.
+    """
+    address = str(distributed.get_worker().address)
+    try:
+        rows = run_well(**job["kwargs"], worker=address, should_stop=_StopCheck(job["stop_event"]))
+    except WellStopped:
+        return None
+    return rows, address
+
+
+def _executing(prefix: str, dask_worker: Any = None) -> list[str]:
+    """Run on a worker: the keys starting with ``prefix`` that one of its threads is computing right now (a task
+    cancelled on the scheduler stays here until its thread returns)."""
+    state = dask_worker.state
+    return [str(ts.key) for ts in (*state.executing, *state.long_running) if str(ts.key).startswith(prefix)]
+
+
+# ---------------------------------------------------------------------------------------------- in the server
+
+
+def check_scheduler_address(address: str) -> str:
+    """``address`` if the server may be a client of a scheduler there: ``tcp://`` on loopback, or ``tls://``.
+
+    Raises:
+        InputError: another scheme, no port, or ``tcp://`` to a host that is not loopback.
+    """
+    try:
+        parts = urlsplit(address)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+        parts = urlsplit("")
+    if parts.scheme not in ("tcp", "tls") or not host or port is None:
+        raise InputError(f"Dask scheduler address {address!r} must look like tcp://127.0.0.1:PORT or tls://HOST:PORT")
+    if parts.scheme == "tcp" and host != "localhost":
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise InputError(
+                f"refusing the Dask scheduler {address}: a scheduler runs what its clients send, so beyond this "
+                "machine use tls:// (TLS certificates in the Dask configuration, distributed.comm.tls)"
+            )
+    return address
+
+
+def _scheduler_from_file(path: str) -> str:
+    try:
+        address = json.loads(Path(path).read_text(encoding="utf-8"))["address"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"cannot read a Dask scheduler address from {path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(address, str):
+        raise InputError(f"the scheduler file {path} has no string 'address'")
+    return address
+
+
+class _DaskWells(ExecutionWells):
+    def __init__(self, runner: DaskRunner, execution_id: str) -> None:
+        self._runner = runner
+        self.execution_id = execution_id
+        self.stop_event = _EVENT_PREFIX + execution_id
+        self.futures: dict[str, Any] = {}
+        """Futures of wells submitted and not yet collected, by key."""
+
+    async def run_well(self, job: WellJob) -> WellResult:
+        runner = self._runner
+        key = f"{job.execution_id}/{job.well}"
+        task = {"kwargs": job.worker_kwargs(), "stop_event": self.stop_event}
+        async with runner.limiter:
+            done = trio.Event()
+            submit = partial(runner.client.submit, dask_well, task, key=key, pure=False, retries=0)
+            try:
+                future = await trio.to_thread.run_sync(submit)
+            except Exception as exc:  # the client closed after losing the scheduler
+                raise WellFailed(
+                    f"well {job.well}: cannot submit to the Dask scheduler at {runner.scheduler}: {exc}"
+                ) from None
+            self.futures[key] = future
+            future.add_done_callback(partial(runner.wake, done))
+            await done.wait()
+            try:
+                return await self._outcome(future, job)
+            finally:
+                del self.futures[key]
+
+    async def _outcome(self, future: Any, job: WellJob) -> WellResult:
+        where = f"well {job.well}"
+        status = future.status
+        if status == "finished":
+            try:
+                # Abandoned on cancellation: if the worker holding the result died meanwhile, Dask recomputes it
+                # and result() waits for that.
+                value = await trio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+            except Exception as exc:  # lost with its worker and then cancelled or failed
+                lost = f"{where}: its result was lost on the Dask cluster: {type(exc).__name__}: {exc}"
+                raise WellFailed(lost) from None
+            if value is None:
+                raise WellFailed(f"{where}: stopped")
+            rows, worker = value
+            return WellResult(rows=rows, worker=worker)
+        if status == "error":
+            error = await trio.to_thread.run_sync(future.exception)
+            if isinstance(error, StepFailure):
+                raise WellFailed(str(error))
+            if isinstance(error, distributed.KilledWorker):
+                raise WellFailed(
+                    f"{where}: every Dask worker that computed it died (the scheduler retries a lost worker's wells "
+                    f"up to distributed.scheduler.allowed-failures times): {error}"
+                )
+            raise WellFailed(f"{where}: {type(error).__name__}: {error}")
+        raise WellFailed(
+            f"{where}: the Dask scheduler at {self._runner.scheduler} dropped it ({status}): "
+            "the scheduler was lost or restarted"
+        )
+
+
+class DaskRunner(WellRunner):
+    """Wells as tasks on the cluster behind ``client`` (see the module docstring). Trio thread only."""
+
+    executor = "dask"
+
+    def __init__(self, client: Any, scheduler: str, token: trio.lowlevel.TrioToken) -> None:
+        self.client = client
+        self.scheduler = scheduler
+        self._token = token
+        self._threads = 0
+        self.limiter = trio.CapacityLimiter(1)
+
+    @property
+    def workers(self) -> int:
+        return self._threads
+
+    @property
+    def slots(self) -> int:
+        return int(self.limiter.total_tokens)
+
+    def busy(self) -> int:
+        # Up to two wells per thread are in flight; at most one per thread computes.
+        return min(int(self.limiter.borrowed_tokens), self._threads)
+
+    def set_threads(self, threads: int) -> None:
+        """The cluster has ``threads`` worker threads now: keep two wells in flight per thread (at least one)."""
+        self._threads = threads
+        self.limiter.total_tokens = max(1, 2 * threads)
+
+    def wake(self, done: trio.Event, _future: Any) -> None:
+        """A done-callback (Dask's callback thread): set ``done`` in the Trio thread."""
+        try:
+            self._token.run_sync_soon(done.set)
+        except trio.RunFinishedError:
+            pass  # the server is gone; nobody waits
+
+    async def refresh(self) -> None:
+        """Follow the cluster's size (workers join and leave, e.g. an adaptive dask-jobqueue cluster)."""
+        said = False
+        while True:
+            try:
+                nthreads = await trio.to_thread.run_sync(self.client.nthreads, abandon_on_cancel=True)
+                self.set_threads(sum(int(n) for n in nthreads.values()))
+                said = False
+            except Exception as exc:  # the scheduler is away: keep the last size, wells fail on their own
+                if not said:  # once per outage, not every few seconds
+                    log.warning("cannot ask the Dask scheduler at %s for its workers: %s", self.scheduler, exc)
+                said = True
+            await trio.sleep(_REFRESH)
+
+    async def warm_up(self) -> None:
+        """Import what every well needs on every worker now."""
+        try:
+            await trio.to_thread.run_sync(self.client.run, warm_up, abandon_on_cancel=True)
+        except Exception:
+            log.exception("warming up the Dask workers failed")
+
+    @asynccontextmanager
+    async def open_execution(
+        self, execution_id: str, *, pausable: Execution | None = None
+    ) -> AsyncIterator[ExecutionWells]:
+        # A paused execution's drivers submit no new well; a well already queued on the cluster still runs.
+        wells = _DaskWells(self, execution_id)
+        try:
+            yield wells
+        finally:
+            if wells.futures:
+                with trio.CancelScope(shield=True), trio.move_on_after(STOP_TIMEOUT) as bound:
+                    await trio.to_thread.run_sync(self._stop, wells, abandon_on_cancel=True)
+                if bound.cancelled_caught:
+                    log.error("stopping the wells of execution %s on Dask took over %s s", execution_id, STOP_TIMEOUT)
+
+    def _stop(self, wells: _DaskWells) -> None:
+        """In a thread: stop every well of ``wells`` still submitted (see the module docstring, **Stop**)."""
+        client = self.client
+        futures = list(wells.futures.values())
+        keys = set(wells.futures)
+        prefix = wells.execution_id + "/"
+        event = distributed.Event(wells.stop_event, client=client)
+        try:
+            event.set()
+            where = [addr for addr, ks in client.processing().items() if keys.intersection(map(str, ks))]
+            client.cancel(futures, force=True)
+            where = _wait_stopped(client, prefix, where, STOP_GRACE)
+            if where:
+                log.warning("hard stop: ending the Dask worker processes %s (a step of %s runs on)", where, prefix)
+                _end_worker_processes(client, where)
+                where = _wait_stopped(client, prefix, where, STOP_TIMEOUT)
+                if where:
+                    log.error("Dask workers %s still compute wells of %s after a hard stop", where, prefix)
+        except Exception as exc:  # the scheduler is lost: nothing of this execution can be running through it
+            log.warning("stopping %s on Dask: %s: %s", wells.execution_id, type(exc).__name__, exc)
+        finally:
+            try:
+                event.clear()  # forgets the event on the scheduler (nobody waits on it)
+            except Exception:
+                pass
+
+
+def _still_computing(client: Any, prefix: str, where: list[str]) -> list[str]:
+    """The workers of ``where`` still registered whose threads compute a key starting with ``prefix``."""
+    present = set(client.scheduler_info(n_workers=-1)["workers"])
+    ask = [addr for addr in where if addr in present]
+    if not ask:
+        return []
+    running = client.run(_executing, prefix, workers=ask, on_error="return")
+    return [addr for addr, found in running.items() if isinstance(found, list) and found]
+
+
+def _wait_stopped(client: Any, prefix: str, where: list[str], seconds: float) -> list[str]:
+    """Wait up to ``seconds`` until no worker of ``where`` computes a key of ``prefix``; the workers that still do.
+    (A remote state that sends no notification: a short bounded poll.)"""
+    deadline = time.monotonic() + seconds
+    while where:
+        where = _still_computing(client, prefix, where)
+        if not where or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    return where
+
+
+def _end_worker_processes(client: Any, where: list[str]) -> None:
+    """The hard stop: SIGKILL the worker processes at ``where`` from their nannies (which start fresh ones); a
+    worker without a nanny ends itself. Only standard-library functions are sent: nothing to import over there."""
+    pids = client.run(os.getpid, workers=where, on_error="return")
+    for addr in where:  # one at a time: the scheduler pairs workers and nannies wrongly when one has none
+        pid = pids.get(addr)
+        killed = {}
+        if isinstance(pid, int):
+            killed = client.run(os.kill, pid, signal.SIGKILL, workers=[addr], nanny=True, on_error="return")
+        if addr not in killed or isinstance(killed[addr], Exception):
+            client.run(os._exit, 70, workers=[addr], wait=False, on_error="ignore")
+
+
+def _connect(scheduler: str | None, scheduler_file: str | None, workers: int | None) -> tuple[Any, Any]:
+    """In a thread: (client, cluster started here or None)."""
+    if scheduler is not None and scheduler_file is not None:
+        raise InputError("give --scheduler or --scheduler-file, not both")
+    if scheduler_file is not None:
+        scheduler = _scheduler_from_file(scheduler_file)
+    cluster = None
+    if scheduler is None:
+        # Dask's nannies set MALLOC_TRIM_THRESHOLD_ in their workers, which turns off glibc's adaptive mmap
+        # threshold: every image-sized array becomes a fresh mmap, and a well cost 40% more CPU (measured on
+        # 1024-pixel images: 90 ms against 64 ms). Our workers keep the default allocator behaviour.
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            cluster = distributed.LocalCluster(
+                n_workers=workers or default_workers(),
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                scheduler_port=0,
+                dashboard_address=None,
+                # The scheduler serves /health on HTTP even without a dashboard, by default on port 8787 (taken
+                # by any other cluster on this machine): a free loopback port instead.
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+            )
+        scheduler = str(cluster.scheduler_address)
+    check_scheduler_address(scheduler)
+    try:
+        client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        if cluster is not None:
+            cluster.close()
+        raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    return client, cluster
+
+
+@asynccontextmanager
+async def open_dask_runner(
+    *, scheduler: str | None = None, scheduler_file: str | None = None, workers: int | None = None
+) -> AsyncIterator[DaskRunner]:
+    """A :class:`DaskRunner` on the scheduler at ``scheduler``, named in ``scheduler_file``, or (neither) a
+    LocalCluster of ``workers`` processes started here, for as long as the block lasts.
+
+    Raises:
+        InputError: both or a refused address (:func:`check_scheduler_address`), an unreadable scheduler file, or
+            no scheduler answering within ``CONNECT_TIMEOUT`` seconds.
+
+    On exit (cancellation too, shielded): the client is closed, and a LocalCluster started here is shut down
+    (its worker processes end). A cluster we did not start is left running.
+    """
+    client, cluster = await trio.to_thread.run_sync(_connect, scheduler, scheduler_file, workers)
+    try:
+        runner = DaskRunner(client, str(client.scheduler.address), trio.lowlevel.current_trio_token())
+        started = "a LocalCluster started by this server" if cluster is not None else "an existing cluster"
+        log.info("wells run on the Dask scheduler at %s (%s)", runner.scheduler, started)
+        async with trio.open_nursery() as nursery:
+            nthreads = await trio.to_thread.run_sync(client.nthreads)
+            runner.set_threads(sum(int(n) for n in nthreads.values()))
+            nursery.start_soon(runner.refresh)
+            yield runner
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(_close, client, cluster)
+
+
+def _close(client: Any, cluster: Any) -> None:
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
