@@ -51,7 +51,8 @@ def test_tiny_benchmark_run_writes_valid_results(tmp_path: Path) -> None:
     assert series[max(series, key=int)]["control"]["seq_per_s"] > 0
 
     real = data["cases"]["realplates"]  # hcs-batch run, the Pool script and the single-core scripts, side by side
-    assert real["agreement"]["compared"] == ["hcs", "pool"] and not real["agreement"]["mismatches"], real
+    compared = real["agreement"]["compared"]  # the Dask case joins when its executor is available
+    assert {"hcs", "pool"} <= set(compared) <= {"dask", "hcs", "pool"} and not real["agreement"]["mismatches"], real
     assert real["agreement"]["images"] == 8 and real["single"]["images"] == 2
     for name in ("hcs", "pool"):
         assert real[name]["wells_per_s"] > 0 and real[name]["cpu_s"] > 0 and real[name]["peak_rss_per_worker_mib"] > 0
