@@ -42,14 +42,7 @@ def numpy_otsu_level(data: np.ndarray, bins: int = 256) -> float:
     """``hcs_batch.steps``' Otsu level before imageops (np.histogram), kept here as the 'before'."""
     lo, hi = float(data.min()), float(data.max())
     hist, edges = np.histogram(data, bins=bins, range=(lo, hi))
-    centers = (edges[:-1] + edges[1:]) / 2
-    weight_bg = np.cumsum(hist)
-    weight_fg = weight_bg[-1] - weight_bg
-    sum_bg = np.cumsum(hist * centers)
-    mean_bg = sum_bg / np.maximum(weight_bg, 1)
-    mean_fg = (sum_bg[-1] - sum_bg) / np.maximum(weight_fg, 1)
-    between = weight_bg * weight_fg * (mean_bg - mean_fg) ** 2
-    return float(edges[int(np.argmax(between[:-1])) + 1])
+    return imageops.otsu_from_histogram(hist, edges)  # the same level formula; only the histogram differs
 
 
 def numpy_normalize(raw: np.ndarray) -> np.ndarray:

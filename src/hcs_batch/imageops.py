@@ -39,6 +39,7 @@ __all__ = [
     "masked_mean",
     "min_max",
     "object_sizes",
+    "otsu_from_histogram",
     "otsu_level",
     "percentiles",
     "rescale",
@@ -191,6 +192,12 @@ def otsu_level(image: NDArray[Any], bins: int = 256) -> float:
         if hi <= lo:
             return lo
         hist, edges = np.histogram(image, bins=bins, range=(lo, hi))
+    return otsu_from_histogram(hist, edges)
+
+
+def otsu_from_histogram(hist: NDArray[Any], edges: NDArray[Any]) -> float:
+    """Otsu's level from a histogram and its bin edges: the upper edge of the bin that maximises the
+    between-class variance (pixels above it are foreground)."""
     centers = (edges[:-1] + edges[1:]) / 2
     weight_bg = np.cumsum(hist)
     weight_fg = weight_bg[-1] - weight_bg
