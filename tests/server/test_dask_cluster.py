@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import trio
 from hcs_batch import protocol as p
 from hcs_batch.client import open_connection
 from hcs_batch.server import open_embedded_server
+from hcs_batch.server.executor import dask as dask_executor
 from hcs_batch.testing.plates import make_plates
 from tests.support.dask_cluster import DaskCluster, dask_cluster, keys_on_cluster
 from tests.support.procs import alive, survivors
@@ -116,6 +118,23 @@ async def test_serve_on_a_scheduler_cancels_one_of_two_with_a_hard_stop(cluster:
     assert not (out / "held" / "wells.csv").exists()
     _, rows = read_csv(out / "gated" / "wells.csv")
     assert {r["worker"] for r in rows} <= cluster.worker_addresses
+
+
+def test_a_hard_stop_sees_the_killed_worker_gone_without_asking_it(cluster: DaskCluster) -> None:
+    """Regression (CI, stop 17): right after the SIGKILL the scheduler may still list the dead worker; a request
+    routed to it waited out Dask's 30 s connect timeout, so a cancel took 30 s. Only the scheduler is asked now."""
+    import distributed
+
+    with distributed.Client(cluster.scheduler.address, timeout=10, set_as_default=False) as client:
+        victim = sorted(cluster.worker_addresses)[0]
+        old_pid = client.run(os.getpid, workers=[victim])[victim]
+        before = dask_executor._worker_processes(client, [victim])
+        assert set(before) == {victim}
+        started = time.monotonic()
+        dask_executor._end_worker_processes(client, [victim])
+        assert dask_executor._wait_replaced(client, before, 30.0) == []
+        assert time.monotonic() - started < 10.0  # hang guard: the old path took 30 s
+    assert survivors({old_pid}) == {}
 
 
 async def test_a_worker_killed_mid_run_has_its_wells_recomputed(cluster: DaskCluster, tmp_path: Path) -> None:

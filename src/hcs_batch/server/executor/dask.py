@@ -301,10 +301,11 @@ class DaskRunner(WellRunner):
             where = _wait_stopped(client, prefix, where, STOP_GRACE)
             if where:
                 log.warning("hard stop: ending the Dask worker processes %s (a step of %s runs on)", where, prefix)
+                before = _worker_processes(client, where)
                 _end_worker_processes(client, where)
-                where = _wait_stopped(client, prefix, where, STOP_TIMEOUT)
+                where = _wait_replaced(client, before, STOP_TIMEOUT)
                 if where:
-                    log.error("Dask workers %s still compute wells of %s after a hard stop", where, prefix)
+                    log.error("Dask workers %s still run after a hard stop (wells of %s)", where, prefix)
         except Exception as exc:  # the scheduler is lost: nothing of this execution can be running through it
             log.warning("stopping %s on Dask: %s: %s", wells.execution_id, type(exc).__name__, exc)
         finally:
@@ -334,6 +335,26 @@ def _wait_stopped(client: Any, prefix: str, where: list[str], seconds: float) ->
             break
         time.sleep(0.02)
     return where
+
+
+def _worker_processes(client: Any, where: list[str]) -> dict[str, str]:
+    """Each registered worker of ``where`` with what tells its process apart: its scratch folder (every worker
+    process makes a new one, so a worker restarted on the same port has another)."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return {addr: str(workers[addr].get("local_directory")) for addr in where if addr in workers}
+
+
+def _wait_replaced(client: Any, before: dict[str, str], seconds: float) -> list[str]:
+    """Wait up to ``seconds`` until the scheduler no longer lists the worker processes of ``before`` (gone, or a new
+    process at the same address); the addresses still held by the old process. Asks only the scheduler: a request
+    routed to a dead worker waits out Dask's whole connect timeout (30 s) on a refused port."""
+    deadline = time.monotonic() + seconds
+    while True:
+        current = _worker_processes(client, list(before))
+        left = [addr for addr, process in current.items() if before[addr] == process]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.02)
 
 
 def _end_worker_processes(client: Any, where: list[str]) -> None:
