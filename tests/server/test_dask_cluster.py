@@ -102,7 +102,7 @@ async def test_serve_on_a_scheduler_cancels_one_of_two_with_a_hard_stop(cluster:
                             assert event.state == "cancelled"
                             break
                     stopped_after = trio.current_time() - asked
-                assert stopped_after < 2.0, stopped_after
+                assert stopped_after < 10.0, stopped_after  # well under the 30 s of a stop that waits on a dead worker
                 # The step never returns: its worker process was restarted through its nanny.
                 assert await trio.to_thread.run_sync(survivors, {pid_a}) == {}
                 assert await trio.to_thread.run_sync(keys_on_cluster, scheduler, run_a) == (set(), set())

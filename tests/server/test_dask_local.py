@@ -157,7 +157,7 @@ async def test_cancel_stops_a_running_well_between_steps_and_the_other_plate_com
                         assert event.state == "cancelled"
                         break
                 stopped_after = trio.current_time() - asked
-            assert stopped_after < 2.0, stopped_after
+            assert stopped_after < 10.0, stopped_after  # well under the 30 s of a stop that waits on a dead worker
             assert alive(pid_a), "a cooperative stop keeps the worker process"
             assert await trio.to_thread.run_sync(keys_on_cluster, scheduler, run_a) == (set(), set())
 
