@@ -20,8 +20,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from PyQt6.QtCore import QEvent, QPointF, QRectF, Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QFont, QHelpEvent, QLinearGradient, QMouseEvent, QPainter, QPaintEvent, QPen
-from PyQt6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QToolTip, QVBoxLayout, QWidget
+from PyQt6.QtWidgets import QComboBox, QLabel, QSizePolicy, QToolTip, QWidget
 
+from guest_mode.panel import lay_out_panel
 from hcs_batch.model import PlateState
 from hcs_batch.server.layouts.index import ROWS
 from hcs_batch.server.plate_map import numeric_columns, plate_format, well_means, well_position
@@ -129,14 +130,7 @@ class PlateMapWidget(QWidget):
         self.color_by.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.color_by.setToolTip("colour wells by their state, or by a measurement of wells.csv (mean per well)")
         self.canvas = _Canvas(self)
-        bar = QHBoxLayout()
-        bar.addWidget(self.title, 1)
-        bar.addWidget(QLabel("Colour by:"))
-        bar.addWidget(self.color_by)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(bar)
-        layout.addWidget(self.canvas, 1)
+        lay_out_panel(self, self.title, [QLabel("Colour by:"), self.color_by], self.canvas)
         self.color_by.currentTextChanged.connect(self._on_mode_changed)
 
     # ------------------------------------------------------------------ feeding

@@ -7,8 +7,10 @@ Menus are built by :meth:`PlatesPanel.plate_menu` / :meth:`PlatesPanel.attached_
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PyQt6.QtCore import QPoint, Qt
-from PyQt6.QtGui import QAction, QResizeEvent
+from PyQt6.QtGui import QResizeEvent
 from PyQt6.QtWidgets import QLabel, QMenu, QPlainTextEdit, QSplitter, QStyle, QTableView, QVBoxLayout, QWidget
 
 from guest_mode.batch_bar import BatchBar
@@ -65,27 +67,24 @@ class PlatesPanel(QWidget):
 
     def plate_menu(self, row: int) -> QMenu:
         """The context menu of plate row ``row``: cancel that plate (enabled while it is live in a batch)."""
-        menu = QMenu(self)
+        controls = self._session.controls
         plates = self.plate_model.plates_at([row])
-        if plates:
-            name = plates[0].name
-            controls = self._session.controls
-            action = _cancel_action(menu, f"Cancel plate {name}")
-            action.setEnabled(controls.can_cancel_plate(name))
-            action.triggered.connect(lambda *_: controls.cancel_plate(name))
-        return menu
+        if not plates:
+            return QMenu(self)
+        name = plates[0].name
+        return _cancel_menu(self, f"Cancel plate {name}", controls.can_cancel_plate(name), controls.cancel_plate, name)
 
     def attached_menu(self, row: int) -> QMenu:
         """The context menu of an attached execution's row: cancel that execution only."""
-        menu = QMenu(self)
+        controls = self._session.controls
         rows = self.attached_model.rows
-        if 0 <= row < len(rows):
-            execution_id = rows[row].execution_id
-            controls = self._session.controls
-            action = _cancel_action(menu, f"Cancel {rows[row].plate_name} ({execution_id})")
-            action.setEnabled(controls.can_cancel_execution(execution_id))
-            action.triggered.connect(lambda *_: controls.cancel_execution(execution_id))
-        return menu
+        if not 0 <= row < len(rows):
+            return QMenu(self)
+        execution_id = rows[row].execution_id
+        text = f"Cancel {rows[row].plate_name} ({execution_id})"
+        return _cancel_menu(
+            self, text, controls.can_cancel_execution(execution_id), controls.cancel_execution, execution_id
+        )
 
     def _on_plate_menu(self, pos: QPoint) -> None:
         _popup(self.table, pos, self.plate_menu)
@@ -103,12 +102,16 @@ def _popup(view: QTableView, pos: QPoint, build: object) -> None:
         menu.popup(viewport.mapToGlobal(pos))
 
 
-def _cancel_action(menu: QMenu, text: str) -> QAction:
+def _cancel_menu(parent: QWidget, text: str, enabled: bool, cancel: Callable[[str], object], name: str) -> QMenu:
+    """A context menu of one action, ``text`` with the cancel icon, that calls ``cancel(name)``."""
+    menu = QMenu(parent)
     style = menu.style()
     icon = QStyle.StandardPixmap.SP_DialogCancelButton
     action = menu.addAction(style.standardIcon(icon), text) if style is not None else menu.addAction(text)
     assert action is not None
-    return action
+    action.setEnabled(enabled)
+    action.triggered.connect(lambda *_: cancel(name))
+    return menu
 
 
 def log_pane() -> QPlainTextEdit:

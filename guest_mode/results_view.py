@@ -14,7 +14,9 @@ from pathlib import Path
 
 from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QObject, QSortFilterProxyModel, Qt, QUrl
 from PyQt6.QtGui import QDesktopServices, QGuiApplication
-from PyQt6.QtWidgets import QAbstractItemView, QHBoxLayout, QLabel, QPushButton, QTableView, QVBoxLayout, QWidget
+from PyQt6.QtWidgets import QAbstractItemView, QLabel, QPushButton, QTableView, QWidget
+
+from guest_mode.panel import lay_out_panel
 
 __all__ = ["SORT_ROLE", "CsvTableModel", "Results", "ResultsView", "open_folder", "read_results"]
 
@@ -129,13 +131,7 @@ class ResultsView(QWidget):
         self.open_button = QPushButton("Open output folder")
         self.open_button.setEnabled(False)
         self.table = sortable_table(self.model, self)
-        bar = QHBoxLayout()
-        bar.addWidget(self.title, 1)
-        bar.addWidget(self.open_button)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(bar)
-        layout.addWidget(self.table, 1)
+        lay_out_panel(self, self.title, [self.open_button], self.table)
         self.open_button.clicked.connect(self._on_open_clicked)
 
     def show_results(self, plate: str, folder: Path, results: Results | None, problem: str = "") -> None:

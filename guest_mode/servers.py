@@ -9,47 +9,33 @@ plain URL box. Empty means an embedded local server.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from PyQt6.QtCore import Qt
 from PyQt6.QtWidgets import QComboBox, QLineEdit, QWidget
 
-__all__ = ["LocalServer", "ServerField", "local_servers"]
+__all__ = ["ServerField", "local_servers"]
 
 log = logging.getLogger("guest_mode.servers")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LocalServer:
-    """One server of this user on this machine."""
-
-    url: str
-    pid: int
-    detail: str
-    """For the tooltip: process, start time, executor and workers."""
-
-
-def local_servers() -> list[LocalServer]:
-    """The live servers in this user's registry, oldest first; empty when there is none (or no registry).
-    Never raises: a registry that cannot be read offers nothing."""
+def local_servers() -> dict[str, str]:
+    """The live servers in this user's registry, oldest first: URL -> a tooltip naming its process, start time,
+    executor and workers. Empty when there is none (or no registry). Never raises: a registry that cannot be read
+    offers nothing."""
     try:
         from hcs_batch.server import registry
     except ImportError:
-        return []
+        return {}
     try:
         entries = registry.read_entries()
     except Exception:  # a damaged registry must not break the window; read_entries skips bad files itself
         log.exception("reading the server registry failed")
-        return []
-    return [
-        LocalServer(
-            url=e.url,
-            pid=e.pid,
-            detail=f"pid {e.pid}, started {e.started_at}, {e.executor} executor, {e.workers} workers"
-            + (", CurveZMQ keys required" if getattr(e, "curve", False) else ""),
-        )
+        return {}
+    return {
+        e.url: f"pid {e.pid}, started {e.started_at}, {e.executor} executor, {e.workers} workers"
+        + (", CurveZMQ keys required" if getattr(e, "curve", False) else "")
         for e in entries
-    ]
+    }
 
 
 class ServerField(QComboBox):
@@ -80,16 +66,16 @@ class ServerField(QComboBox):
         """The URL typed or picked; None (an embedded server) when empty."""
         return self.currentText().strip() or None
 
-    def refresh(self) -> list[LocalServer]:
-        """List this machine's servers again, keeping what is typed; returns them."""
+    def refresh(self) -> dict[str, str]:
+        """List this machine's servers again, keeping what is typed; returns them (URL -> tooltip)."""
         typed = self.currentText()
         servers = local_servers()
         self.blockSignals(True)
         try:
             self.clear()
-            for server in servers:
-                self.addItem(server.url, server.url)
-                self.setItemData(self.count() - 1, server.detail, Qt.ItemDataRole.ToolTipRole)
+            for url, detail in servers.items():
+                self.addItem(url, url)
+                self.setItemData(self.count() - 1, detail, Qt.ItemDataRole.ToolTipRole)
             self.setCurrentIndex(-1)
             self.setEditText(typed)
         finally:

@@ -327,26 +327,36 @@ class PlateManagerWindow(QMainWindow):
 
     @_slot
     def _on_add_clicked(self, checked: bool = False) -> None:
-        dialog = QFileDialog(self, "Add plate folders")
-        dialog.setFileMode(QFileDialog.FileMode.Directory)
-        dialog.setOption(QFileDialog.Option.ShowDirsOnly, True)
-        dialog.setOption(QFileDialog.Option.DontUseNativeDialog, True)
-        self._spawn_dialog(dialog, self.add_plates)
+        self._choose_paths("Add plate folders", QFileDialog.FileMode.Directory, self.add_plates)
 
     @_slot
     def _on_pipeline_clicked(self, checked: bool = False) -> None:
-        dialog = QFileDialog(self, "Choose a pipeline", "", "Pipeline TOML (*.toml);;All files (*)")
-        dialog.setFileMode(QFileDialog.FileMode.ExistingFile)
-        dialog.setOption(QFileDialog.Option.DontUseNativeDialog, True)
-        self._spawn_dialog(dialog, self._add_pipeline_files)
+        self._choose_paths(
+            "Choose a pipeline",
+            QFileDialog.FileMode.ExistingFile,
+            self._add_pipeline_files,
+            name_filter="Pipeline TOML (*.toml);;All files (*)",
+        )
 
     @_slot
     def _on_output_clicked(self, checked: bool = False) -> None:
-        dialog = QFileDialog(self, "Where run batches write their results")
-        dialog.setFileMode(QFileDialog.FileMode.Directory)
-        dialog.setOption(QFileDialog.Option.ShowDirsOnly, True)
+        self._choose_paths("Where run batches write their results", QFileDialog.FileMode.Directory, self._choose_output)
+
+    def _choose_paths(
+        self,
+        title: str,
+        mode: QFileDialog.FileMode,
+        chosen: Callable[[list[str]], object],
+        *,
+        name_filter: str = "",
+    ) -> None:
+        """Open Qt's own (non-native) file dialog; ``chosen`` gets the picked paths. A folder dialog shows no files."""
+        dialog = QFileDialog(self, title, "", name_filter)
+        dialog.setFileMode(mode)
+        if mode is QFileDialog.FileMode.Directory:
+            dialog.setOption(QFileDialog.Option.ShowDirsOnly, True)
         dialog.setOption(QFileDialog.Option.DontUseNativeDialog, True)
-        self._spawn_dialog(dialog, self._choose_output)
+        self._spawn_dialog(dialog, chosen)
 
     def _choose_output(self, paths: Sequence[str]) -> None:
         if paths and self.session.set_output_dir(paths[0]):

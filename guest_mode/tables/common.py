@@ -1,5 +1,5 @@
-"""What both tables share: the header row and row count of their models, state colours, the progress-bar cell,
-the column layout.
+"""What both tables share: the header row, row count and cell lookup of their models, state colours, the
+progress-bar cell, the column layout.
 
 A progress cell is painted, not a widget: the view asks the model only for the rows on screen, so a repaint costs
 the same for 10 rows as for 10,000.
@@ -8,6 +8,7 @@ the same for 10 rows as for 10,000.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
 
 from PyQt6.QtCore import QAbstractTableModel, QModelIndex, QObject, Qt
 from PyQt6.QtGui import QBrush, QColor, QPainter
@@ -20,9 +21,12 @@ from PyQt6.QtWidgets import (
     QStyleOptionProgressBar,
     QStyleOptionViewItem,
     QTableView,
+    QWidget,
 )
 
-__all__ = ["ProgressDelegate", "RowsModel", "configure_table", "state_brush"]
+__all__ = ["ProgressDelegate", "RowsModel", "RowsView", "state_brush"]
+
+T = TypeVar("T")
 
 _STATE_COLORS = {
     "failed": Qt.GlobalColor.red,
@@ -39,16 +43,26 @@ def state_brush(state: str) -> QBrush | None:
     return _BRUSHES.get(state)
 
 
-class RowsModel(QAbstractTableModel):
-    """A flat table with fixed column ``headers``; a subclass says how many rows (:meth:`row_count`) and what a
-    cell shows (``data``)."""
+class RowsModel(QAbstractTableModel, Generic[T]):
+    """A flat table with fixed column ``headers``, one row per item of ``_items`` (the subclass keeps that list
+    current); a subclass says what a cell of an item shows (:meth:`cell`)."""
 
     def __init__(self, headers: Sequence[str], parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._headers = tuple(headers)
+        self._items: list[T] = []
 
     def row_count(self) -> int:
+        return len(self._items)
+
+    def cell(self, item: T, column: int, role: int) -> object:
+        """What ``column`` of ``item``'s row shows for ``role``; None: nothing (Qt's default)."""
         raise NotImplementedError
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> object:
+        if not index.isValid() or index.row() >= len(self._items):
+            return None
+        return self.cell(self._items[index.row()], index.column(), role)
 
     def repaint_columns(self, first: int, last: int) -> None:
         """Tell the views that columns ``first`` to ``last`` of every row changed (one signal)."""
@@ -90,21 +104,35 @@ class ProgressDelegate(QStyledItemDelegate):
             style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter, widget)
 
 
-def configure_table(view: QTableView, widths: Sequence[int | None], *, progress_column: int) -> None:
-    """Read-only rows, no row numbers; a ``None`` width stretches, the others are fixed (measuring columns to
-    their contents re-reads every row), and ``progress_column`` is painted as a bar."""
-    view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    view.setWordWrap(False)
-    vertical = view.verticalHeader()
-    if vertical is not None:
-        vertical.setVisible(False)
-        vertical.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-    header = view.horizontalHeader()
-    if header is not None:
-        for column, width in enumerate(widths):
-            if width is None:
-                header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch)
-            else:
-                header.setSectionResizeMode(column, QHeaderView.ResizeMode.Fixed)
-                header.resizeSection(column, width)
-    view.setItemDelegateForColumn(progress_column, ProgressDelegate(view))
+class RowsView(QTableView):
+    """A view of a :class:`RowsModel`: read-only rows selected as ``selection`` says, no row numbers; a ``None``
+    width stretches, the others are fixed (measuring columns to their contents re-reads every row), and
+    ``progress_column`` is painted as a bar."""
+
+    def __init__(
+        self,
+        model: RowsModel[Any],
+        widths: Sequence[int | None],
+        *,
+        progress_column: int,
+        selection: QAbstractItemView.SelectionMode,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setModel(model)
+        self.setSelectionMode(selection)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setWordWrap(False)
+        vertical = self.verticalHeader()
+        if vertical is not None:
+            vertical.setVisible(False)
+            vertical.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        header = self.horizontalHeader()
+        if header is not None:
+            for column, width in enumerate(widths):
+                if width is None:
+                    header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch)
+                else:
+                    header.setSectionResizeMode(column, QHeaderView.ResizeMode.Fixed)
+                    header.resizeSection(column, width)
+        self.setItemDelegateForColumn(progress_column, ProgressDelegate(self))

@@ -8,13 +8,13 @@ plate order.
 
 from __future__ import annotations
 
-from PyQt6.QtCore import QModelIndex, QObject, Qt
-from PyQt6.QtWidgets import QAbstractItemView, QTableView, QWidget
+from PyQt6.QtCore import QObject, Qt
+from PyQt6.QtWidgets import QAbstractItemView, QWidget
 
 from guest_mode.attached import AttachedRow
 from guest_mode.session import BatchSession
 
-from .common import RowsModel, configure_table, state_brush
+from .common import RowsModel, RowsView, state_brush
 
 __all__ = ["AttachedTableModel", "AttachedTableView"]
 
@@ -22,22 +22,21 @@ _HEADERS = ("Plate", "State", "Progress", "Execution")
 _PLATE, _STATE, _PROGRESS, _EXECUTION = range(4)
 
 
-class AttachedTableModel(RowsModel):
+class AttachedTableModel(RowsModel[AttachedRow]):
     """The attached executions of the session's current connection, as last refreshed."""
 
     def __init__(self, session: BatchSession, parent: QObject | None = None) -> None:
         super().__init__(_HEADERS, parent)
         self._session = session
-        self._rows: list[AttachedRow] = []
 
     @property
     def rows(self) -> list[AttachedRow]:
         """The rows shown, in the order the server listed them."""
-        return list(self._rows)
+        return list(self._items)
 
     def row(self, execution_id: str) -> AttachedRow:
         """The shown row of ``execution_id``. Raises ``KeyError`` when it is not shown."""
-        for row in self._rows:
+        for row in self._items:
             if row.execution_id == execution_id:
                 return row
         raise KeyError(f"execution {execution_id!r} is not shown")
@@ -45,23 +44,17 @@ class AttachedTableModel(RowsModel):
     def refresh(self) -> None:
         """Take the session's rows now and repaint them."""
         rows = self._session.attached_rows()
-        if [r.execution_id for r in rows] != [r.execution_id for r in self._rows]:
+        if [r.execution_id for r in rows] != [r.execution_id for r in self._items]:
             self.beginResetModel()
-            self._rows = rows
+            self._items = rows
             self.endResetModel()
         else:
-            self._rows = rows
+            self._items = rows
             self.repaint_columns(_STATE, _PROGRESS)
 
     # ------------------------------------------------------------------ QAbstractTableModel
 
-    def row_count(self) -> int:
-        return len(self._rows)
-
-    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> object:
-        if not index.isValid() or index.row() >= len(self._rows):
-            return None
-        row, column = self._rows[index.row()], index.column()
+    def cell(self, row: AttachedRow, column: int, role: int) -> object:
         if role == Qt.ItemDataRole.DisplayRole:
             return (row.plate_name, row.state, row.percent, row.execution_id)[column]
         if column == _STATE and role == Qt.ItemDataRole.ToolTipRole:
@@ -71,11 +64,9 @@ class AttachedTableModel(RowsModel):
         return None
 
 
-class AttachedTableView(QTableView):
+class AttachedTableView(RowsView):
     """The attached executions: nothing selectable, fixed State, Progress and Execution columns."""
 
     def __init__(self, model: AttachedTableModel, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setModel(model)
-        self.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        configure_table(self, (None, 110, 200, 150), progress_column=_PROGRESS)
+        selection = QAbstractItemView.SelectionMode.NoSelection
+        super().__init__(model, (None, 110, 200, 150), progress_column=_PROGRESS, selection=selection, parent=parent)

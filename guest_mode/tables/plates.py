@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from PyQt6.QtCore import QModelIndex, QObject, Qt
-from PyQt6.QtWidgets import QAbstractItemView, QTableView, QWidget
+from PyQt6.QtWidgets import QAbstractItemView, QWidget
 
 from guest_mode.session import BatchSession
 from hcs_batch.model import PlateRef
 
-from .common import RowsModel, configure_table, state_brush
+from .common import RowsModel, RowsView, state_brush
 
 __all__ = ["PlateTableModel", "PlateTableView"]
 
@@ -23,13 +23,12 @@ _HEADERS = ("Plate", "State", "Progress")
 _NAME, _STATE, _PROGRESS = range(3)
 
 
-class PlateTableModel(RowsModel):
+class PlateTableModel(RowsModel[PlateRef]):
     """The plates in row order; state and progress come from ``session`` at paint time."""
 
     def __init__(self, session: BatchSession, parent: QObject | None = None) -> None:
         super().__init__(_HEADERS, parent)
         self._session = session
-        self._plates: list[PlateRef] = []
         self._rows: dict[str, int] = {}
 
     # ------------------------------------------------------------------ the plate list
@@ -37,26 +36,26 @@ class PlateTableModel(RowsModel):
     @property
     def plates(self) -> list[PlateRef]:
         """Every plate, in row order."""
-        return list(self._plates)
+        return list(self._items)
 
     def plate(self, name: str) -> PlateRef | None:
         """The plate named ``name``, or None."""
         row = self._rows.get(name)
-        return None if row is None else self._plates[row]
+        return None if row is None else self._items[row]
 
     def plates_at(self, rows: Iterable[int]) -> list[PlateRef]:
         """The plates of these row numbers, in row order (rows out of range are ignored)."""
-        return [self._plates[row] for row in sorted(set(rows)) if 0 <= row < len(self._plates)]
+        return [self._items[row] for row in sorted(set(rows)) if 0 <= row < len(self._items)]
 
     def add(self, plates: Sequence[PlateRef]) -> None:
         """Append plates; the caller makes sure no name is listed twice."""
         if not plates:
             return
-        first = len(self._plates)
+        first = len(self._items)
         self.beginInsertRows(QModelIndex(), first, first + len(plates) - 1)
         for offset, plate in enumerate(plates):
             self._rows[plate.name] = first + offset
-            self._plates.append(plate)
+            self._items.append(plate)
         self.endInsertRows()
 
     def remove(self, names: Iterable[str]) -> None:
@@ -65,8 +64,8 @@ class PlateTableModel(RowsModel):
         if not doomed:
             return
         self.beginResetModel()
-        self._plates = [plate for plate in self._plates if plate.name not in doomed]
-        self._rows = {plate.name: row for row, plate in enumerate(self._plates)}
+        self._items = [plate for plate in self._items if plate.name not in doomed]
+        self._rows = {plate.name: row for row, plate in enumerate(self._items)}
         self.endResetModel()
 
     # ------------------------------------------------------------------ what a row shows
@@ -91,13 +90,7 @@ class PlateTableModel(RowsModel):
 
     # ------------------------------------------------------------------ QAbstractTableModel
 
-    def row_count(self) -> int:
-        return len(self._plates)
-
-    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> object:
-        if not index.isValid() or index.row() >= len(self._plates):
-            return None
-        plate, column = self._plates[index.row()], index.column()
+    def cell(self, plate: PlateRef, column: int, role: int) -> object:
         if role == Qt.ItemDataRole.DisplayRole:
             if column == _NAME:
                 return plate.name
@@ -111,15 +104,13 @@ class PlateTableModel(RowsModel):
         return None
 
 
-class PlateTableView(QTableView):
+class PlateTableView(RowsView):
     """The plate table: whole rows selected (several at once), fixed State and Progress columns."""
 
     def __init__(self, model: PlateTableModel, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setModel(model)
+        selection = QAbstractItemView.SelectionMode.ExtendedSelection
+        super().__init__(model, (None, 110, 260), progress_column=_PROGRESS, selection=selection, parent=parent)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        configure_table(self, (None, 110, 260), progress_column=_PROGRESS)
 
     def selected_rows(self) -> list[int]:
         """The selected row numbers, in order."""

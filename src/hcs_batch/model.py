@@ -4,23 +4,39 @@ from __future__ import annotations
 
 import enum
 import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from .errors import PlateError
 
 __all__ = [
     "TERMINAL_STATES",
+    "CancelOutcome",
     "CompileJob",
     "CompiledPlate",
     "ExecutionState",
     "PlateRef",
     "PlateState",
+    "cancel_each",
     "safe_plate_name",
 ]
 
 
-class ExecutionState(enum.StrEnum):
+class _LifeState(enum.StrEnum):
+    """Base of the two state enums: both end in ``completed``, ``failed`` or ``cancelled``."""
+
+    @property
+    def is_terminal(self) -> bool:
+        """``completed``, ``failed`` or ``cancelled``: final, never left again."""
+        return self.value in _TERMINAL_VALUES
+
+
+_TERMINAL_VALUES = frozenset({"completed", "failed", "cancelled"})
+
+
+class ExecutionState(_LifeState):
     """The life of one execution on the server; the last three are terminal.
 
     ``paused``: the execution is live but starts no new well until it is resumed (its running wells finish);
@@ -34,15 +50,42 @@ class ExecutionState(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+
+class _HasExecutionState(Protocol):
     @property
-    def is_terminal(self) -> bool:
-        return self in _TERMINAL_EXECUTION
+    def state(self) -> ExecutionState: ...
 
 
-_TERMINAL_EXECUTION = frozenset({ExecutionState.COMPLETED, ExecutionState.FAILED, ExecutionState.CANCELLED})
+_Execution = TypeVar("_Execution", bound=_HasExecutionState)
+
+CancelOutcome = tuple[list[str], list[str], list[str]]
+"""(cancelled, already terminal, unknown) execution ids: the answer to a cancel request."""
 
 
-class PlateState(enum.StrEnum):
+def cancel_each(
+    execution_ids: Iterable[str], find: Callable[[str], _Execution | None], cancel: Callable[[_Execution], None]
+) -> CancelOutcome:
+    """Cancel exactly the named executions that are still live, and sort every id by what happened to it.
+
+    ``find`` looks an id up (None: unknown); ``cancel`` is called once for each live execution, in the order
+    named. A terminal execution is left as it is. Each list keeps the order the ids were named in.
+    """
+    cancelled: list[str] = []
+    terminal: list[str] = []
+    unknown: list[str] = []
+    for execution_id in execution_ids:
+        execution = find(execution_id)
+        if execution is None:
+            unknown.append(execution_id)
+        elif execution.state.is_terminal:
+            terminal.append(execution_id)
+        else:
+            cancel(execution)
+            cancelled.append(execution_id)
+    return cancelled, terminal, unknown
+
+
+class PlateState(_LifeState):
     """The life of one plate in one batch, as a host shows it.
 
     ``idle → queued → compiling → compiled → running → completed | failed | cancelled``; a compile-only batch
@@ -59,10 +102,6 @@ class PlateState(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in TERMINAL_STATES
 
 
 TERMINAL_STATES = frozenset({PlateState.COMPLETED, PlateState.FAILED, PlateState.CANCELLED})

@@ -322,7 +322,7 @@ def test_server_field_offers_the_servers_of_this_machine(qtbot, tmp_path, monkey
 
     monkeypatch.setenv("HCS_BATCH_RUNTIME_DIR", str(tmp_path / "runtime"))
     window = make_window(qtbot, tmp_path, InMemoryServer().open, n=0)
-    assert window.server_field.refresh() == [] and window.server_field.offered() == []
+    assert window.server_field.refresh() == {} and window.server_field.offered() == []
     with subprocess.Popen(
         [sys.executable, "-m", "hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0", "--workers", "1"],
         stdout=subprocess.PIPE,
@@ -336,7 +336,7 @@ def test_server_field_offers_the_servers_of_this_machine(qtbot, tmp_path, monkey
                     break
             url = line.split("listening on", 1)[1].split()[0]
             window.server_field.setEditText("typed")
-            assert window.server_field.refresh()[0].url == url
+            assert list(window.server_field.refresh()) == [url]
             assert window.server_field.offered() == [url]
             assert window.server_field.currentText() == "typed"  # what the user typed stays
             window.server_field.setCurrentIndex(0)

@@ -13,6 +13,8 @@ from hcs_batch.pipeline import default_pipeline_text
 from hcs_batch.server import ServerAddress
 from hcs_batch.testing.plates import make_plates
 from tests.support.procs import alive as pid_alive
+from tests.support.serverproc import wait_for_pids
+from tests.support.slow_steps import release_gate
 
 from .helpers import wait_terminal
 
@@ -65,29 +67,60 @@ async def test_cancel_one_kills_its_worker_and_the_other_completes(server: Serve
     assert (out / "b" / "wells.csv").exists() and not (out / "a" / "wells.csv").exists()
 
 
+_TWO_GATES = """
+name = "two gates"
+[[steps]]
+func = "tests.support.slow_steps:gate"
+gate_dir = "{first}"
+[[steps]]
+func = "tests.support.slow_steps:gate"
+gate_dir = "{second}"
+allow = 2
+"""
+"""Every well waits at the first gate until it is released; then the first two wells pass the second gate and
+every later one waits there."""
+
+
 async def test_plates_share_the_workers(server: ServerAddress, tmp_path: Path) -> None:
-    # A big plate submitted first must not hold both workers until it is done: the small plate submitted just
-    # after it gets workers as soon as the big plate's first wells finish, so it completes long before.
+    # A big plate submitted first must not hold both workers until it is done: the small plate submitted after it
+    # gets the workers as soon as the big plate's first wells finish, before the big plate's further wells.
+    # Gates order every step (no timing): the big plate's first two wells hold both workers at the first gate
+    # until the small plate's wells queue for workers; once released, only those two big wells can finish (the
+    # second gate holds the rest), and by the time the next two big wells hold both workers at the second gate,
+    # the small plate's wells must have run. The bound is only a hang guard.
     big = make_plates(tmp_path / "big", plates=1, wells=12, sites=1, channels=1, size=64, seed=3)[0]
     small = make_plates(tmp_path / "small", plates=1, wells=2, sites=1, channels=1, size=64, seed=4)[0]
-    pipeline = default_pipeline_text()
+    first, second = tmp_path / "gate1", tmp_path / "gate2"
+    first.mkdir()
+    second.mkdir()
+    gated = _TWO_GATES.format(first=first, second=second)
     out = str(tmp_path / "out")
-    order: list[str] = []
     with trio.fail_after(60):
         async with open_connection(server.control_url) as conn:
             info = await conn.server_info()
             assert info.workers == 2
-            a = await conn.compile(plate_path=str(big), plate_name="big", pipeline=pipeline)
-            b = await conn.compile(plate_path=str(small), plate_name="small", pipeline=pipeline)
-            async with conn.open_event_stream() as events:
+            a = await conn.compile(plate_path=str(big), plate_name="big", pipeline=gated)
+            b = await conn.compile(plate_path=str(small), plate_name="small", pipeline=default_pipeline_text())
+            try:
                 run_big = await conn.execute(a.artifact_id, output_dir=out, force=True)
-                run_small = await conn.execute(b.artifact_id, output_dir=out, force=True)
-                names = {run_big: "big", run_small: "small"}
-                async for event in events:
-                    if isinstance(event, p.StateEvent) and event.state == "completed":
-                        order.append(names[event.execution_id])
-                        if len(order) == 2:
-                            break
-            (record,), _ = await conn.status([run_small])
-    assert order == ["small", "big"]
-    assert record.wells_done == 2
+                await wait_for_pids(first, 2)  # both workers hold a big well
+                async with conn.open_event_stream() as events:
+                    run_small = await conn.execute(b.artifact_id, output_dir=out, force=True)
+                    started: set[str] = set()
+                    while len(started) < 2:  # a well's start event is published just before it queues for a worker
+                        event = await events.receive()
+                        if isinstance(event, p.ProgressEvent) and event.execution_id == run_small and not event.step:
+                            started.add(event.well)
+                release_gate(first)
+                await wait_for_pids(second, 2)  # the big plate's next two wells hold both workers again
+                (small_now,), _ = await conn.status([run_small])
+                assert small_now.wells_done == 2, "the small plate's wells waited behind the big plate's"
+                ended = await wait_terminal(conn, [run_small])
+                assert ended[run_small].state == "completed"
+                (big_now,), _ = await conn.status([run_big])
+                assert big_now.state == "running" and big_now.wells_done == 2
+            finally:
+                release_gate(first)  # a failed assertion must not leave the workers held for the fixture's stop
+                release_gate(second)
+            ended = await wait_terminal(conn, [run_big])
+    assert ended[run_big].state == "completed" and ended[run_big].wells_done == 12

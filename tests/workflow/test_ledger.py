@@ -20,7 +20,7 @@ def test_a_terminal_state_is_final() -> None:
     assert not ledger.transition(slot, PlateState.RUNNING)  # no change, no announcement
     assert ledger.transition(slot, PlateState.CANCELLED, "stopped")
     assert not ledger.transition(slot, PlateState.COMPLETED)
-    assert (slot.state, slot.error) == (PlateState.CANCELLED, "stopped")
+    assert (slot.outcome.state, slot.outcome.error) == (PlateState.CANCELLED, "stopped")
 
 
 def test_compiled_is_final_only_in_a_compile_only_batch() -> None:
@@ -28,8 +28,8 @@ def test_compiled_is_final_only_in_a_compile_only_batch() -> None:
     for ledger in (compile_only, run):
         ledger.transition(ledger.by_name["P1"], PlateState.COMPILED)
         ledger.transition(ledger.by_name["P1"], PlateState.CANCELLED)
-    assert compile_only.by_name["P1"].state is PlateState.COMPILED
-    assert run.by_name["P1"].state is PlateState.CANCELLED
+    assert compile_only.by_name["P1"].outcome.state is PlateState.COMPILED
+    assert run.by_name["P1"].outcome.state is PlateState.CANCELLED
 
 
 def test_the_summary_and_its_exit_code() -> None:
@@ -63,7 +63,7 @@ def test_paused_is_live_never_final_and_resumes_to_running() -> None:
     ledger.submitted(slot, "e1", output="/out/P1")
     assert live_plate_state(ExecutionState.PAUSED) is PlateState.PAUSED
     assert live_plate_state(ExecutionState.RUNNING) is PlateState.RUNNING
-    assert ledger.transition(slot, PlateState.PAUSED) and not ledger.is_done(slot.state)
+    assert ledger.transition(slot, PlateState.PAUSED) and not ledger.is_done(slot.outcome.state)
     assert ledger.live_execution_ids() == ["e1"]
     assert ledger.transition(slot, live_plate_state(ExecutionState.RUNNING))
     assert ledger.transition(slot, PlateState.CANCELLED)

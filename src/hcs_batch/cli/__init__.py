@@ -28,11 +28,11 @@ _COMMANDS = {
     "demo": ("batch", "main_demo", True),
     "status": ("observe", "main_status", True),
     "attach": ("observe", "main_attach", True),
-    "pause": ("control", "main_control", False),
-    "resume": ("control", "main_control", False),
-    "cancel": ("control", "main_control", False),
-    "servers": ("control", "main_control", False),
-    "shutdown": ("control", "main_control", False),
+    "pause": ("control", "main_control", True),
+    "resume": ("control", "main_control", True),
+    "cancel": ("control", "main_control", True),
+    "servers": ("control", "main_control", True),
+    "shutdown": ("control", "main_control", True),
 }
 """command -> (module of this package, its function, whether :func:`guarded` reports its errors)."""
 

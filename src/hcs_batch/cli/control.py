@@ -11,14 +11,13 @@ import argparse
 import json
 import os
 import signal
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..errors import InputError, RemoteError, SecurityError, ServerUnreachableError, TransportError
-from .exits import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
+from ..errors import SecurityError, TransportError
+from .exits import EXIT_FAILED, EXIT_OK, error
 
 if TYPE_CHECKING:
     from ..server.registry import ServerEntry
@@ -55,30 +54,13 @@ def add_control_parsers(sub: Any) -> None:
     server_option(shutdown)
 
 
-def _error(message: str) -> None:
-    print(f"hcs-batch: {message}", file=sys.stderr, flush=True)
-
-
 def main_control(args: argparse.Namespace) -> int:
-    """Run one control command; returns its exit code."""
-    try:
-        if args.command == "servers":
-            return trio.run(_servers, args)
-        if args.command == "shutdown":
-            return trio.run(_shutdown, args)
-        return trio.run(_ON_SERVER[args.command], args)
-    except ServerUnreachableError as exc:
-        _error(str(exc))
-        return EXIT_UNREACHABLE
-    except (TransportError, RemoteError) as exc:
-        _error(str(exc))
-        return EXIT_FAILED
-    except (InputError, SecurityError) as exc:
-        _error(str(exc))
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return 130
+    """Run one control command; returns its exit code (errors: :func:`.exits.guarded`)."""
+    if args.command == "servers":
+        return trio.run(_servers, args)
+    if args.command == "shutdown":
+        return trio.run(_shutdown, args)
+    return trio.run(_ON_SERVER[args.command], args)
 
 
 # ---------------------------------------------------------------------------------------------- executions
@@ -119,7 +101,7 @@ async def _cancel(args: argparse.Namespace) -> int:
 def _unknown(ids: list[str]) -> int:
     if not ids:
         return EXIT_OK
-    _error(f"unknown to the server (finished long ago, or a typo): {', '.join(ids)}")
+    error(f"unknown to the server (finished long ago, or a typo): {', '.join(ids)}")
     return EXIT_FAILED
 
 
@@ -230,7 +212,7 @@ async def _shutdown(args: argparse.Namespace) -> int:
         if await _wait_gone(entry.pid, _SHUTDOWN_WAIT):
             print(f"stopped server {args.server} (pid {entry.pid})")
             return EXIT_OK
-        _error(f"server {args.server} (pid {entry.pid}) got SIGTERM but is still running after {_SHUTDOWN_WAIT:g} s")
+        error(f"server {args.server} (pid {entry.pid}) got SIGTERM but is still running after {_SHUTDOWN_WAIT:g} s")
         return EXIT_FAILED
     async with open_backend(args.server, keys=args.keys) as backend:
         await backend.shutdown()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from ..errors import InputError, SecurityError, ServerUnreachableError, TransportError
+from ..errors import InputError, RemoteError, SecurityError, ServerUnreachableError, TransportError
 
 __all__ = ["EXIT_CANCELLED", "EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "error", "guarded"]
 
@@ -32,7 +32,7 @@ def guarded(command: Callable[[], int]) -> int:
     except ServerUnreachableError as exc:
         error(str(exc))
         return EXIT_UNREACHABLE
-    except TransportError as exc:  # lost or restarted while status/attach was talking to it: one line, exit 1
+    except (TransportError, RemoteError) as exc:  # lost or restarted mid-command, or the server refused: exit 1
         error(str(exc))
         return EXIT_FAILED
     except (InputError, SecurityError) as exc:

@@ -16,7 +16,7 @@ from ..connect import open_backend
 from ..model import ExecutionState
 from ..protocol import ExecutionRecord, ServerInfoReply
 from ..workflow.follow import LIVE_STATES, ExecutionFollower
-from .exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from .exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error
 
 __all__ = ["main_attach", "main_status", "status_json"]
 
@@ -34,7 +34,6 @@ def main_attach(args: argparse.Namespace) -> int:
     """``hcs-batch attach``: see :func:`_attach`."""
     check_server_url(args.server)
     return trio.run(_attach, args)
-
 
 
 def _iso(timestamp: float) -> str | None:
@@ -98,10 +97,6 @@ async def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _error(message: str) -> None:
-    print(f"hcs-batch: {message}", file=sys.stderr, flush=True)
-
-
 def _status_without_server() -> int:
     """``status`` names no server: list this user's servers (never start a throwaway one), exit 2."""
     from ..server.registry import read_entries
@@ -111,11 +106,9 @@ def _status_without_server() -> int:
         print("servers on this machine (hcs-batch servers):")
         for entry in entries:
             print(f"  {entry.url}  pid {entry.pid}  started {entry.started_at}")
-        _error("name one: hcs-batch status --server URL")
+        error("name one: hcs-batch status --server URL")
     else:
-        _error(
-            "no server is running for this user here; start one with 'hcs-batch serve' or name one with --server URL"
-        )
+        error("no server is running for this user here; start one with 'hcs-batch serve' or name one with --server URL")
     return EXIT_USAGE
 
 

@@ -36,7 +36,7 @@ import hashlib
 import io
 import os
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,28 +89,37 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
 
 
-def _write_temp(path: Path, data: bytes) -> Path:
-    """Write ``data`` in full to a fresh temporary file beside ``path``; returns its path. A full disk fails here
-    (ext4 and XFS reserve the space at ``write``), before anything final is touched. Not fsynced: the files are
-    whole for every reader, but durability across a power cut is not promised (it cost ~1 ms a plate)."""
+def _temp_beside(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write`` on a fresh temporary file name beside ``path``; returns that file. A full disk fails here
+    (ext4 and XFS reserve the space at ``write``), before anything final is touched; a failed write leaves no
+    temporary file. Not fsynced: the files are whole for every reader, but durability across a power cut is not
+    promised (it cost ~1 ms a plate)."""
     tmp = _temp_name(path)
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
+        write(tmp)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part."""
-    tmp = _write_temp(path, data)
+def _put_in_place(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` to ``path`` (readers see the old file or the whole new one); on failure ``tmp`` is removed."""
     try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_temp(path: Path, data: bytes) -> Path:
+    """Write ``data`` in full to a fresh temporary file beside ``path`` (see :func:`_temp_beside`); returns it."""
+    return _temp_beside(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part."""
+    _put_in_place(_write_temp(path, data), path)
 
 
 def well_result_path(plate_dir: Path, well: str) -> Path:
@@ -135,25 +144,14 @@ def _objects_table(tables: Sequence[Mapping[str, Any]]) -> Any:
 
 
 def _write_parquet_temp(table: Any, path: Path) -> Path:
-    """Write ``table`` in full to a fresh temporary file beside ``path`` (as :func:`_write_temp`); returns it."""
+    """Write ``table`` in full to a fresh temporary file beside ``path`` (see :func:`_temp_beside`); returns it."""
     import pyarrow.parquet as pq
 
-    tmp = _temp_name(path)
-    try:
-        pq.write_table(table, tmp)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
+    return _temp_beside(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def _write_parquet(table: Any, path: Path) -> None:
-    tmp = _write_parquet_temp(table, path)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    _put_in_place(_write_parquet_temp(table, path), path)
 
 
 def write_well_result(

@@ -48,7 +48,7 @@ import trio
 
 from ..backend import EventFanout, EventGap, ExecutionBackend, StreamItem
 from ..errors import ArtifactNotFoundError, TransportError
-from ..model import ExecutionState
+from ..model import ExecutionState, cancel_each
 from ..protocol import (
     HEARTBEAT_INTERVAL,
     PROTOCOL_VERSION,
@@ -286,19 +286,12 @@ class InMemoryBackend(ExecutionBackend):
 
         async def body() -> CancelReply:
             await trio.sleep(self.request_delay)
-            cancelled: list[str] = []
-            already: list[str] = []
-            unknown: list[str] = []
-            for execution_id in execution_ids:
-                ex = self._executions.get(execution_id)
-                if ex is None:
-                    unknown.append(execution_id)
-                elif ex.state.is_terminal:
-                    already.append(execution_id)
-                else:
-                    ex.scope.cancel()
-                    self._finish(ex, ExecutionState.CANCELLED, "cancelled on request")
-                    cancelled.append(execution_id)
+
+            def cancel(ex: SimulatedExecution) -> None:
+                ex.scope.cancel()
+                self._finish(ex, ExecutionState.CANCELLED, "cancelled on request")
+
+            cancelled, already, unknown = cancel_each(execution_ids, self._executions.get, cancel)
             return CancelReply(rid=0, cancelled=cancelled, already_terminal=already, unknown=unknown)
 
         return await self._guard(body)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import trio
@@ -127,26 +127,22 @@ class BatchSummary:
 
 @dataclass(slots=True, kw_only=True)
 class PlateSlot:
-    """The mutable state of one plate in the current batch; written only through ``_transition``."""
+    """One plate in the current batch: its outcome so far, replaced (never edited) as it changes; its state only
+    through ``PlateLedger.transition``."""
 
-    plate: PlateRef
-    state: PlateState = PlateState.QUEUED
-    error: str = ""
-    artifact_id: str = ""
-    execution_id: str = ""
-    output: str = ""
-    warnings: tuple[str, ...] = ()
-    wells_total: int = 0
-    wells_reused: int = 0
-    pipeline: str = ""
+    outcome: PlateOutcome
     cancel_requested: bool = False
     """``cancel_plate`` named it: it is never compiled or submitted, and an execution it has is cancelled."""
+
+    @property
+    def plate(self) -> PlateRef:
+        return self.outcome.plate
 
 
 class PlateLedger:
     def __init__(self, kind: BatchKind, plates: Sequence[PlateRef]) -> None:
         self.kind = kind
-        self.slots = [PlateSlot(plate=plate) for plate in plates]
+        self.slots = [PlateSlot(outcome=PlateOutcome(plate=plate, state=PlateState.QUEUED)) for plate in plates]
         self.by_name = {slot.plate.name: slot for slot in self.slots}
         self.by_execution: dict[str, PlateSlot] = {}
         self.scope = trio.CancelScope()
@@ -158,14 +154,14 @@ class PlateLedger:
     def transition(self, slot: PlateSlot, state: PlateState, error: str = "") -> bool:
         """Move one plate to ``state``; False (and nothing changes) for a plate already final for this batch or
         already in ``state``: a terminal state is never overwritten."""
-        if self.is_done(slot.state) or slot.state is state:
+        if self.is_done(slot.outcome.state) or slot.outcome.state is state:
             return False
-        slot.state, slot.error = state, error
+        slot.outcome = replace(slot.outcome, state=state, error=error)
         return True
 
     def submitted(self, slot: PlateSlot, execution_id: str, *, output: str) -> None:
         """Record that ``slot``'s plate runs as ``execution_id``, writing into ``output``."""
-        slot.execution_id, slot.output = execution_id, output
+        slot.outcome = replace(slot.outcome, execution_id=execution_id, output=output)
         self.by_execution[execution_id] = slot
 
     @staticmethod
@@ -176,13 +172,14 @@ class PlateLedger:
 
     def live_execution_ids(self) -> list[str]:
         """The executions of plates not yet final for this batch."""
-        return [s.execution_id for s in self.slots if s.execution_id and not self.is_done(s.state)]
+        outcomes = [slot.outcome for slot in self.slots]
+        return [o.execution_id for o in outcomes if o.execution_id and not self.is_done(o.state)]
 
     def request_cancel(self, name: str) -> PlateSlot | None:
         """Mark plate ``name`` for cancelling (see :attr:`PlateSlot.cancel_requested`); None (nothing marked) when
         it is unknown or already final for this batch."""
         slot = self.by_name.get(name)
-        if slot is None or self.is_done(slot.state):
+        if slot is None or self.is_done(slot.outcome.state):
             return None
         slot.cancel_requested = True
         return slot
@@ -194,20 +191,6 @@ class PlateLedger:
     def summary(self) -> BatchSummary:
         return BatchSummary(
             kind=self.kind,
-            plates=tuple(
-                PlateOutcome(
-                    plate=s.plate,
-                    state=s.state,
-                    error=s.error,
-                    artifact_id=s.artifact_id,
-                    execution_id=s.execution_id,
-                    output=s.output,
-                    warnings=s.warnings,
-                    wells_total=s.wells_total,
-                    wells_reused=s.wells_reused,
-                    pipeline=s.pipeline,
-                )
-                for s in self.slots
-            ),
+            plates=tuple(slot.outcome for slot in self.slots),
             stopped=self.stopped_by_user,
         )

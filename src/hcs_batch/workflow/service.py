@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import trio
@@ -162,8 +163,8 @@ class BatchWorkflowService:
         slot = batch.request_cancel(name) if batch is not None else None
         if batch is None or slot is None:
             return False
-        if slot.execution_id:
-            await self.backend.cancel([slot.execution_id])
+        if slot.outcome.execution_id:
+            await self.backend.cancel([slot.outcome.execution_id])
         else:
             self._transition(batch, slot, PlateState.CANCELLED, "cancelled by the user")
         return True
@@ -301,8 +302,7 @@ class BatchWorkflowService:
 
         def on_result(job: CompileJob, compiled: CompiledPlate) -> None:
             slot = batch.by_name[job.plate.name]
-            slot.artifact_id = compiled.artifact_id
-            slot.pipeline = compiled.pipeline
+            slot.outcome = replace(slot.outcome, artifact_id=compiled.artifact_id, pipeline=compiled.pipeline)
             self._transition(batch, slot, PlateState.COMPILED)
 
         engine: BatchSubmitWaitEngine[CompileJob, CompiledPlate, CompiledPlate] = BatchSubmitWaitEngine(
@@ -314,7 +314,7 @@ class BatchWorkflowService:
             on_error=lambda job, exc: self._fail(batch, batch.by_name[job.plate.name], exc),
         )
         await engine.run(jobs)
-        return [(s, self._stores.compiled[s.plate.name]) for s in batch.slots if s.state is PlateState.COMPILED]
+        return [(s, self._stores.compiled[s.plate.name]) for s in batch.slots if s.outcome.state is PlateState.COMPILED]
 
     async def _compile_one(self, batch: PlateLedger, job: CompileJob, *, reuse: bool = True) -> CompiledPlate:
         """The compiled plate of ``job``: the cached one when it was compiled from the same folder and pipeline on
@@ -323,7 +323,8 @@ class BatchWorkflowService:
         config = tuple(sorted(self.compile_config.items()))
         cached = self._stores.reusable(job, instance=self.backend.instance, config=config) if reuse else None
         if cached is not None:
-            batch.by_name[plate.name].warnings = cached.warnings
+            slot = batch.by_name[plate.name]
+            slot.outcome = replace(slot.outcome, warnings=cached.warnings)
             return cached
         self._transition(batch, batch.by_name[plate.name], PlateState.COMPILING)
         reply = await self.backend.compile(
@@ -343,7 +344,7 @@ class BatchWorkflowService:
             pipeline=reply.pipeline,
         )
         slot = batch.by_name[plate.name]
-        slot.warnings = compiled.warnings
+        slot.outcome = replace(slot.outcome, warnings=compiled.warnings)
         for warning in compiled.warnings:
             self._call(self.host.emit_status, f"{plate.name}: warning: {warning}")
         self._stores.compiled[plate.name] = compiled
@@ -389,7 +390,7 @@ class BatchWorkflowService:
                 plate = await self._compile_one(
                     batch, CompileJob(plate=slot.plate, pipeline_text=plate.pipeline_text), reuse=False
                 )
-                slot.artifact_id = plate.artifact_id
+                slot.outcome = replace(slot.outcome, artifact_id=plate.artifact_id)
                 execution_id = await self._submit_execution(plate.artifact_id)
             batch.submitted(slot, execution_id, output=str(self.output_dir / slot.plate.name))
             self._stores.execution_ids[slot.plate.name] = execution_id
@@ -409,7 +410,7 @@ class BatchWorkflowService:
 
         def on_result(job: tuple[PlateSlot, CompiledPlate], ended: FollowedExecution) -> None:
             assert isinstance(ended.state, ExecutionState)  # wait() raises for the other endings
-            job[0].wells_total, job[0].wells_reused = ended.wells_total, ended.wells_reused
+            job[0].outcome = replace(job[0].outcome, wells_total=ended.wells_total, wells_reused=ended.wells_reused)
             self._transition(batch, job[0], PLATE_STATE_OF_EXECUTION[ended.state], ended.error)
 
         engine: BatchSubmitWaitEngine[tuple[PlateSlot, CompiledPlate], str, FollowedExecution] = BatchSubmitWaitEngine(
@@ -493,4 +494,3 @@ class BatchWorkflowService:
 
     def _call(self, callback: Callable[..., object], *args: object) -> None:
         call_logged(log, "the batch", callback, *args)
-

@@ -51,7 +51,7 @@ from ... import __version__
 from ... import protocol as p
 from ..._util import clip_text
 from ...errors import HcsBatchError
-from ...model import ExecutionState
+from ...model import CancelOutcome, ExecutionState, cancel_each
 from ...runtime.thread_lane import ThreadLane
 from ..compiler import Plan
 from ..events import EventPublisher
@@ -75,6 +75,7 @@ class ExecutorStatistics:
     queued: int
     running: int
     busy_workers: int
+
 
 def _iso(timestamp: float) -> str:
     """``timestamp`` (seconds since the epoch) as ISO 8601 in UTC, e.g. ``2026-12-04T06:13:28.123+00:00``."""
@@ -145,21 +146,9 @@ class Executor:
         self._nursery.start_soon(self._run, execution, plan, plate_dir, force)
         return execution
 
-    def cancel(self, execution_ids: list[str]) -> tuple[list[str], list[str], list[str]]:
+    def cancel(self, execution_ids: list[str]) -> CancelOutcome:
         """Cancel exactly these executions: (cancelled, already terminal, unknown) ids."""
-        cancelled: list[str] = []
-        terminal: list[str] = []
-        unknown: list[str] = []
-        for execution_id in execution_ids:
-            execution = self.records.get(execution_id)
-            if execution is None:
-                unknown.append(execution_id)
-            elif execution.state.is_terminal:
-                terminal.append(execution_id)
-            else:
-                execution.cancel_scope.cancel()
-                cancelled.append(execution_id)
-        return cancelled, terminal, unknown
+        return cancel_each(execution_ids, self.records.get, lambda execution: execution.cancel_scope.cancel())
 
     def pause(self, execution_ids: list[str], *, paused: bool = True) -> PauseOutcome:
         """Pause (``paused=False``: resume) these executions, or every live one when none are named; see
