@@ -12,6 +12,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Generic, TypeVar, cast
 
 import trio
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 J = TypeVar("J")
 H = TypeVar("H")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class JobStatus(enum.StrEnum):
@@ -200,29 +202,37 @@ class BatchSubmitWaitEngine(Generic[J, H, R]):
         return BatchOutcome(jobs=tuple(self._freeze(i, slot) for i, slot in enumerate(slots)))
 
     async def _submit_one(self, slot: _Slot[J, H, R], batch_scope: trio.CancelScope) -> None:
-        try:
-            handle = await self._submit(slot.job)
-        except Exception as exc:
-            self._record_error(slot, exc, batch_scope)
-            return
-        finally:
-            self._submit_limiter.release_on_behalf_of(slot)
-        slot.handle = handle
-        slot.submitted = True
-        _call_safely(self._on_submitted, slot.job, handle)
+        ok, handle = await self._attempt(slot, partial(self._submit, slot.job), self._submit_limiter, batch_scope)
+        if ok:
+            slot.handle = handle
+            slot.submitted = True
+            _call_safely(self._on_submitted, slot.job, handle)
 
     async def _wait_one(self, slot: _Slot[J, H, R], batch_scope: trio.CancelScope) -> None:
         handle = cast(H, slot.handle)  # set by a successful submit (a handle may itself be None)
+        ok, result = await self._attempt(slot, partial(self._wait, slot.job, handle), self._wait_limiter, batch_scope)
+        if ok:
+            slot.result = result
+            slot.status = JobStatus.SUCCEEDED
+            _call_safely(self._on_result, slot.job, result)
+
+    async def _attempt(
+        self,
+        slot: _Slot[J, H, R],
+        call: Callable[[], Awaitable[T]],
+        limiter: trio.CapacityLimiter,
+        batch_scope: trio.CancelScope,
+    ) -> tuple[bool, T | None]:
+        """One phase of a job (its submit or its wait), run under ``limiter`` (taken on the slot's behalf by the
+        caller, released here). Returns (True, its value), or (False, None) after recording its ``Exception`` on
+        the slot. Cancellation propagates (the limiter is released)."""
         try:
-            result = await self._wait(slot.job, handle)
+            return True, await call()
         except Exception as exc:
             self._record_error(slot, exc, batch_scope)
-            return
+            return False, None
         finally:
-            self._wait_limiter.release_on_behalf_of(slot)
-        slot.result = result
-        slot.status = JobStatus.SUCCEEDED
-        _call_safely(self._on_result, slot.job, result)
+            limiter.release_on_behalf_of(slot)
 
     def _record_error(self, slot: _Slot[J, H, R], exc: Exception, batch_scope: trio.CancelScope) -> None:
         slot.error = exc
