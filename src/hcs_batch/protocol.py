@@ -11,7 +11,7 @@ Events: server PUB ``[frame]`` → client SUB (subscribed to everything).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Protocol
 
 import msgspec
 
@@ -169,6 +169,37 @@ class ExecutionRecord(msgspec.Struct, frozen=True, kw_only=True):
     output: str = ""
     submitted_at: float = 0.0
     finished_at: float = 0.0
+
+
+class ExecutionFacts(Protocol):
+    """What an execution's keeper (the server's store, the in-memory test backend) holds of it besides its state."""
+
+    execution_id: str
+    artifact_id: str
+    plate_name: str
+    wells_done: int
+    output: str
+    submitted_at: float
+    finished_at: float
+
+
+def execution_record(
+    facts: ExecutionFacts, *, state: ExecutionState, error: str, wells_total: int, wells_skipped: int = 0
+) -> ExecutionRecord:
+    """The status record of an execution: its ``facts`` with the state, error and well totals as reported."""
+    return ExecutionRecord(
+        execution_id=facts.execution_id,
+        artifact_id=facts.artifact_id,
+        plate_name=facts.plate_name,
+        state=state,
+        error=error,
+        wells_done=facts.wells_done,
+        wells_total=wells_total,
+        wells_skipped=wells_skipped,
+        output=facts.output,
+        submitted_at=facts.submitted_at,
+        finished_at=facts.finished_at,
+    )
 
 
 class StatusReply(_Reply, frozen=True, kw_only=True, tag="status_reply"):

@@ -142,18 +142,12 @@ class Execution:
             await self.resumed.wait()
 
     def record(self) -> p.ExecutionRecord:
-        return p.ExecutionRecord(
-            execution_id=self.execution_id,
-            artifact_id=self.artifact_id,
-            plate_name=self.plate_name,
+        return p.execution_record(
+            self,
             state=self.shown_state,
             error=clip_text(self.error, p.MAX_ERROR_BYTES),
-            wells_done=self.wells_done,
             wells_total=self.wells_total,
             wells_skipped=self.wells_skipped,
-            output=self.output,
-            submitted_at=self.submitted_at,
-            finished_at=self.finished_at,
         )
 
 

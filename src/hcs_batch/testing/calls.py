@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import trio
 
 from ..model import ExecutionState
-from ..protocol import ExecutionRecord
+from ..protocol import ExecutionRecord, execution_record
 
 __all__ = ["CompileCall", "ExecuteCall", "SimulatedExecution", "artifact_id_of", "fresh_error"]
 
@@ -74,18 +74,7 @@ class SimulatedExecution:
 
     def record(self, *, wells_total: int) -> ExecutionRecord:
         """What a status request reports of it."""
-        return ExecutionRecord(
-            execution_id=self.execution_id,
-            artifact_id=self.artifact_id,
-            plate_name=self.plate_name,
-            state=self.shown,
-            error=self.error,
-            wells_done=self.wells_done,
-            wells_total=wells_total,
-            output=self.output,
-            submitted_at=self.submitted_at,
-            finished_at=self.finished_at,
-        )
+        return execution_record(self, state=self.shown, error=self.error, wells_total=wells_total)
 
 
 def fresh_error(error: Exception) -> Exception:
