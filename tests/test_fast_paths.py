@@ -122,8 +122,8 @@ def test_split_touching_of_a_mask_without_background_or_foreground() -> None:
     for mask in (np.ones((30, 40), bool), np.zeros((30, 40), bool)):
         expected, _ = _split_reference(mask, 4, 0)
         np.testing.assert_array_equal(split_touching(mask, min_distance=4, min_size=0), expected)
-    with pytest.raises(ValueError, match="edge labels"):
-        imageops.split_objects(np.ones((4, 4), bool), np.ones((4, 5), np.int32), 4, 0)
+    with pytest.raises(ValueError, match="2-D"):
+        imageops.split_objects(np.ones((2, 4, 4), bool), 4, 0)
 
 
 def test_fill_holes_and_min_max_equal_scipy_and_numpy() -> None:

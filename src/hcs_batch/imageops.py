@@ -38,6 +38,7 @@ __all__ = [
     "fill_holes",
     "gaussian",
     "label",
+    "label_narrow",
     "masked_mean",
     "min_max",
     "object_sizes",
@@ -220,12 +221,19 @@ def fill_holes(mask: NDArray[Any]) -> NDArray[np.bool_]:
     """
     if mask.ndim != 2:
         raise ValueError(f"fill_holes: expected a 2-D mask, got {mask.ndim} dimensions")
-    background, count = label(~mask.astype(bool, copy=False), connectivity=1)
+    background, count = label_narrow(~mask.astype(bool, copy=False), connectivity=1)
     outside = np.zeros(count + 1, np.bool_)
     for edge in (background[0], background[-1], background[:, 0], background[:, -1]):
         outside[edge] = True
     outside[0] = False  # label 0 is the foreground
-    filled: NDArray[np.bool_] = ~outside[background]
+    found = np.flatnonzero(outside)
+    if len(found) > 4:
+        filled: NDArray[np.bool_] = ~outside[background]
+        return filled
+    # Mostly one background reaches the border: a comparison or two instead of a table lookup (3x faster).
+    filled = np.ones(mask.shape, np.bool_)
+    for value in found.tolist():
+        filled &= background != value
     return filled
 
 
@@ -253,9 +261,7 @@ def masked_mean(image: NDArray[Any], mask: NDArray[np.bool_]) -> float:
     return float(_cv().mean(np.ascontiguousarray(image), mask=np.ascontiguousarray(mask).view(np.uint8))[0])
 
 
-def split_objects(
-    mask: NDArray[np.bool_], edge_labels: NDArray[Any], min_distance: int, min_size: int
-) -> NDArray[np.int32]:
+def split_objects(mask: NDArray[np.bool_], min_distance: int, min_size: int) -> NDArray[np.int32]:
     """The distance-transform watershed of ``hcs_batch.steps.split_touching``, one object (8-connected
     component) of ``mask`` at a time in its bounding box: the same label image as the whole-image computation
 
@@ -266,9 +272,8 @@ def split_objects(
         labels = skimage.segmentation.watershed(-distance, markers, mask=mask)
 
     followed by dropping objects of ``min_size`` pixels or fewer and numbering the rest 1..n in order
-    (``relabel_sequential``). ``edge_labels`` are the 4-connected components of ``mask`` (any numbering,
-    :func:`label` with connectivity 1): the watershed floods edge neighbours only, so a component with one peak
-    is that peak's object without flooding.
+    (``relabel_sequential``). The watershed floods edge neighbours only, so a component with one peak is the
+    peak's edge-connected part of it, found by one flood fill.
 
     Why per object: the exact distance to the background of a pixel lies inside its component's bounding box
     grown by one pixel (every pixel nearer than the background is foreground and so in the component), so the
@@ -286,15 +291,15 @@ def split_objects(
     the result is the same on every call.
 
     Raises:
-        ValueError: ``mask`` is not 2-D or ``edge_labels`` has another shape.
+        ValueError: ``mask`` is not 2-D.
     """
     from scipy import ndimage
 
-    if mask.ndim != 2 or edge_labels.shape != mask.shape:
-        raise ValueError(f"split_objects: need a 2-D mask and edge labels of its shape, got {mask.shape}")
+    if mask.ndim != 2:
+        raise ValueError(f"split_objects: need a 2-D mask, got shape {mask.shape}")
     cv2 = _cv()
     out = np.zeros(mask.shape, np.int32)
-    components, count = label(mask, connectivity=2)
+    components, count = label_narrow(mask, connectivity=2)
     if count == 1 and mask.all():  # no background: scikit-image finds one peak, the whole image is one object
         out[...] = 1 if mask.size > min_size else 0
         return out
@@ -317,9 +322,10 @@ def split_objects(
         np.sqrt(dist, out=dist)
         ys, xs = _component_peaks(dist, inside, cv2.dilate(dist, window), min_distance)
         if len(ys) == 1:  # the peak's edge-connected part of the component is its object: nothing to flood
-            region = edge_labels[crop] == edge_labels[y0 + ys[0], x0 + xs[0]]
-            paints.append((crop, region, len(sizes) + 1))
-            sizes.append(int(np.count_nonzero(region)))
+            binary = inside.view(np.uint8)
+            area = cv2.floodFill(binary, None, (int(xs[0]), int(ys[0])), 2, flags=4)[0]
+            paints.append((crop, binary == 2, len(sizes) + 1))  # (inside is 2 where filled now)
+            sizes.append(int(area))
         elif len(ys):
             crowded.append(_Crowded(len(paints), crop, inside, dist, ys, xs, len(sizes) + 1))
             paints.append((crop, inside, None))
@@ -418,3 +424,19 @@ def _spaced(ys: NDArray[np.intp], xs: NDArray[np.intp], min_distance: int) -> ND
         if keep[a]:
             keep[later[a]] = False
     return keep
+
+
+def label_narrow(mask: NDArray[Any], connectivity: int = 1) -> tuple[NDArray[Any], int]:
+    """:func:`label` in uint16 while the objects fit (65,534 of them), else in int32: the same labels in half the
+    memory (and a little faster) for a mask of a few thousand objects."""
+    if connectivity not in (1, 2) or mask.ndim != 2:
+        return label(mask, connectivity)  # its error
+    cv2 = _cv()
+    binary = np.ascontiguousarray(mask.view(np.uint8) if mask.dtype == np.bool_ else (mask != 0).view(np.uint8))
+    try:
+        count, labels = cv2.connectedComponentsWithAlgorithm(
+            binary, 4 if connectivity == 1 else 8, cv2.CV_16U, cv2.CCL_WU
+        )
+    except cv2.error:  # more objects than uint16 holds
+        return label(mask, connectivity)
+    return labels, int(count) - 1

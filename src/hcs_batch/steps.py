@@ -187,14 +187,14 @@ def split_touching(
     if min_distance < 1 or min_size < 0:
         raise ValueError(f"split_touching: need min_distance >= 1 and min_size >= 0, got {min_distance}, {min_size}")
     mask = imageops.fill_holes(image > 0)
-    # remove_small_objects(mask, max_size=min_size): its specks are edge-connected (connectivity 1). The same
-    # labels tell the watershed which pixels one peak floods (it floods edge neighbours).
-    edges, count = imageops.label(mask, connectivity=1)
     if min_size:
-        small = imageops.object_sizes(edges, count) <= min_size
+        # remove_small_objects(mask, max_size=min_size): its specks are edge-connected (connectivity 1).
+        specks, count = imageops.label_narrow(mask, connectivity=1)
+        small = imageops.object_sizes(specks, count) <= min_size
         if small.any():
-            mask &= np.concatenate(([False], ~small))[edges]
-    return imageops.split_objects(mask, edges, min_distance, min_size)
+            mask &= np.concatenate(([False], ~small))[specks]
+        del specks
+    return imageops.split_objects(mask, min_distance, min_size)
 
 
 def count_objects(
