@@ -298,11 +298,9 @@ def split_objects(mask: NDArray[np.bool_], min_distance: int, min_size: int) -> 
     if mask.ndim != 2:
         raise ValueError(f"split_objects: need a 2-D mask, got shape {mask.shape}")
     cv2 = _cv()
-    out = np.zeros(mask.shape, np.int32)
     components, count = label_narrow(mask, connectivity=2)
     if count == 1 and mask.all():  # no background: scikit-image finds one peak, the whole image is one object
-        out[...] = 1 if mask.size > min_size else 0
-        return out
+        return np.full(mask.shape, 1 if mask.size > min_size else 0, np.int32)
     height, width = mask.shape
     window = np.ones((2 * min_distance + 1, 2 * min_distance + 1), np.uint8)
     # What to paint where, in marker numbers 1..(peaks) (the reference's markers): (box, pixels, number or the
@@ -334,6 +332,8 @@ def split_objects(mask: NDArray[np.bool_], min_distance: int, min_size: int) -> 
     for item, flooded in zip(crowded, _flood(crowded) if crowded else [], strict=True):
         paints[item.paint] = (item.crop, item.inside, flooded)
         pixels += np.bincount(flooded, minlength=len(pixels))
+    del components  # before the output: one image less at the peak
+    out = np.zeros(mask.shape, np.int32)
     kept = pixels[1:] > min_size
     renumber = np.zeros(len(sizes) + 1, np.int32)
     renumber[1:][kept] = np.arange(1, int(np.count_nonzero(kept)) + 1, dtype=np.int32)
