@@ -112,3 +112,26 @@ def test_masked_mean() -> None:
     assert imageops.masked_mean(image, np.zeros_like(mask)) == 0.0
     cube = np.stack([image, image])
     assert imageops.masked_mean(cube, np.stack([mask, mask])) == pytest.approx(float(image[mask].mean()))
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_label_narrow_is_label_in_uint16_while_it_fits(connectivity: int) -> None:
+    mask = np.random.default_rng(5).random((97, 131)) > 0.6
+    labels, count = imageops.label_narrow(mask, connectivity)
+    expected, found = imageops.label(mask, connectivity)
+    assert labels.dtype == np.uint16 and count == found > 100
+    np.testing.assert_array_equal(labels, expected)
+    dots = np.zeros((520, 520), bool)
+    dots[::2, ::2] = True  # 67,600 single pixels: more than uint16 numbers
+    labels, count = imageops.label_narrow(dots, 1)
+    assert labels.dtype == np.int32 and count == 260 * 260 and labels[518, 518] == count
+
+
+def test_fill_holes_with_many_outside_backgrounds_equals_scipy() -> None:
+    # Foreground stripes cut the border's background into many parts (the table-lookup path), with holes.
+    mask = np.zeros((60, 80), bool)
+    mask[:, 5::8] = True
+    mask[20:30, 30:50] = True
+    mask[24:26, 38:42] = False
+    np.testing.assert_array_equal(imageops.fill_holes(mask), ndimage.binary_fill_holes(mask))
+    assert imageops.fill_holes(mask)[25, 40]

@@ -19,6 +19,8 @@ benchmark machine (``python -m benchmarks.imageops``; figures in ``benchmarks/re
 - :func:`min_max` — ``image.min()`` and ``image.max()`` in one pass.
 - :func:`masked_mean` — ``image[mask].mean()`` without copying the selected pixels (OpenCV).
 - :func:`object_sizes` — ``np.bincount(labels.ravel())`` in chunks (no image-sized int64 copy).
+- :func:`split_objects` — the distance transform, ``skimage.feature.peak_local_max`` with labels and
+  ``skimage.segmentation.watershed`` of a distance-transform watershed, one object's bounding box at a time.
 
 OpenCV is told to use one thread per process: each worker process owns one core, and threads inside workers
 would fight over the same cores. Nothing here keeps state between calls.
@@ -26,7 +28,7 @@ would fight over the same cores. Nothing here keeps state between calls.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,6 +38,7 @@ __all__ = [
     "fill_holes",
     "gaussian",
     "label",
+    "label_narrow",
     "masked_mean",
     "min_max",
     "object_sizes",
@@ -43,6 +46,7 @@ __all__ = [
     "otsu_level",
     "percentiles",
     "rescale",
+    "split_objects",
 ]
 
 _cv2: Any = None
@@ -217,12 +221,19 @@ def fill_holes(mask: NDArray[Any]) -> NDArray[np.bool_]:
     """
     if mask.ndim != 2:
         raise ValueError(f"fill_holes: expected a 2-D mask, got {mask.ndim} dimensions")
-    background, count = label(~mask.astype(bool, copy=False), connectivity=1)
+    background, count = label_narrow(~mask.astype(bool, copy=False), connectivity=1)
     outside = np.zeros(count + 1, np.bool_)
     for edge in (background[0], background[-1], background[:, 0], background[:, -1]):
         outside[edge] = True
     outside[0] = False  # label 0 is the foreground
-    filled: NDArray[np.bool_] = ~outside[background]
+    found = np.flatnonzero(outside)
+    if len(found) > 4:
+        filled: NDArray[np.bool_] = ~outside[background]
+        return filled
+    # Mostly one background reaches the border: a comparison or two instead of a table lookup (3x faster).
+    filled = np.ones(mask.shape, np.bool_)
+    for value in found.tolist():
+        filled &= background != value
     return filled
 
 
@@ -248,3 +259,184 @@ def masked_mean(image: NDArray[Any], mask: NDArray[np.bool_]) -> float:
     if not mask.any():
         return 0.0
     return float(_cv().mean(np.ascontiguousarray(image), mask=np.ascontiguousarray(mask).view(np.uint8))[0])
+
+
+def split_objects(mask: NDArray[np.bool_], min_distance: int, min_size: int) -> NDArray[np.int32]:
+    """The distance-transform watershed of ``hcs_batch.steps.split_touching``, one object (8-connected
+    component) of ``mask`` at a time in its bounding box: the same label image as the whole-image computation
+
+        distance = scipy.ndimage.distance_transform_edt(mask)   # as float32 (see :func:`distance`)
+        peaks = skimage.feature.peak_local_max(distance, min_distance=min_distance,
+                                               labels=skimage.measure.label(mask), exclude_border=False)
+        markers[tuple(peaks.T)] = 1 .. len(peaks)
+        labels = skimage.segmentation.watershed(-distance, markers, mask=mask)
+
+    followed by dropping objects of ``min_size`` pixels or fewer and numbering the rest 1..n in order
+    (``relabel_sequential``). The watershed floods edge neighbours only, so a component with one peak is the
+    peak's edge-connected part of it, found by one flood fill.
+
+    Why per object: the exact distance to the background of a pixel lies inside its component's bounding box
+    grown by one pixel (every pixel nearer than the background is foreground and so in the component), so the
+    distance transform, the maximum filter of ``peak_local_max`` and the flooding only ever touch the objects'
+    boxes (~16% of a nuclear field) instead of the image, and most components have a single peak: no flooding.
+    The peaks follow ``peak_local_max``'s rules inside a component: a pixel is a candidate when it equals the
+    maximum of its (2 ``min_distance`` + 1)-square window and is above zero; a component whose every pixel is a
+    candidate gets its isolated pixels instead; candidates are taken highest first (raster order among equals),
+    each dropping the later ones nearer than ``min_distance`` (Chebyshev). Components are numbered in raster
+    order of their first pixel (``skimage.measure.label``), peaks within one in that order, as
+    ``peak_local_max`` returns them. The components with several peaks are flooded by one scikit-image watershed
+    call, side by side on one canvas. Where two floods tie (equal distances from equal peaks: flat ridges) the
+    pixel may go the other way than in the whole-image call, whose heap orders equal peaks by the layout of all
+    the image's peaks; the objects, their peaks and numbers are the same (``tests/test_fast_paths.py``), and
+    the result is the same on every call.
+
+    Raises:
+        ValueError: ``mask`` is not 2-D.
+    """
+    from scipy import ndimage
+
+    if mask.ndim != 2:
+        raise ValueError(f"split_objects: need a 2-D mask, got shape {mask.shape}")
+    cv2 = _cv()
+    components, count = label_narrow(mask, connectivity=2)
+    if count == 1 and mask.all():  # no background: scikit-image finds one peak, the whole image is one object
+        return np.full(mask.shape, 1 if mask.size > min_size else 0, np.int32)
+    height, width = mask.shape
+    window = np.ones((2 * min_distance + 1, 2 * min_distance + 1), np.uint8)
+    # What to paint where, in marker numbers 1..(peaks) (the reference's markers): (box, pixels, number or the
+    # numbers of those pixels); the sizes decide which objects stay, and so the final numbers, at the end.
+    paints: list[tuple[tuple[slice, slice], NDArray[np.bool_], Any]] = []
+    sizes: list[int] = []
+    crowded: list[_Crowded] = []
+    for index, box in enumerate(ndimage.find_objects(components)):
+        if box is None:
+            continue
+        y0, x0 = max(box[0].start - 1, 0), max(box[1].start - 1, 0)
+        crop = (slice(y0, min(box[0].stop + 1, height)), slice(x0, min(box[1].stop + 1, width)))
+        inside = components[crop] == index + 1
+        dist = cv2.distanceTransform(inside.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        np.multiply(dist, dist, out=dist)  # numpy's root of the rounded square: see distance()
+        np.rint(dist, out=dist)
+        np.sqrt(dist, out=dist)
+        ys, xs = _component_peaks(dist, inside, cv2.dilate(dist, window), min_distance)
+        if len(ys) == 1:  # the peak's edge-connected part of the component is its object: nothing to flood
+            binary = inside.view(np.uint8)
+            area = cv2.floodFill(binary, None, (int(xs[0]), int(ys[0])), 2, flags=4)[0]
+            paints.append((crop, binary == 2, len(sizes) + 1))  # (inside is 2 where filled now)
+            sizes.append(int(area))
+        elif len(ys):
+            crowded.append(_Crowded(len(paints), crop, inside, dist, ys, xs, len(sizes) + 1))
+            paints.append((crop, inside, None))
+            sizes.extend([0] * len(ys))
+    pixels = np.array([0, *sizes], np.int64)
+    for item, flooded in zip(crowded, _flood(crowded) if crowded else [], strict=True):
+        paints[item.paint] = (item.crop, item.inside, flooded)
+        pixels += np.bincount(flooded, minlength=len(pixels))
+    del components  # before the output: one image less at the peak
+    out = np.zeros(mask.shape, np.int32)
+    kept = pixels[1:] > min_size
+    renumber = np.zeros(len(sizes) + 1, np.int32)
+    renumber[1:][kept] = np.arange(1, int(np.count_nonzero(kept)) + 1, dtype=np.int32)
+    for crop, where, value in paints:
+        out[crop][where] = renumber[value]
+    return out
+
+
+class _Crowded(NamedTuple):
+    """A component with several peaks, waiting to be flooded."""
+
+    paint: int
+    crop: tuple[slice, slice]
+    inside: NDArray[np.bool_]
+    dist: NDArray[np.float32]
+    ys: NDArray[np.intp]
+    xs: NDArray[np.intp]
+    first: int
+
+
+def _flood(crowded: list[_Crowded]) -> list[NDArray[np.int32]]:
+    """Each component's watershed of ``-dist`` from its peaks (numbered ``first``..), one
+    ``skimage.segmentation.watershed`` call for all: their boxes side by side on one canvas, one blank pixel
+    apart (a call costs ~0.3 ms beyond its pixels). Returns the marker number of every ``inside`` pixel (0 where no
+    marker reaches), per component."""
+    from skimage import segmentation
+
+    shelf_width = max(1024, max(item.inside.shape[1] for item in crowded) + 1)
+    places, x, y, shelf = [], 0, 0, 0
+    for item in crowded:
+        h, w = item.inside.shape
+        if x + w > shelf_width:
+            x, y, shelf = 0, y + shelf + 1, 0
+        places.append((y, x))
+        x, shelf = x + w + 1, max(shelf, h)
+    canvas = np.zeros((y + shelf, shelf_width), np.float32)
+    markers = np.zeros(canvas.shape, np.int32)
+    within = np.zeros(canvas.shape, np.bool_)
+    for item, (y, x) in zip(crowded, places, strict=True):
+        h, w = item.inside.shape
+        np.negative(item.dist, out=canvas[y : y + h, x : x + w])
+        within[y : y + h, x : x + w] = item.inside
+        markers[item.ys + y, item.xs + x] = np.arange(item.first, item.first + len(item.ys), dtype=np.int32)
+    labels = segmentation.watershed(canvas, markers, mask=within)
+    return [
+        labels[y : y + item.inside.shape[0], x : x + item.inside.shape[1]][item.inside]
+        for item, (y, x) in zip(crowded, places, strict=True)
+    ]
+
+
+def _component_peaks(
+    dist: NDArray[np.float32], inside: NDArray[np.bool_], window_max: NDArray[np.float32], min_distance: int
+) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """``peak_local_max``'s peaks of one component (``inside``; ``dist`` is 0 elsewhere), in its order."""
+    from scipy import ndimage
+
+    candidates = dist == window_max
+    candidates &= inside
+    if np.count_nonzero(candidates) == np.count_nonzero(inside):  # a plateau: its isolated pixels instead
+        candidates = inside ^ ndimage.binary_opening(inside)
+    ys, xs = np.nonzero(candidates)
+    if len(ys) > 1:
+        order = np.argsort(-dist[ys, xs], kind="stable")
+        ys, xs = ys[order], xs[order]
+        if min_distance > 1:
+            keep = _spaced(ys, xs, min_distance)
+            ys, xs = ys[keep], xs[keep]
+    return ys, xs
+
+
+def _spaced(ys: NDArray[np.intp], xs: NDArray[np.intp], min_distance: int) -> NDArray[np.bool_]:
+    """Which points to keep, taking them in order and dropping the later ones nearer than ``min_distance``
+    (Chebyshev) to a kept one: ``skimage._shared.coord.ensure_spacing`` with ``p_norm=inf``."""
+    keep = np.ones(len(ys), np.bool_)
+    if len(ys) <= 256:
+        near = np.maximum(np.abs(ys[:, None] - ys[None, :]), np.abs(xs[:, None] - xs[None, :])) < min_distance
+        for i in range(len(ys)):
+            if keep[i]:
+                keep[i + 1 :] &= ~near[i, i + 1 :]
+        return keep
+    from scipy.spatial import cKDTree
+
+    pairs = cKDTree(np.stack([ys, xs], axis=1)).query_pairs(min_distance - 1, p=np.inf, output_type="ndarray")
+    later: dict[int, list[int]] = {}
+    for a, b in np.sort(pairs, axis=1).tolist():
+        later.setdefault(a, []).append(b)
+    for a in sorted(later):
+        if keep[a]:
+            keep[later[a]] = False
+    return keep
+
+
+def label_narrow(mask: NDArray[Any], connectivity: int = 1) -> tuple[NDArray[Any], int]:
+    """:func:`label` in uint16 while the objects fit (65,534 of them), else in int32: the same labels in half the
+    memory (and a little faster) for a mask of a few thousand objects."""
+    if connectivity not in (1, 2) or mask.ndim != 2:
+        return label(mask, connectivity)  # its error
+    cv2 = _cv()
+    binary = np.ascontiguousarray(mask.view(np.uint8) if mask.dtype == np.bool_ else (mask != 0).view(np.uint8))
+    try:
+        count, labels = cv2.connectedComponentsWithAlgorithm(
+            binary, 4 if connectivity == 1 else 8, cv2.CV_16U, cv2.CCL_WU
+        )
+    except cv2.error:  # more objects than uint16 holds
+        return label(mask, connectivity)
+    return labels, int(count) - 1

@@ -179,10 +179,9 @@ def split_touching(
     Holes are filled, specks of ``min_size`` pixels or fewer dropped, then a watershed of the distance transform
     (scikit-image) grows one object from every distance maximum at least ``min_distance`` pixels from a higher one
     (about the smallest nucleus radius). Objects of ``min_size`` pixels or fewer are dropped; labels run 1..n.
-    A label image as input is split the same way (its foreground is ``image > 0``).
+    A label image as input is split the same way (its foreground is ``image > 0``). The transform, the peaks and
+    the flooding run one object's bounding box at a time (fast; the same objects as scikit-image's calls).
     """
-    from skimage import feature, segmentation
-
     if image.ndim != 2:
         raise ValueError(f"split_touching: needs a 2-D mask, got shape {image.shape}")
     if min_distance < 1 or min_size < 0:
@@ -190,25 +189,12 @@ def split_touching(
     mask = imageops.fill_holes(image > 0)
     if min_size:
         # remove_small_objects(mask, max_size=min_size): its specks are edge-connected (connectivity 1).
-        specks, count = imageops.label(mask, connectivity=1)
+        specks, count = imageops.label_narrow(mask, connectivity=1)
         small = imageops.object_sizes(specks, count) <= min_size
         if small.any():
             mask &= np.concatenate(([False], ~small))[specks]
         del specks
-    # skimage.measure.label(mask) (diagonals join, raster numbering): peak_local_max numbers its peaks by it.
-    components, _ = imageops.label(mask, connectivity=2)
-    distance = imageops.distance(mask)
-    peaks = feature.peak_local_max(distance, min_distance=min_distance, labels=components, exclude_border=False)
-    markers = np.zeros(mask.shape, dtype=np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
-    labels = segmentation.watershed(-distance, markers, mask=mask)
-    # Drop objects of min_size pixels or fewer and renumber the rest 1..n in order (relabel_sequential) in one
-    # table lookup.
-    kept = imageops.object_sizes(labels, len(peaks)) > min_size
-    renumber = np.zeros(len(peaks) + 1, np.int32)
-    renumber[1:][kept] = np.arange(1, int(np.count_nonzero(kept)) + 1, dtype=np.int32)
-    out: NDArray[np.int32] = renumber[labels]
-    return out
+    return imageops.split_objects(mask, min_distance, min_size)
 
 
 def count_objects(
