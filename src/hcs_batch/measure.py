@@ -1,7 +1,7 @@
 """Per-object measurements with CellProfiler's column names: scikit-image ``regionprops_table``'s values.
 
-Pure functions of arrays: no I/O, no state kept between calls. Objects come from one segmentation (a label image, 0 = background);
-every channel is measured inside the same objects, as CellProfiler's MeasureObjectIntensity does.
+Pure functions of arrays: no I/O, no state kept between calls. Objects come from one segmentation (a label image,
+0 = background); every channel is measured inside the same objects, as CellProfiler's MeasureObjectIntensity does.
 
 Columns (one value per object, objects in label order):
 
@@ -61,9 +61,10 @@ INTENSITY_COLUMNS = (
 """The intensity columns of one channel (suffixed ``_<channel>`` when several channels are measured)."""
 
 
-def to_labels(objects: NDArray[Any], shape: tuple[int, ...]) -> NDArray[np.int32]:
-    """The segmentation as a label image numbered 1..n: a boolean mask is labelled (8-connected components),
-    an integer label image renumbered without gaps.
+def to_labels(objects: NDArray[Any], shape: tuple[int, ...]) -> NDArray[Any]:
+    """The segmentation as a label image numbered 1..n: a boolean mask is labelled (8-connected components, int32),
+    an integer label image renumbered without gaps (int32), or returned as it is (no copy, its own dtype) when
+    already numbered 1..n. No image-sized temporary beyond the result.
 
     Raises:
         ValueError: not a 2-D boolean or integer array of ``shape`` (the message says what it was).
@@ -79,7 +80,7 @@ def to_labels(objects: NDArray[Any], shape: tuple[int, ...]) -> NDArray[np.int32
         return imageops.label(objects, connectivity=2)[0]
     if objects.dtype.kind not in "iu":
         raise ValueError(f"the segmentation must be a label image (integers) or a mask (bool), got {objects.dtype}")
-    if objects.size and int(objects.min()) < 0:
+    if objects.size and objects.dtype.kind == "i" and int(objects.min()) < 0:
         raise ValueError("the segmentation has negative labels")
     top = int(objects.max()) if objects.size else 0
     if top >= 1 << 24:  # sparse huge labels: a lookup table would be too big
@@ -88,13 +89,16 @@ def to_labels(objects: NDArray[Any], shape: tuple[int, ...]) -> NDArray[np.int32
         )
         return relabelled
     # relabel_sequential as one table lookup: the labels present, in order, become 1..n.
-    present = imageops.object_sizes(objects.astype(np.int64, copy=False), top) > 0
+    flat = np.ascontiguousarray(objects).reshape(-1)
+    present = _label_sizes(flat, top) > 0
     if present.all():
-        return objects.astype(np.int32, copy=False)
+        return objects
     renumber = np.zeros(top + 1, np.int32)
     renumber[1:][present] = np.arange(1, int(np.count_nonzero(present)) + 1, dtype=np.int32)
-    out: NDArray[np.int32] = renumber[objects]
-    return out
+    out = np.empty(flat.size, np.int32)
+    for start in range(0, flat.size, _BAND):  # take() copies its indices to intp: a band at a time
+        out[start : start + _BAND] = renumber.take(flat[start : start + _BAND])
+    return out.reshape(objects.shape)
 
 
 def measure_objects(labels: NDArray[Any], planes: Mapping[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
@@ -224,15 +228,20 @@ def _bands(flat: NDArray[Any]) -> Iterator[tuple[int, NDArray[np.intp], NDArray[
         yield start, where, band.take(where)
 
 
+def _label_sizes(flat: NDArray[Any], count: int) -> NDArray[np.int64]:
+    """Pixels of each label 1..``count`` of a flat label image (a bincount of the object pixels only)."""
+    sizes = np.zeros(count + 1, np.int64)
+    for _, _, keys in _bands(flat):
+        sizes += np.bincount(keys.astype(np.intp, copy=False), minlength=count + 1)
+    return sizes[1:]
+
+
 def _pixels_by_label(labels: NDArray[Any], count: int) -> tuple[NDArray[Any], NDArray[np.int64]]:
     """(order, sizes): the flat indices of the object pixels grouped by label 1..``count`` and in raster order
     inside each object (int32 when the image allows), and each label's pixel count. A counting sort over bands of
     the image (two passes: sizes, then places), so no temporary is image-sized."""
     flat = labels.reshape(-1)
-    sizes = np.zeros(count + 1, np.int64)
-    for _, _, keys in _bands(flat):
-        sizes += np.bincount(keys, minlength=count + 1)
-    sizes = sizes[1:]
+    sizes = _label_sizes(flat, count)
     order = np.empty(int(sizes.sum()), np.int32 if flat.size < 1 << 31 else np.int64)
     fill = np.cumsum(sizes) - sizes  # the next free place of each object
     narrow = np.uint16 if count < 1 << 16 else np.uint32
