@@ -93,6 +93,19 @@ def test_perimeter_and_solidity_equal_scikit_image_on_random_labels(labels: NDAr
         _assert_outlines_equal(labels)  # any pixel sets, labels with gaps (renumbered), disconnected objects
 
 
+def test_huge_sparse_labels_are_renumbered_and_negative_ones_refused() -> None:
+    labels = _hand_made().astype(np.int64)
+    sparse = np.where(labels > 0, labels * 1_000_003 + (1 << 40), 0)  # label values far beyond any table
+    got = measure_objects(sparse, {"1": np.ones(labels.shape, np.uint16)})
+    expected = measure_objects(labels, {"1": np.ones(labels.shape, np.uint16)})
+    for column, values in expected.items():
+        np.testing.assert_array_equal(got[column], values, err_msg=column)
+    with pytest.raises(ValueError, match="negative"):
+        Objects(-labels)
+    with pytest.raises(ValueError, match="integer label image"):
+        Objects(labels.astype(np.float32))
+
+
 def test_objects_measures_a_plane_at_a_time_like_measure_objects() -> None:
     raw, truth = touching_nuclei(np.random.default_rng(3), size=256, clusters=12)
     other = (raw // 3 + 7).astype(np.uint16)

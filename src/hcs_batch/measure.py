@@ -145,7 +145,13 @@ class Objects:
     def __init__(self, labels: NDArray[Any]) -> None:
         if labels.ndim != 2 or labels.dtype.kind not in "iu":
             raise ValueError(f"objects: expected a 2-D integer label image, got {labels.dtype} of {labels.shape}")
+        if labels.size and labels.dtype.kind == "i" and int(labels.min()) < 0:
+            raise ValueError("objects: the label image has negative labels")
+        labels = np.ascontiguousarray(labels)  # flat views below (a copy only for a strided view)
         count = int(labels.max()) if labels.size else 0
+        if count >= 1 << 24:  # sparse huge labels: renumber before counting per label
+            labels = to_labels(labels, labels.shape)
+            count = int(labels.max())
         order, sizes = _pixels_by_label(labels, count)
         if not sizes.all():  # gaps in the numbering: renumber (a copy) and list the pixels again
             labels = to_labels(labels, labels.shape)
