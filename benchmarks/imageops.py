@@ -6,7 +6,9 @@ units of the image's bytes, and whether the results agree; the distance-transfor
 on the whole image (EDT, ``peak_local_max``, scikit-image's watershed) against ``imageops.split_objects``. Then
 the whole built-in counter as shipped against the same counter before imageops (numpy, scipy, scikit-image) and
 against the counter with the whole-image watershed (issue 16's first round), with its object counts, and the
-per-object measurement (``measure_objects``) against one ``regionprops_table`` call.
+per-object measurement (``measure_objects``) against one ``regionprops_table`` call, and its perimeter and solidity
+(all shape columns, :class:`hcs_batch.measure.Objects`) against regionprops' (``same_result``: solidity equal,
+perimeter within 1e-12).
 ``python -m benchmarks.imageops '{"size": 2048, "repeat": 5}'``.
 """
 
@@ -136,8 +138,9 @@ def _same_counter(a: np.ndarray, b: np.ndarray) -> bool:
 
 def main(size: int, repeat: int) -> dict[str, Any]:
     from skimage import measure
+    from skimage.measure import regionprops_table
 
-    from hcs_batch.measure import measure_objects
+    from hcs_batch.measure import Objects, measure_objects
 
     [raw, other], _ = make_field(np.random.default_rng(7), size, 2)
     nbytes = raw.nbytes
@@ -205,10 +208,21 @@ def main(size: int, repeat: int) -> dict[str, Any]:
         ),
         "counter": (lambda: previous_counter(raw), lambda: shipped_counter(raw), _same_counter),
         "counter vs whole-image split": (lambda: whole_image_counter(raw), lambda: shipped_counter(raw), _same_counter),
+        "perimeter + solidity (regionprops) / every shape column (Objects)": (
+            lambda: regionprops_table(objects, properties=["label", "perimeter", "solidity"]),
+            lambda: Objects(objects).shape(),
+            lambda a, b: (
+                bool(np.array_equal(a["solidity"], b["AreaShape_Solidity"]))
+                and bool(np.allclose(a["perimeter"], b["AreaShape_Perimeter"], rtol=1e-12, atol=0))
+            ),
+        ),
         "measure_objects, 2 channels": (
             lambda: regionprops_measure(objects, planes),
             lambda: measure_objects(objects, planes),
-            lambda a, b: bool(np.allclose(a["solidity"], b["AreaShape_Solidity"])),
+            lambda a, b: (
+                bool(np.array_equal(a["solidity"], b["AreaShape_Solidity"]))
+                and bool(np.allclose(a["perimeter"], b["AreaShape_Perimeter"], rtol=1e-12, atol=0))
+            ),
         ),
     }
     out: dict[str, Any] = {"size": size, "image_mib": round(nbytes / 2**20, 2), "ops": {}}

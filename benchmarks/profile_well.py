@@ -55,8 +55,8 @@ def main(p: dict[str, Any]) -> dict[str, Any]:
     for (filename, _, func), (_, _, _, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
         if func == "load_plane" and "images" in filename:
             parts["decode (load_plane)"] = cumulative
-        elif func == "measure_objects":
-            parts["measure objects (every channel)"] = cumulative
+        elif func in ("__init__", "shape", "intensity") and filename.endswith("measure.py"):  # Objects'
+            parts["measure objects (every channel)"] = parts.get("measure objects (every channel)", 0.0) + cumulative
         elif func in names and module.rpartition(".")[2] in filename.replace("/", "."):
             parts[f"step {func}"] = cumulative
         elif func == "write_well_result":

@@ -22,7 +22,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model", ("hcs_batch._util", "hcs_batch.errors", "hcs_batch.model", "hcs_batch.plate_settings")),
     (
         "protocol",
-        ("hcs_batch.protocol", "hcs_batch.pipeline", "hcs_batch.steps", "hcs_batch.imageops", "hcs_batch.measure"),
+        (
+            "hcs_batch.protocol",
+            "hcs_batch.pipeline",
+            "hcs_batch.steps",
+            "hcs_batch.imageops",
+            "hcs_batch.measure",
+            "hcs_batch.outline",
+        ),
     ),
     ("runtime", ("hcs_batch.runtime",)),
     ("backend", ("hcs_batch.backend",)),

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..measure import channel_means, measure_objects, to_labels
+from ..measure import Objects, channel_means, to_labels
 from ..steps import is_objects_step
 from .compiler import WorkerStep
 from .images import load_plane
@@ -170,17 +170,16 @@ def _measure_set(
     worker: str,
     stop: Callable[[], bool],
 ) -> tuple[list[Row], dict[str, Any]]:
-    """Segment one image set on ``segment_channel`` and measure every channel: (rows, object columns)."""
+    """Segment one image set on ``segment_channel`` and measure every channel: (rows, object columns).
+
+    Holds as few images as it can: only the segmentation channel while the steps run; then the labels, one
+    channel at a time (each decoded when its turn comes and released once measured)."""
     site, timepoint, channels = image_set
     where = f"well {well} site {site} timepoint {timepoint}"
     if segment_channel not in channels:
         have = ", ".join(str(c) for c in channels)
         raise StepFailure(f"{where}: no image of the segmentation channel {segment_channel} (channels: {have})")
-    planes = {c: _load(plate_path, sources, f"{where} channel {c}", projection) for c, sources in channels.items()}
-    seg = planes[segment_channel]
-    for channel, plane in planes.items():
-        if plane.shape != seg.shape:
-            raise StepFailure(f"{where}: channel {channel} is {plane.shape}, channel {segment_channel} {seg.shape}")
+    seg = _load(plate_path, channels[segment_channel], f"{where} channel {segment_channel}", projection)
     extra: Row = {}
     objects = _run_steps(f"{where} channel {segment_channel}", seg, steps, extra, stop)
     if objects is None:  # the segmenting step did not run (cannot happen with a checked plan; be explicit)
@@ -189,14 +188,29 @@ def _measure_set(
         labels = to_labels(objects, seg.shape)
     except ValueError as exc:
         raise StepFailure(f"{where}: the segmenting step's result is unusable: {exc}") from None
-    names = [channel_names.get(c, str(c)) for c in planes]
+    del objects
+    measured = Objects(labels)
+    columns: dict[str, Any] = measured.shape()
+    intensities = {segment_channel: measured.intensity(seg)}
+    del seg
+    for channel, sources in channels.items():
+        if channel not in intensities:
+            plane = _load(plate_path, sources, f"{where} channel {channel}", projection)
+            if plane.shape != labels.shape:
+                shapes = f"channel {channel} is {plane.shape}, channel {segment_channel} {labels.shape}"
+                raise StepFailure(f"{where}: {shapes}")
+            intensities[channel] = measured.intensity(plane)
+            del plane
+    names = [channel_names.get(c, str(c)) for c in channels]
     if len(set(names)) != len(names):  # two channels of one name: their columns would collide
-        names = [str(c) for c in planes]
-    columns: dict[str, Any] = measure_objects(labels, dict(zip(names, planes.values(), strict=True)))
+        names = [str(c) for c in channels]
+    for channel, name in zip(channels, names, strict=True):
+        suffix = "" if len(names) == 1 else f"_{name}"
+        columns.update((f"{column}{suffix}", values) for column, values in intensities[channel].items())
     means = channel_means(columns, names)
     count = len(columns["ObjectNumber"])
     rows: list[Row] = []
-    for channel, name in zip(planes, names, strict=True):
+    for channel, name in zip(channels, names, strict=True):
         row: Row = {"well": well, "site": site, "channel": channel, "worker": worker, "timepoint": timepoint}
         row["file"] = ";".join(channels[channel])
         if channel == segment_channel:

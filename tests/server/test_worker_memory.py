@@ -1,0 +1,93 @@
+"""The worker holds one image set's images only while it needs them: the segmentation channel alone while the
+steps run, then one channel at a time, each released once measured; the results are those of measuring every
+channel at once."""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tifffile
+from numpy.typing import NDArray
+
+from hcs_batch import steps
+from hcs_batch.measure import measure_objects
+from hcs_batch.server import worker
+from hcs_batch.server.worker import StepFailure, run_well
+
+_alive: list[weakref.ReferenceType[NDArray[Any]]] = []
+_seen_in_step: list[int] = []
+
+
+@steps.makes_objects
+def segment(image: NDArray[Any]) -> NDArray[np.int32]:
+    """Label the bright pixels (one object per row band); records how many loaded planes are alive meanwhile."""
+    _seen_in_step.append(sum(ref() is not None for ref in _alive))
+    labels = np.zeros(image.shape, np.int32)
+    labels[image > 500] = 1 + np.arange(image.shape[0])[:, None].repeat(image.shape[1], 1)[image > 500] // 16
+    return labels
+
+
+def _plate(folder: Path, shapes: dict[int, tuple[int, int]] | None = None) -> list[tuple[int, int, str]]:
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    images = []
+    for channel in (1, 2, 3):
+        shape = (shapes or {}).get(channel, (64, 48))
+        plane = rng.integers(0, 400, shape).astype(np.uint16)
+        plane[4:12, 5:20] = plane[20:30, 30:40] = plane[40:60, 2:9] = 900 + 10 * channel
+        tifffile.imwrite(folder / f"B02_s1_w{channel}.tif", plane)
+        images.append((1, channel, f"B02_s1_w{channel}.tif"))
+    return images
+
+
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every plane the worker decodes: (where, how many planes it decoded before are still alive)."""
+    record: list[tuple[str, int]] = []
+    load = worker._load
+
+    def tracked(plate_path: str, sources: list[str], where: str, projection: str) -> NDArray[Any]:
+        record.append((where, sum(ref() is not None for ref in _alive)))
+        plane = load(plate_path, sources, where, projection)
+        _alive.append(weakref.ref(plane))
+        return plane
+
+    _alive.clear()
+    _seen_in_step.clear()
+    monkeypatch.setattr(worker, "_load", tracked)
+    return record
+
+
+def test_one_plane_at_a_time_and_the_same_columns(tmp_path: Path, loads: list[tuple[str, int]]) -> None:
+    images = _plate(tmp_path / "plate")
+    plan = ((f"{__name__}:segment", {}, False),)
+    rows = run_well(str(tmp_path / "plate"), "B02", images, plan, str(tmp_path / "out"), "k", segment_channel=2)
+    # The segmentation channel first and alone during the steps; every other channel after, each alone.
+    assert [where.rpartition(" ")[2] for where, _ in loads] == ["2", "1", "3"]
+    assert [alive for _, alive in loads] == [0, 0, 0] and _seen_in_step == [1]
+    assert all(ref() is None for ref in _alive)
+    assert [row["channel"] for row in rows] == [1, 2, 3] and {row["object_count"] for row in rows} == {4}
+    # The same columns and values as measuring the three planes at once.
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(next((tmp_path / "out" / "wells").glob("B02*.parquet"))).to_pydict()
+    planes = {str(c): tifffile.imread(tmp_path / "plate" / f"B02_s1_w{c}.tif") for c in (1, 2, 3)}
+    expected = measure_objects(segment(planes["2"]), planes)
+    assert [k for k in table if k not in ("well", "site", "channel", "timepoint")] == list(expected)
+    for column, values in expected.items():
+        np.testing.assert_array_equal(table[column], values, err_msg=column)
+    means = [row["mean_intensity"] for row in rows]
+    assert means[0] < means[1] < means[2]  # 910, 920, 930 inside the objects
+
+
+def test_a_channel_of_another_shape_still_fails_the_well_by_name(tmp_path: Path, loads: list[tuple[str, int]]) -> None:
+    images = _plate(tmp_path / "plate", {3: (64, 40)})
+    plan = ((f"{__name__}:segment", {}, False),)
+    message = r"well B02 site 1 timepoint 1: channel 3 is \(64, 40\), channel 1 \(64, 48\)"
+    with pytest.raises(StepFailure, match=message):
+        run_well(str(tmp_path / "plate"), "B02", images, plan, str(tmp_path / "out"), "k")
+    assert not (tmp_path / "out" / "wells").exists() or not list((tmp_path / "out" / "wells").iterdir())
