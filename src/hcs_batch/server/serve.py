@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 from urllib.parse import urlsplit
 
 import trio
@@ -33,7 +33,7 @@ from .executor import Executor, open_well_runner
 from .roots import Roots
 from .stores import ArtifactStore, RecordStore
 
-__all__ = ["ServerAddress", "open_embedded_server", "parse_bind", "serve"]
+__all__ = ["EmbeddedOptions", "ServerAddress", "open_embedded_server", "parse_bind", "serve"]
 
 log = logging.getLogger("hcs_batch.server")
 
@@ -234,20 +234,23 @@ async def serve(
         zap.close()
 
 
+class EmbeddedOptions(TypedDict, total=False):
+    """What :func:`open_embedded_server` passes on to :func:`serve` (each as documented there)."""
+
+    workers: int | None
+    warm_workers: bool
+    keys: ServerKeys | None
+    allow_steps: Sequence[str]
+    data_roots: Sequence[str | Path]
+    output_roots: Sequence[str | Path]
+    max_wells_per_worker: int | None
+    executor: str
+    scheduler: str | None
+    scheduler_file: str | None
+
+
 @asynccontextmanager
-async def open_embedded_server(
-    *,
-    workers: int | None = None,
-    warm_workers: bool = True,
-    keys: ServerKeys | None = None,
-    allow_steps: Sequence[str] = (),
-    data_roots: Sequence[str | Path] = (),
-    output_roots: Sequence[str | Path] = (),
-    max_wells_per_worker: int | None = None,
-    executor: str = "local",
-    scheduler: str | None = None,
-    scheduler_file: str | None = None,
-) -> AsyncIterator[ServerAddress]:
+async def open_embedded_server(**options: Unpack[EmbeddedOptions]) -> AsyncIterator[ServerAddress]:
     """Run a server on a free loopback port inside the caller's Trio run, for as long as the block lasts
     (under CurveZMQ ``keys`` when given; ``allow_steps``, ``data_roots``, ``output_roots``,
     ``max_wells_per_worker`` and the ``executor`` options as in :func:`serve`).
@@ -259,22 +262,7 @@ async def open_embedded_server(
     """
     with collapse_single_exception_group():
         async with trio.open_nursery() as nursery:
-            address: Any = await nursery.start(
-                partial(
-                    serve,
-                    workers=workers,
-                    warm_workers=warm_workers,
-                    keys=keys,
-                    allow_steps=allow_steps,
-                    data_roots=data_roots,
-                    output_roots=output_roots,
-                    shutdown_token=secrets.token_urlsafe(24),
-                    max_wells_per_worker=max_wells_per_worker,
-                    executor=executor,
-                    scheduler=scheduler,
-                    scheduler_file=scheduler_file,
-                )
-            )
+            address: Any = await nursery.start(partial(serve, shutdown_token=secrets.token_urlsafe(24), **options))
             try:
                 yield address
             finally:
