@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TypeVar
 
 import trio
 
@@ -21,6 +22,18 @@ from ..model import ExecutionState
 from .compiler import Plan
 
 __all__ = ["ArtifactStore", "Execution", "RecordStore"]
+
+V = TypeVar("V")
+
+
+def _evict_oldest(entries: OrderedDict[str, V], max_items: int, horizon: float, stamp: Callable[[V], float]) -> None:
+    """Drop the oldest ``entries`` (insertion order) beyond ``max_items``, then those whose ``stamp`` is before
+    ``horizon`` (stamps grow in insertion order)."""
+    while len(entries) > max_items:
+        entries.popitem(last=False)
+    while entries and stamp(next(iter(entries.values()))) < horizon:
+        entries.popitem(last=False)
+
 
 class ArtifactStore:
     """Plans by artifact id. An artifact lives ``max_age`` seconds from its last compile; beyond ``max_items``
@@ -60,15 +73,7 @@ class ArtifactStore:
 
     def evict(self) -> None:
         """Drop artifacts older than ``max_age`` and the oldest beyond ``max_items``."""
-        plans = self._plans
-        while len(plans) > self._max_items:
-            plans.popitem(last=False)
-        horizon = self._clock() - self._max_age
-        while plans:
-            stored_at, _ = next(iter(plans.values()))
-            if stored_at >= horizon:
-                break
-            plans.popitem(last=False)
+        _evict_oldest(self._plans, self._max_items, self._clock() - self._max_age, lambda entry: entry[0])
 
 
 class Execution:
@@ -203,12 +208,5 @@ class RecordStore:
         return [*self._finished.values(), *self._live.values()]
 
     def evict(self) -> None:
-        finished = self._finished
-        while len(finished) > self._max_finished:
-            finished.popitem(last=False)
         horizon = self._clock() - self._max_age
-        while finished:
-            oldest = next(iter(finished.values()))
-            if oldest.finished_mono >= horizon:
-                break
-            finished.popitem(last=False)
+        _evict_oldest(self._finished, self._max_finished, horizon, lambda execution: execution.finished_mono)
