@@ -20,6 +20,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -241,8 +242,11 @@ def _make_host() -> Any:
     return SilentHost()
 
 
-def run_window(plates: int, idle_s: float, server_url: str | None = None, gc_mode: str = "on") -> dict[str, Any]:
-    """The real GUI: ``guest_mode``'s ``GuestRunner`` and ``PlateManagerWindow`` (embedded server, no-op pipeline).
+def run_window(
+    plates: int, idle_s: float, server_url: str | None = None, gc_mode: str = "on", embedded: str = "process"
+) -> dict[str, Any]:
+    """The real GUI: ``guest_mode``'s ``GuestRunner`` and ``PlateManagerWindow`` (embedded server, no-op pipeline;
+    ``embedded`` says where that server runs, as ``hcs_batch.connect.open_backend``: ``"process"`` as shipped).
 
     The window shows every plate as a row and refreshes them as states change, so its widget work is in the
     measurement. Ticks are timed by the runner's own ``TickMonitor`` (subclassed here to keep every duration).
@@ -281,7 +285,7 @@ def run_window(plates: int, idle_s: float, server_url: str | None = None, gc_mod
                 pipeline_file=pipeline,
                 output_dir=root / "out",
                 on_batch_start=collect_and_freeze,
-                open_backend=embedded_backend,
+                open_backend=partial(embedded_backend, embedded=embedded),
             )
             t_add = now()
             window.add_plates([r.path for r in refs])
@@ -349,10 +353,11 @@ def measure(
 ) -> dict[str, Any]:
     """The real window when ``guest_mode`` provides one (or ``window=True``); else a bare runner and silent host.
 
-    ``server``: ``"embedded"`` (in the GUI's own Trio run, as the window does by default) or ``"process"`` (a
-    ``hcs-batch serve`` child, so the server's Python work cannot hold the GUI thread's GIL). ``gc_mode``: ``"on"``
-    (as shipped), ``"freeze"`` (``gc.freeze()`` after the warm-up: the fix this case suggests for GC pauses) or
-    ``"off"`` (diagnostic).
+    ``server``: ``"embedded"`` (the window's own embedded server, in a child process as ``python -m guest_mode``
+    starts it), ``"inline"`` (an embedded server inside the GUI's Trio run: its work shares the GUI thread, as
+    before issue 15) or ``"process"`` (a ``hcs-batch serve`` child the window connects to by URL). The bare runner
+    has no window: its "embedded" server is inline. ``gc_mode``: ``"on"`` (as shipped), ``"freeze"``
+    (``gc.freeze()`` after the warm-up) or ``"off"`` (diagnostic).
     """
     use_window = _guest_mode_available() if window is None else window
     with contextlib.ExitStack() as stack:
@@ -361,7 +366,11 @@ def measure(
             cmd = python_module_cmd("hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0", "--workers", "1", *SERVE_ROOTS)
             _, line = stack.enter_context(child_process(cmd, ready_prefix="hcs-batch server listening on"))
             url = line.split()[4]
-        result = run_window(plates, idle_s, url, gc_mode) if use_window else run(plates, idle_s, url, gc_mode)
+        if use_window:
+            embedded = "inline" if server == "inline" else "process"
+            result = run_window(plates, idle_s, url, gc_mode, embedded)
+        else:
+            result = run(plates, idle_s, url, gc_mode)
     result["server"] = server
     result["gc"] = gc_mode
     return result
