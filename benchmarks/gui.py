@@ -251,7 +251,7 @@ def run_window(
     The window shows every plate as a row and refreshes them as states change, so its widget work is in the
     measurement. Ticks are timed by the runner's own ``TickMonitor`` (subclassed here to keep every duration).
     """
-    from guest_mode.runner import GuestRunner, collect_and_freeze
+    from guest_mode.runner import GuestRunner, collect_and_freeze, collect_frozen
     from guest_mode.session import ConnectionState
     from guest_mode.tick_monitor import TickMonitor
     from guest_mode.window import PlateManagerWindow
@@ -261,12 +261,14 @@ def run_window(
         def __init__(self) -> None:
             super().__init__()
             self.durations: list[float] = []
+            self.cpu: list[float] = []
             self.recording = False
 
-        def record(self, duration: float) -> None:
-            super().record(duration)
+        def record(self, duration: float, *, cpu: float | None = None) -> None:
+            super().record(duration, cpu=cpu)
             if self.recording:
                 self.durations.append(duration)
+                self.cpu.append(cpu or 0.0)
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     monitor = RecordingMonitor()
@@ -304,6 +306,7 @@ def run_window(
                 idle = probe.stop()
                 idle_ticks = list(monitor.durations)
                 monitor.durations.clear()
+                monitor.cpu.clear()
                 if gc_mode == "freeze":  # diagnostic: objects alive now are never scanned again by the GC
                     import gc
 
@@ -317,6 +320,12 @@ def run_window(
                 steps.recording = False
                 monitor.recording = False
                 run_ticks = list(monitor.durations)
+                run_cpu = list(monitor.cpu)
+                # What freezing the GC's survivors kept alive: the reference cycles only a full collection frees,
+                # and how long that collection (done when idle, if ever) blocks the GUI.
+                t_gc = now()
+                frozen_garbage = collect_frozen()
+                frozen_gc_s = now() - t_gc
                 window.request_close()
         return {
             "plates": plates,
@@ -326,10 +335,16 @@ def run_window(
             "tick": summary_ms(run_ticks),
             "idle_tick": summary_ms(idle_ticks),
             "longest_tick_ms": round(max(run_ticks, default=0.0) * 1e3, 3),
+            # The GUI thread's own CPU time: in the longest tick, and the most in any one tick. A long tick with
+            # little CPU waited for a core (a busy machine), not for our code.
+            "longest_tick_cpu_ms": round(run_cpu[run_ticks.index(max(run_ticks))] * 1e3, 3) if run_ticks else 0.0,
+            "most_cpu_in_a_tick_ms": round(max(run_cpu, default=0.0) * 1e3, 3),
             "slowest_task_steps": steps.report(),
             "slow_ticks": sum(1 for t in run_ticks if t > 0.016),
+            "slow_ticks_by_cpu": sum(1 for t in run_cpu if t > 0.016),
             "host": "guest_mode.PlateManagerWindow",
             "add_plates_ms": round(add_s * 1e3, 1),
+            "frozen_garbage": {"objects": frozen_garbage, "collect_ms": round(frozen_gc_s * 1e3, 1)},
             "summary": repr(summary)[:300],
         }
 

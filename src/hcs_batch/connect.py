@@ -114,8 +114,9 @@ async def open_backend(
 async def _open_server_process(options: dict[str, object]) -> AsyncIterator[tuple[str, str]]:
     """Start ``python -m hcs_batch.server.child`` and yield its control URL and shutdown token once it listens.
 
-    The child imports from this process's ``sys.path``, runs in a session of its own (a terminal's Ctrl-C is ours to handle) and stops when its stdin
-    closes; on exit we close it, wait up to ``SERVER_STOP_GRACE`` seconds (shielded), then kill the child.
+    The child imports from this process's ``sys.path``, runs in a session of its own (a terminal's Ctrl-C is ours
+    to handle) and stops when its stdin closes; on exit we close it, wait up to ``SERVER_STOP_GRACE`` seconds
+    (shielded), then kill the child.
     """
     command = [sys.executable, "-m", "hcs_batch.server.child", json.dumps(options)]
     # The same code as this process: its import path (which a host or a test runner may have extended) first.

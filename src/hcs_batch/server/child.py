@@ -15,10 +15,12 @@ Promises:
   stops as on a ``Shutdown`` (executions cancelled, workers stopped) and the process exits with 0. A ``Shutdown``
   carrying the token stops it too. SIGINT is ignored: a Ctrl-C in the terminal is the parent's to handle (it
   still needs the server to cancel its batch).
+- It runs at a lower scheduling priority than its parent (:data:`NICENESS`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -30,7 +32,12 @@ import trio
 from .._util import collapse_single_exception_group
 from ..errors import HcsBatchError
 
-__all__ = ["OPTIONS", "main"]
+__all__ = ["NICENESS", "OPTIONS", "main"]
+
+NICENESS = 10
+"""How much lower than its parent's the server's scheduling priority is (its workers inherit it): on a busy machine
+the kernel runs the GUI thread first, so the server's work does not stretch the GUI's ticks; an idle GUI leaves the
+server every core."""
 
 OPTIONS = frozenset(
     {
@@ -82,6 +89,8 @@ async def _serve(options: dict[str, Any]) -> None:
 def main(argv: list[str]) -> int:
     """Serve until stdin closes; returns the exit code (0 stopped, 2 could not start)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):  # not every platform or container lets a process change its priority
+        os.nice(NICENESS)
     try:
         options = json.loads(argv[0]) if argv else {}
         if not isinstance(options, dict) or not OPTIONS.issuperset(options):
