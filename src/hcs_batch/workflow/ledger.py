@@ -142,6 +142,21 @@ class PlateSlot:
     cancel_requested: bool = False
     """``cancel_plate`` named it: it is never compiled or submitted, and an execution it has is cancelled."""
 
+    def outcome(self) -> PlateOutcome:
+        """This plate's outcome as it stands."""
+        return PlateOutcome(
+            plate=self.plate,
+            state=self.state,
+            error=self.error,
+            artifact_id=self.artifact_id,
+            execution_id=self.execution_id,
+            output=self.output,
+            warnings=self.warnings,
+            wells_total=self.wells_total,
+            wells_reused=self.wells_reused,
+            pipeline=self.pipeline,
+        )
+
 
 class PlateLedger:
     def __init__(self, kind: BatchKind, plates: Sequence[PlateRef]) -> None:
@@ -191,23 +206,8 @@ class PlateLedger:
         """Final for this batch: a terminal state, or ``compiled`` in a compile-only batch."""
         return state.is_terminal or (self.kind is BatchKind.COMPILE and state is PlateState.COMPILED)
 
-    def summary(self) -> BatchSummary:
-        return BatchSummary(
-            kind=self.kind,
-            plates=tuple(
-                PlateOutcome(
-                    plate=s.plate,
-                    state=s.state,
-                    error=s.error,
-                    artifact_id=s.artifact_id,
-                    execution_id=s.execution_id,
-                    output=s.output,
-                    warnings=s.warnings,
-                    wells_total=s.wells_total,
-                    wells_reused=s.wells_reused,
-                    pipeline=s.pipeline,
-                )
-                for s in self.slots
-            ),
-            stopped=self.stopped_by_user,
-        )
+    def summary(self, outcomes: Sequence[PlateOutcome] | None = None) -> BatchSummary:
+        """The batch's summary; ``outcomes`` are the slots' :meth:`PlateSlot.outcome` when the caller made them
+        already (in slices, say), else they are made here."""
+        plates = tuple(outcomes) if outcomes is not None else tuple(slot.outcome() for slot in self.slots)
+        return BatchSummary(kind=self.kind, plates=plates, stopped=self.stopped_by_user)
