@@ -84,12 +84,12 @@ async def open_backend(server_url: str | None = None, *, workers: int | None = N
         yield backend
 
 
-def embedded_backend(*args: Any, **kwargs: Any) -> Any:
+def embedded_backend(*args: Any, embedded: str = "process", **kwargs: Any) -> Any:
     """``hcs_batch.connect.open_backend`` with the temporary folder as the embedded server's roots (for the
-    window's ``open_backend`` seam)."""
+    window's ``open_backend`` seam); ``embedded`` as there (``"process"``: as ``python -m guest_mode`` does)."""
     from hcs_batch.connect import open_backend as _open_backend
 
-    return _open_backend(*args, data_roots=[TMP], output_roots=[TMP], **kwargs)
+    return _open_backend(*args, data_roots=[TMP], output_roots=[TMP], embedded=embedded, **kwargs)
 
 
 def make_service(host: BatchHost, backend: Any, *, pipeline_text: str, output_dir: Path) -> Any:

@@ -20,6 +20,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -241,13 +242,16 @@ def _make_host() -> Any:
     return SilentHost()
 
 
-def run_window(plates: int, idle_s: float, server_url: str | None = None, gc_mode: str = "on") -> dict[str, Any]:
-    """The real GUI: ``guest_mode``'s ``GuestRunner`` and ``PlateManagerWindow`` (embedded server, no-op pipeline).
+def run_window(
+    plates: int, idle_s: float, server_url: str | None = None, gc_mode: str = "on", embedded: str = "process"
+) -> dict[str, Any]:
+    """The real GUI: ``guest_mode``'s ``GuestRunner`` and ``PlateManagerWindow`` (embedded server, no-op pipeline;
+    ``embedded`` says where that server runs, as ``hcs_batch.connect.open_backend``: ``"process"`` as shipped).
 
     The window shows every plate as a row and refreshes them as states change, so its widget work is in the
     measurement. Ticks are timed by the runner's own ``TickMonitor`` (subclassed here to keep every duration).
     """
-    from guest_mode.runner import GuestRunner, collect_and_freeze
+    from guest_mode.runner import GuestRunner, collect_and_freeze, collect_frozen
     from guest_mode.session import ConnectionState
     from guest_mode.tick_monitor import TickMonitor
     from guest_mode.window import PlateManagerWindow
@@ -257,12 +261,14 @@ def run_window(plates: int, idle_s: float, server_url: str | None = None, gc_mod
         def __init__(self) -> None:
             super().__init__()
             self.durations: list[float] = []
+            self.cpu: list[float] = []
             self.recording = False
 
-        def record(self, duration: float) -> None:
-            super().record(duration)
+        def record(self, duration: float, *, cpu: float | None = None) -> None:
+            super().record(duration, cpu=cpu)
             if self.recording:
                 self.durations.append(duration)
+                self.cpu.append(cpu or 0.0)
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     monitor = RecordingMonitor()
@@ -281,7 +287,7 @@ def run_window(plates: int, idle_s: float, server_url: str | None = None, gc_mod
                 pipeline_file=pipeline,
                 output_dir=root / "out",
                 on_batch_start=collect_and_freeze,
-                open_backend=embedded_backend,
+                open_backend=partial(embedded_backend, embedded=embedded),
             )
             t_add = now()
             window.add_plates([r.path for r in refs])
@@ -300,6 +306,7 @@ def run_window(plates: int, idle_s: float, server_url: str | None = None, gc_mod
                 idle = probe.stop()
                 idle_ticks = list(monitor.durations)
                 monitor.durations.clear()
+                monitor.cpu.clear()
                 if gc_mode == "freeze":  # diagnostic: objects alive now are never scanned again by the GC
                     import gc
 
@@ -313,6 +320,12 @@ def run_window(plates: int, idle_s: float, server_url: str | None = None, gc_mod
                 steps.recording = False
                 monitor.recording = False
                 run_ticks = list(monitor.durations)
+                run_cpu = list(monitor.cpu)
+                # What freezing the GC's survivors kept alive: the reference cycles only a full collection frees,
+                # and how long that collection (done when idle, if ever) blocks the GUI.
+                t_gc = now()
+                frozen_garbage = collect_frozen()
+                frozen_gc_s = now() - t_gc
                 window.request_close()
         return {
             "plates": plates,
@@ -322,10 +335,16 @@ def run_window(plates: int, idle_s: float, server_url: str | None = None, gc_mod
             "tick": summary_ms(run_ticks),
             "idle_tick": summary_ms(idle_ticks),
             "longest_tick_ms": round(max(run_ticks, default=0.0) * 1e3, 3),
+            # The GUI thread's own CPU time: in the longest tick, and the most in any one tick. A long tick with
+            # little CPU waited for a core (a busy machine), not for our code.
+            "longest_tick_cpu_ms": round(run_cpu[run_ticks.index(max(run_ticks))] * 1e3, 3) if run_ticks else 0.0,
+            "most_cpu_in_a_tick_ms": round(max(run_cpu, default=0.0) * 1e3, 3),
             "slowest_task_steps": steps.report(),
             "slow_ticks": sum(1 for t in run_ticks if t > 0.016),
+            "slow_ticks_by_cpu": sum(1 for t in run_cpu if t > 0.016),
             "host": "guest_mode.PlateManagerWindow",
             "add_plates_ms": round(add_s * 1e3, 1),
+            "frozen_garbage": {"objects": frozen_garbage, "collect_ms": round(frozen_gc_s * 1e3, 1)},
             "summary": repr(summary)[:300],
         }
 
@@ -349,10 +368,11 @@ def measure(
 ) -> dict[str, Any]:
     """The real window when ``guest_mode`` provides one (or ``window=True``); else a bare runner and silent host.
 
-    ``server``: ``"embedded"`` (in the GUI's own Trio run, as the window does by default) or ``"process"`` (a
-    ``hcs-batch serve`` child, so the server's Python work cannot hold the GUI thread's GIL). ``gc_mode``: ``"on"``
-    (as shipped), ``"freeze"`` (``gc.freeze()`` after the warm-up: the fix this case suggests for GC pauses) or
-    ``"off"`` (diagnostic).
+    ``server``: ``"embedded"`` (the window's own embedded server, in a child process as ``python -m guest_mode``
+    starts it), ``"inline"`` (an embedded server inside the GUI's Trio run: its work shares the GUI thread, as
+    before issue 15) or ``"process"`` (a ``hcs-batch serve`` child the window connects to by URL). The bare runner
+    has no window: its "embedded" server is inline. ``gc_mode``: ``"on"`` (as shipped), ``"freeze"``
+    (``gc.freeze()`` after the warm-up) or ``"off"`` (diagnostic).
     """
     use_window = _guest_mode_available() if window is None else window
     with contextlib.ExitStack() as stack:
@@ -361,7 +381,11 @@ def measure(
             cmd = python_module_cmd("hcs_batch", "serve", "--bind", "tcp://127.0.0.1:0", "--workers", "1", *SERVE_ROOTS)
             _, line = stack.enter_context(child_process(cmd, ready_prefix="hcs-batch server listening on"))
             url = line.split()[4]
-        result = run_window(plates, idle_s, url, gc_mode) if use_window else run(plates, idle_s, url, gc_mode)
+        if use_window:
+            embedded = "inline" if server == "inline" else "process"
+            result = run_window(plates, idle_s, url, gc_mode, embedded)
+        else:
+            result = run(plates, idle_s, url, gc_mode)
     result["server"] = server
     result["gc"] = gc_mode
     return result

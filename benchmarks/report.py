@@ -202,11 +202,21 @@ def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
         )
         scale = gui.get("scale_variant") or {}
         if "longest_tick_ms" in scale:
+            inline = gui.get("scale_inline_variant") or {}
+            before = (
+                f"; server inside the GUI's Trio run instead: {inline['longest_tick_ms']:.0f} ms"
+                if "longest_tick_ms" in inline
+                else ""
+            )
             out.append(
                 _row(
                     f"longest guest tick, {scale['plates']:,} plates in the window",
-                    f"{scale['longest_tick_ms']:.2f} ms; {scale.get('slow_ticks', 0)} ticks over 16 ms of "
-                    f"{scale['tick']['n']:,}; adding the rows {scale.get('add_plates_ms', 0):.0f} ms",
+                    f"{scale['longest_tick_ms']:.2f} ms (GUI-thread CPU in it "
+                    f"{scale.get('longest_tick_cpu_ms', 0):.1f} ms; most CPU in one tick "
+                    f"{scale.get('most_cpu_in_a_tick_ms', 0):.1f} ms); "
+                    f"{scale.get('slow_ticks', 0)} ticks over 16 ms of {scale['tick']['n']:,} "
+                    f"({scale.get('slow_ticks_by_cpu', 0)} by CPU){before}; "
+                    f"adding the rows {scale.get('add_plates_ms', 0):.0f} ms",
                     "<= 16 ms",
                     scale["longest_tick_ms"] / 16,
                     scale["longest_tick_ms"] <= 16,
@@ -279,8 +289,10 @@ def markdown(data: dict[str, Any]) -> str:
     meta = data["meta"]
     loads = [v[0] for v in meta.get("loadavg", {}).values()]
     load = f", 1-min load {min(loads):.1f}-{max(loads):.1f}" if loads else ""
+    # A case measured again on its own later (``python -m benchmarks --only CASE``, spliced into this JSON).
+    rerun = "".join(f"; {case} re-run {when}" for case, when in meta.get("rerun", {}).items())
     lines = [
-        f"Benchmarks ({meta['mode']}, {meta['when']}, Python {meta['python']}, {meta['cpus']} CPUs{load})",
+        f"Benchmarks ({meta['mode']}, {meta['when']}, Python {meta['python']}, {meta['cpus']} CPUs{load}{rerun})",
         "",
         "| case | figure | target | ratio | met? |",
         "| --- | --- | --- | --- | --- |",

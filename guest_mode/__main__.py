@@ -132,25 +132,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
 
-    from PyQt6.QtWidgets import QApplication
-
-    from .runner import GuestRunner, collect_and_freeze
-
-    if args.server is None:
-        # The embedded server imports numpy/scipy and the steps (0.2-1 s): do it before the Qt loop runs, so it
-        # delays the window instead of freezing it in one guest tick.
-        # The first results check/write imports pyarrow in the server's thread lane: a C extension's import holds
-        # the GIL, and on a cold disk it froze the Qt loop for ~340 ms mid-run (issue 12). Load it before the loop.
-        import pyarrow.parquet  # noqa: F401
-
-        import hcs_batch.server.serve  # noqa: F401
-
     from functools import partial
+
+    # The well view and results tables read parquet off the Trio thread; a C extension's import there holds the
+    # GIL (a cold first import froze the Qt loop for ~340 ms, issue 12). Load it before the loop.
+    import pyarrow.parquet  # noqa: F401
+    from PyQt6.QtWidgets import QApplication
 
     from hcs_batch.connect import open_backend
 
+    from .runner import GuestRunner, collect_and_freeze
+
     data_roots = [*args.data_root, *args.plates]
-    opener = partial(open_backend, allow_steps=args.allow_steps, data_roots=data_roots, output_roots=[args.output])
+    # The embedded server runs in a process of its own: its work never lengthens a guest tick (issue 15).
+    opener = partial(
+        open_backend,
+        allow_steps=args.allow_steps,
+        data_roots=data_roots,
+        output_roots=[args.output],
+        embedded="process",
+    )
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "guest_mode"])
     # Build the window before the Qt loop runs: its construction is one-time work, not a GUI freeze.
     try:

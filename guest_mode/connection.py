@@ -19,9 +19,10 @@ from typing import Protocol
 import trio
 
 from hcs_batch.backend import ExecutionBackend
+from hcs_batch.connect import open_backend
 from hcs_batch.errors import HcsBatchError, ServerUnreachableError, TransportError
 
-__all__ = ["BackendOpener", "ConnectionState", "ServerLink"]
+__all__ = ["BackendOpener", "ConnectionState", "ServerLink", "default_open_backend"]
 
 logger = logging.getLogger("guest_mode.connection")
 
@@ -48,6 +49,14 @@ class BackendOpener(Protocol):
     def __call__(
         self, server: str | None, /, *, workers: int | None, connect_timeout: float
     ) -> AbstractAsyncContextManager[ExecutionBackend]: ...
+
+
+def default_open_backend(
+    server: str | None, /, *, workers: int | None, connect_timeout: float
+) -> AbstractAsyncContextManager[ExecutionBackend]:
+    """``hcs_batch.connect.open_backend`` with an embedded server in a process of its own (``server=None``): its
+    compile, execution and file work then never lengthens a guest tick."""
+    return open_backend(server, workers=workers, connect_timeout=connect_timeout, embedded="process")
 
 
 Attach = Callable[[ExecutionBackend, trio.Nursery], Awaitable[None]]

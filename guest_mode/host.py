@@ -3,6 +3,7 @@ the ``BatchHost`` through which the service talks to it. No Qt here."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from hcs_batch.model import PlateState
@@ -64,6 +65,9 @@ class SessionHost(BatchHost):
 
     def emit_orchestrator_state(self, plate: str, state: PlateState) -> None:
         self._session.view.schedule_refresh()
+
+    def emit_orchestrator_states(self, plates: Sequence[str], state: PlateState) -> None:
+        self._session.view.schedule_refresh()  # one repaint for every plate
 
     def on_plate_completed(self, plate: str, state: PlateState, error: str) -> None:
         self._session.on_plate_completed(plate, state, error)

@@ -34,11 +34,10 @@ from typing import TypedDict
 import trio
 
 from guest_mode.attached import AttachedExecutions, AttachedRow
-from guest_mode.connection import BackendOpener, ConnectionState, ServerLink
+from guest_mode.connection import BackendOpener, ConnectionState, ServerLink, default_open_backend
 from guest_mode.controls import BatchControls
 from guest_mode.host import SessionHost, SessionView
 from hcs_batch.backend import ExecutionBackend
-from hcs_batch.connect import open_backend as default_open_backend
 from hcs_batch.errors import BatchAlreadyRunningError, HcsBatchError, InputError, ServerUnreachableError
 from hcs_batch.model import PlateRef, PlateState
 from hcs_batch.workflow.service import BatchKind, BatchState, BatchSummary, BatchWorkflowService
@@ -75,7 +74,7 @@ class BatchSession:
         workers: worker processes of an embedded server (default: the server's choice).
         connect_timeout: seconds to wait for the server's handshake.
         close_timeout: seconds closing waits for a stopped batch to be confirmed before it gives up.
-        open_backend: opens each connection (default ``hcs_batch.connect.open_backend``).
+        open_backend: opens each connection (default :func:`default_open_backend`).
         on_batch_start: called as a batch starts, before any of its work (the GUI freezes the GC there).
     """
 

@@ -27,6 +27,8 @@ class TickStatistics:
     ticks: int
     total: float
     longest: float
+    longest_cpu: float
+    """The most CPU time the GUI thread spent in one tick (0 when the runner did not say)."""
     slow_ticks: int
     threshold: float
 
@@ -52,13 +54,17 @@ class TickMonitor:
         self._ticks = 0
         self._total = 0.0
         self._longest = 0.0
+        self._longest_cpu = 0.0
         self._slow = 0
         self._unreported = 0
         self._last_warning = -float("inf")
 
-    def record(self, duration: float) -> None:
-        """Account one tick that blocked the Qt loop for ``duration`` seconds."""
+    def record(self, duration: float, *, cpu: float | None = None) -> None:
+        """Account one tick that blocked the Qt loop for ``duration`` seconds (wall clock), of which the GUI thread
+        ran ``cpu`` seconds when known (the rest it waited: for the GIL, or for a core on a busy machine)."""
         self._ticks += 1
+        if cpu is not None and cpu > self._longest_cpu:
+            self._longest_cpu = cpu
         self._total += duration
         if duration > self._longest:
             self._longest = duration
@@ -83,6 +89,7 @@ class TickMonitor:
             ticks=self._ticks,
             total=self._total,
             longest=self._longest,
+            longest_cpu=self._longest_cpu,
             slow_ticks=self._slow,
             threshold=self.threshold,
         )

@@ -52,6 +52,33 @@ def test_run_freezes_the_start_up_objects_out_of_the_cyclic_gc_unless_told_not_t
         gc.unfreeze()
 
 
+def test_while_running_the_survivors_of_young_collections_are_frozen_so_full_collections_stay_short(qtbot):
+    import gc
+
+    from guest_mode.runner import freeze_survivors
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self  # a cycle: only the cyclic GC could free it
+
+    async def main() -> tuple[int, int, bool]:
+        kept = [Node() for _ in range(20_000)]  # long-lived objects made during the run, as a batch makes them
+        gc.collect(1)  # what the interpreter does by itself every few thousand allocations
+        frozen = gc.get_freeze_count()
+        await trio.lowlevel.checkpoint()
+        return frozen, len(gc.get_objects(2)), len(kept) > 0 and freeze_survivors in gc.callbacks
+
+    gc.unfreeze()
+    try:
+        frozen, in_oldest, hooked = GuestRunner().run(main)
+        assert hooked
+        assert frozen > 20_000  # the batch's objects were frozen with the start-up ones
+        assert in_oldest < 1_000  # so a full collection has almost nothing to scan
+        assert freeze_survivors not in gc.callbacks  # the hook lives only as long as the run
+    finally:
+        gc.unfreeze()
+
+
 def test_cancel_from_a_qt_callback_ends_the_run_with_none(qtbot):
     from PyQt6.QtCore import QTimer
 

@@ -5,11 +5,13 @@
   batched polls with backoff as the fallback, a liveness deadline).
 - :class:`IntervalSnapshotPoller`: a periodic snapshot that reports only real changes.
 - :class:`ThreadLane`: blocking calls batched onto one worker thread, one thread hop per batch.
+- :func:`map_in_slices`: a long per-item loop that yields to the scheduler every few milliseconds.
 """
 
 from __future__ import annotations
 
 from .engine import BatchOutcome, BatchSubmitWaitEngine, JobOutcome, JobPhase, JobStatus
+from .slices import map_in_slices
 from .snapshot_poller import IntervalSnapshotPoller, Snapshot
 from .status_poller import ExecutionStatusPoller, PollerStatistics
 from .thread_lane import ThreadLane
@@ -25,4 +27,5 @@ __all__ = [
     "PollerStatistics",
     "Snapshot",
     "ThreadLane",
+    "map_in_slices",
 ]

@@ -77,6 +77,10 @@ def _lost_error(timeout: float) -> Exception:
     return TimeoutError(f"server lost: no answer to status polls for {timeout:g} s")
 
 
+def _ignore(*args: object) -> None:
+    """A released follower's callbacks."""
+
+
 class ExecutionFollower:
     """Follow executions (by id) on ``backend`` to their ends.
 
@@ -130,6 +134,20 @@ class ExecutionFollower:
             liveness_error=self._lose_all,
             unknown_error=self._unknown,
         )
+
+    def release(self) -> None:
+        """Forget every followed execution and stop reporting: for an owner done with this follower (nobody waits
+        on it any more; what still arrives while it serves is treated as news of unknown executions).
+
+        The poller and the owner's callbacks refer back to the follower, so it is freed only by the cyclic GC; a
+        GUI that freezes the GC's survivors never frees it. Releasing lets reference counting free its rows (a few
+        objects an execution, and whatever the callbacks hold) at once.
+        """
+        self._on_change = _ignore
+        self._on_progress = _ignore
+        for table in (self._rows, self._changed_ids, self._ended, self._errors, self._early):
+            table.clear()
+        self._live = 0
 
     # ------------------------------------------------------------------ views
 

@@ -35,7 +35,7 @@ from ..backend import ExecutionBackend, StreamItem
 from ..errors import ArtifactNotFoundError, BatchAlreadyRunningError, HcsBatchError, InputError, ServerLostError
 from ..model import TERMINAL_STATES, CompiledPlate, CompileJob, ExecutionState, PlateRef, PlateState
 from ..protocol import ProgressEvent, ServerInfoReply
-from ..runtime import BatchSubmitWaitEngine, IntervalSnapshotPoller, Snapshot
+from ..runtime import BatchSubmitWaitEngine, IntervalSnapshotPoller, Snapshot, map_in_slices
 from .follow import ExecutionFollower, FollowedExecution, follow_to_end
 from .host import BatchHost, HostStores
 from .ledger import (
@@ -212,15 +212,15 @@ class BatchWorkflowService:
         self._stores.states.clear()
         self._stores.execution_ids.clear()
         self.batch_state.value = BatchState.COMPILING
-        for slot in batch.slots:
-            self._stores.states[slot.plate.name] = PlateState.QUEUED
-            self._call(self.host.emit_orchestrator_state, slot.plate.name, PlateState.QUEUED)
+        self._stores.states.update(dict.fromkeys(names, PlateState.QUEUED))  # one host call for all, below
+        self._call(self.host.emit_orchestrator_states, names, PlateState.QUEUED)
         self._call(self.host.emit_progress_started, len(batch.slots))
         self._call(self.host.update_button_states)
         self._call(self.host.update_item_list)
         return batch
 
     async def _run(self, batch: PlateLedger) -> BatchSummary:
+        await trio.lowlevel.cancel_shielded_checkpoint()  # _begin's 10,000 plates and what follows: two guest ticks
         try:
             with batch.scope:
                 async with self.backend.open_event_stream() as events, trio.open_nursery() as nursery:
@@ -232,8 +232,8 @@ class BatchWorkflowService:
                     nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
-                await self._settle(batch)
-        return batch.summary()
+                summary = await self._settle(batch)
+        return summary
 
     def _stop(self, *, by_user: bool, reason: str) -> None:
         batch = self._batch
@@ -244,8 +244,8 @@ class BatchWorkflowService:
         self._set_batch_state(BatchState.STOPPING)
         batch.scope.cancel()
 
-    async def _settle(self, batch: PlateLedger) -> None:
-        """Shielded end of every batch: cancel what still runs on the server, end every plate, announce once."""
+    async def _settle(self, batch: PlateLedger) -> BatchSummary:
+        """Shielded end of every batch: cancel what still runs, end every plate, announce (and return) the summary."""
         live = batch.live_execution_ids()
         if live and self.backend.lost is None:
             self._set_batch_state(BatchState.STOPPING)
@@ -257,12 +257,10 @@ class BatchWorkflowService:
             if deadline.cancelled_caught:
                 log.warning("the server did not confirm the cancel of %d executions in time", len(live))
         reason = batch.stop_reason or "cancelled before it finished"
-        for slot in batch.slots:
-            self._transition(batch, slot, PlateState.CANCELLED, reason)
-        summary = batch.summary()
+        await map_in_slices(lambda slot: self._transition(batch, slot, PlateState.CANCELLED, reason), batch.slots)
+        summary = batch.summary()  # every plate is final now
         self._batch = None
-        self.batch_state.value = BatchState.IDLE
-        self.paused.value = False
+        self.batch_state.value, self.paused.value = BatchState.IDLE, False
         self._flush_projection()
         self._call(self.host.emit_progress_finished)
         if batch.kind is BatchKind.RUN:
@@ -271,6 +269,7 @@ class BatchWorkflowService:
         self._call(self.host.update_button_states)
         counts = ", ".join(f"{n} {state}" for state, n in summary.counts.items())
         self._call(self.host.emit_status, f"{batch.kind.value} batch finished: {counts}")
+        return summary
 
     async def _cancel_on_server(self, execution_ids: list[str]) -> None:
         # The cancel reply means "asked"; follow them until the server reports every one terminal (the events
@@ -291,7 +290,7 @@ class BatchWorkflowService:
     async def _compile_all(self, batch: PlateLedger) -> list[tuple[PlateSlot, CompiledPlate]]:
         """Compile every plate (bounded), one frozen ``CompileJob`` each; returns the compiled ones once the
         compile nursery has exited."""
-        jobs = [CompileJob(plate=slot.plate, pipeline_text=self.pipeline_text) for slot in batch.slots]
+        jobs = await map_in_slices(lambda s: CompileJob(plate=s.plate, pipeline_text=self.pipeline_text), batch.slots)
 
         async def submit(job: CompileJob) -> CompiledPlate:
             batch.check_wanted(batch.by_name[job.plate.name], "compiled")  # cancelled while queued
@@ -314,7 +313,8 @@ class BatchWorkflowService:
             on_error=lambda job, exc: self._fail(batch, batch.by_name[job.plate.name], exc),
         )
         await engine.run(jobs)
-        return [(s, self._stores.compiled[s.plate.name]) for s in batch.slots if s.outcome.state is PlateState.COMPILED]
+        compiled = [s for s in batch.slots if s.outcome.state is PlateState.COMPILED]
+        return await map_in_slices(lambda s: (s, self._stores.compiled[s.plate.name]), compiled)
 
     async def _compile_one(self, batch: PlateLedger, job: CompileJob, *, reuse: bool = True) -> CompiledPlate:
         """The compiled plate of ``job``: the cached one when it was compiled from the same folder and pipeline on
@@ -421,7 +421,10 @@ class BatchWorkflowService:
             on_result=on_result,
             on_error=lambda job, exc: self._fail(batch, job[0], exc),
         )
-        await engine.run(compiled)
+        try:
+            await engine.run(compiled)
+        finally:
+            follower.release()  # nobody waits on it now: its rows go with the batch, not to a full GC collection
 
     async def _submit_execution(self, artifact_id: str) -> str:
         """Submit one execution and return its id, shielded from a stop: the server starts the execution whether
