@@ -24,10 +24,10 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import trio
+from msgspec.structs import replace
 from trio_util import AsyncValue
 
 from .._util import call_logged
