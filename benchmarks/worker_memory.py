@@ -12,7 +12,12 @@ A second fresh worker runs the same wells under tracemalloc (numpy's buffers, no
 phase of an image set (decode, each step, ``to_labels``, ``Objects``, its shape and intensity columns, writing),
 the largest amount held when the phase began and the largest peak above that, in images.
 
-``python -m benchmarks.worker_memory '{"wells": 8}'`` (``"tracemalloc": false`` skips the second worker).
+A third worker reports each phase's own RSS peak (the high-water mark reset as it starts); it only tells phases
+apart when freed memory goes back to the system (e.g. ``"mmap_threshold": 1048576``). ``"trim_threshold"`` and
+``"mmap_threshold"`` (bytes) override the worker's malloc settings after its ``init``, to compare them.
+
+``python -m benchmarks.worker_memory '{"wells": 8}'`` (``"tracemalloc": false`` / ``"phases": false`` skip those
+workers).
 """
 
 from __future__ import annotations
@@ -60,29 +65,43 @@ def run_wells(count: int, out: str) -> list[dict[str, float]]:
 
     plate, wells, steps = _plan()
     usage = []
-    grew: dict[str, float] = {}
-    _wrap_phases(steps, lambda name, fn: _rss_phase(grew, name, fn))
     for well, images in wells[:count]:
         run_well(plate, well, tuple(images), steps, out, "memory")
         usage.append(_usage())
-    usage.append(grew)
     return usage
 
 
-def _rss_phase(grew: dict[str, float], name: str, func: Any) -> Any:
-    """``func``, adding how far the process's peak RSS rose during each call to ``grew[name]``."""
+def _hwm() -> float:
+    with open("/proc/self/status") as fh:
+        return next(float(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM"))
+
+
+def phase_peaks(count: int, out: str) -> dict[str, float]:
+    """In a worker (Linux): ``count`` wells, each phase's peak RSS (the high-water mark reset when it starts:
+    ``/proc/self/clear_refs``), largest over the calls, bytes."""
     import functools
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        try:
-            return func(*args, **kwargs)
-        finally:
-            rise = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024.0
-            grew[name] = grew.get(name, 0.0) + rise
+    from hcs_batch.server.worker import run_well
 
-    return wrapper
+    peaks: dict[str, float] = {}
+
+    def rss_peak(name: str, func: Any) -> Any:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")  # the high-water mark starts again from the current RSS
+            try:
+                return func(*args, **kwargs)
+            finally:
+                peaks[name] = max(peaks.get(name, 0.0), _hwm())
+
+        return wrapper
+
+    plate, wells, steps = _plan()
+    _wrap_phases(steps, rss_peak)
+    for well, images in wells[:count]:
+        run_well(plate, well, tuple(images), steps, out, "memory")
+    return peaks
 
 
 def _wrap_phases(steps: tuple[Any, ...], wrap: Any) -> None:
@@ -139,10 +158,25 @@ def traced_wells(count: int, out: str) -> dict[str, list[float]]:
     return phases
 
 
+def malloc_thresholds(trim: int | None, mmap: int | None) -> None:
+    """In a worker: override glibc's trim / mmap thresholds (bytes) after ``keep_heap``, to compare settings."""
+    import ctypes
+
+    mallopt = ctypes.CDLL(None).mallopt
+    if trim is not None:
+        mallopt(-1, trim)
+    if mmap is not None:
+        mallopt(-3, mmap)
+
+
+_THRESHOLDS: tuple[int | None, int | None] = (None, None)
+
+
 async def _in_worker(fn: Any, *args: Any) -> Any:
     from hcs_batch.server.executor.local import open_worker_context
 
     async with open_worker_context() as context:
+        await context.run_sync(malloc_thresholds, *_THRESHOLDS)
         base, modules = await context.run_sync(baseline)
         return base, modules, await context.run_sync(fn, *args)
 
@@ -157,9 +191,10 @@ def main(p: dict[str, Any]) -> dict[str, Any]:
     image = PlateSpec(wells=96, sites=2, channels=2, size=2048, fields=48).image_bytes
     ensure_plate(PlateSpec(wells=96, sites=2, channels=2, size=2048, fields=48))
     wells = int(p.get("wells", 8))
+    global _THRESHOLDS
+    _THRESHOLDS = (p.get("trim_threshold"), p.get("mmap_threshold"))
     with tempfile.TemporaryDirectory(prefix="hcs-bench-memory-") as out:
         base, modules, usage = trio.run(_in_worker, run_wells, wells, out)
-        grew = usage.pop()
         _, _, new_modules = trio.run(_in_worker, _modules_after, 1, out)
         peak = usage[-1]["maxrss"] - base["maxrss"]
         result: dict[str, Any] = {
@@ -173,9 +208,11 @@ def main(p: dict[str, Any]) -> dict[str, Any]:
             "cpu_s_per_well": round((usage[-1]["cpu"] - usage[0]["cpu"]) / max(1, wells - 1), 3),
             "sys_s_per_well": round((usage[-1]["sys"] - usage[0]["sys"]) / max(1, wells - 1), 3),
             "minor_faults_per_well": round((usage[-1]["faults"] - usage[0]["faults"]) / max(1, wells - 1)),
-            "peak_rss_rise_by_phase_mib": {k: round(v / _MiB, 1) for k, v in grew.items() if v},
             "modules_imported_by_wells": sorted(set(new_modules) - set(modules)),
         }
+        if p.get("phases", True):
+            base2, _, peaks = trio.run(_in_worker, phase_peaks, wells, out)
+            result["rss_peak_by_phase_images"] = {k: round((v - base2["maxrss"]) / image, 2) for k, v in peaks.items()}
         if p.get("tracemalloc", True):
             _, _, phases = trio.run(_in_worker, traced_wells, wells, out)
             result["tracemalloc_images"] = {
