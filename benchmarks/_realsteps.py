@@ -77,11 +77,13 @@ def group_wells(plate: Path) -> dict[str, list[tuple[int, int, str]]]:
     return wells
 
 
-def _run(image: Any, steps: list[Step], row: dict[str, Any]) -> Any:
-    """``steps`` on ``image`` (dict results into ``row``); the last segmenting step's result or None."""
+def _run(planes: list[Any], steps: list[Step], row: dict[str, Any]) -> Any:
+    """``steps`` on the image taken out of ``planes`` (dict results into ``row``); the last segmenting step's result
+    or None. As the worker does, the image is released after the first step unless a step wants ``raw``."""
     from hcs_batch.steps import is_objects_step
 
-    raw, objects = image, None
+    image, objects = planes.pop(), None
+    raw = image if any(wants_raw for _, _, wants_raw in steps) else None
     for fn, params, wants_raw in steps:
         out = fn(image, raw=raw, **params) if wants_raw else fn(image, **params)
         if isinstance(out, dict):
@@ -115,19 +117,18 @@ def process_well(
         if not segmenting:
             for channel, name in channels.items():
                 row: dict[str, Any] = {"well": well, "site": site, "channel": channel}
-                _run(tifffile.imread(plate / name), steps, row)
+                _run([tifffile.imread(plate / name)], steps, row)
                 rows.append(row)
             continue
-        # As the worker does: the segmentation channel alone while the steps run, then one channel at a time.
+        # As the worker does: the segmentation channel alone until the first step returns, then one at a time.
         extra: dict[str, Any] = {}
-        plane = tifffile.imread(plate / channels[segment])
-        measured = Objects(to_labels(_run(plane, steps, extra), plane.shape))
+        planes = [tifffile.imread(plate / channels[segment])]
+        shape = planes[0].shape
+        measured = Objects(to_labels(_run(planes, steps, extra), shape))
         columns: dict[str, Any] = measured.shape()
-        intensities = {segment: measured.intensity(plane)}
-        del plane
-        for channel, name in channels.items():
-            if channel not in intensities:
-                intensities[channel] = measured.intensity(tifffile.imread(plate / name))
+        intensities = {}
+        for channel in sorted(channels, key=lambda c: c != segment):  # the segmentation channel decoded again
+            intensities[channel] = measured.intensity(tifffile.imread(plate / channels[channel]))
         names = [str(c) for c in channels]
         for channel, name in zip(channels, names, strict=True):
             suffix = "" if len(names) == 1 else f"_{name}"
