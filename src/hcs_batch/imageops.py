@@ -28,6 +28,7 @@ would fight over the same cores. Nothing here keeps state between calls.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -197,6 +198,46 @@ def otsu_level(image: NDArray[Any], bins: int = 256) -> float:
             return lo
         hist, edges = np.histogram(image, bins=bins, range=(lo, hi))
     return otsu_from_histogram(hist, edges)
+
+
+def log_otsu_mask(image: NDArray[Any], bins: int = 256, rows: int = 128) -> NDArray[np.bool_] | None:
+    """``steps.otsu_threshold(image, bins=bins, log=True)`` without an image-sized float32 copy: the log is taken
+    ``rows`` rows at a time, three times (range, histogram, mask), into one small buffer; the same mask, bit for
+    bit (the same float32 operations on every pixel, OpenCV's histogram summed over the bands). ~3 ms more per
+    2,048-pixel field, 2 images less at the counter's peak. None when the image does not take this path (not
+    2-D, or 2**24 pixels or more: :func:`otsu_level` then counts with numpy); the caller falls back.
+    """
+    if image.ndim != 2 or not 0 < image.size < 1 << 24:
+        return None
+    cv2 = _cv()
+    lo, hi = min_max(image)
+    offset = np.float32(lo - max(hi - lo, 1e-12) * 1e-3)
+    buffer = np.empty((min(rows, image.shape[0]), image.shape[1]), np.float32)
+
+    def logs() -> Iterator[tuple[int, NDArray[np.float32]]]:
+        for start in range(0, image.shape[0], rows):
+            part = buffer[: min(rows, image.shape[0] - start)]
+            part[...] = image[start : start + rows]  # to float32 first, as image.astype(float32) does
+            part -= offset
+            np.log(part, out=part)
+            yield start, part
+
+    low, high = np.inf, -np.inf
+    for _, part in logs():
+        a, b, _, _ = cv2.minMaxLoc(part)
+        low, high = min(low, a), max(high, b)
+    mask = np.empty(image.shape, np.bool_)
+    if high <= low:
+        level = float(low)
+    else:
+        hist = np.zeros(bins)
+        for _, part in logs():
+            hist += cv2.calcHist([part.reshape(1, -1)], [0], None, [bins], [low, high]).ravel()
+            hist[-1] += np.count_nonzero(part == np.float32(high))
+        level = otsu_from_histogram(hist, np.linspace(low, high, bins + 1, dtype=np.result_type(low, high, buffer)))
+    for start, part in logs():
+        np.greater(part, level, out=mask[start : start + len(part)])
+    return mask
 
 
 def otsu_from_histogram(hist: NDArray[Any], edges: NDArray[Any]) -> float:

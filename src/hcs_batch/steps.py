@@ -160,6 +160,8 @@ def otsu_threshold(
     if bins < 2:
         raise ValueError(f"otsu_threshold: bins must be >= 2, got {bins}")
     data = image
+    if log and (banded := imageops.log_otsu_mask(image, bins)) is not None:
+        return banded
     if log:
         lo, hi = imageops.min_max(image)
         data = image.astype(np.float32)  # float32 carries the log's 1e-3..1 range with room to spare
