@@ -302,7 +302,7 @@ def masked_mean(image: NDArray[Any], mask: NDArray[np.bool_]) -> float:
     return float(_cv().mean(np.ascontiguousarray(image), mask=np.ascontiguousarray(mask).view(np.uint8))[0])
 
 
-def split_objects(mask: NDArray[np.bool_], min_distance: int, min_size: int) -> NDArray[np.int32]:
+def split_objects(mask: NDArray[np.bool_], min_distance: int, min_size: int) -> NDArray[np.uint16 | np.int32]:
     """The distance-transform watershed of ``hcs_batch.steps.split_touching``, one object (8-connected
     component) of ``mask`` at a time in its bounding box: the same label image as the whole-image computation
 
@@ -313,7 +313,8 @@ def split_objects(mask: NDArray[np.bool_], min_distance: int, min_size: int) -> 
         labels = skimage.segmentation.watershed(-distance, markers, mask=mask)
 
     followed by dropping objects of ``min_size`` pixels or fewer and numbering the rest 1..n in order
-    (``relabel_sequential``). The watershed floods edge neighbours only, so a component with one peak is the
+    (``relabel_sequential``), as uint16 while there are fewer than 65,536 objects (int32 beyond). The watershed
+    floods edge neighbours only, so a component with one peak is the
     peak's edge-connected part of it, found by one flood fill.
 
     Why per object: the exact distance to the background of a pixel lies inside its component's bounding box
@@ -341,7 +342,7 @@ def split_objects(mask: NDArray[np.bool_], min_distance: int, min_size: int) -> 
     cv2 = _cv()
     components, count = label_narrow(mask, connectivity=2)
     if count == 1 and mask.all():  # no background: scikit-image finds one peak, the whole image is one object
-        return np.full(mask.shape, 1 if mask.size > min_size else 0, np.int32)
+        return np.full(mask.shape, 1 if mask.size > min_size else 0, np.uint16)
     height, width = mask.shape
     window = np.ones((2 * min_distance + 1, 2 * min_distance + 1), np.uint8)
     # What to paint where, in marker numbers 1..(peaks) (the reference's markers): (box, pixels, number or the
@@ -369,15 +370,17 @@ def split_objects(mask: NDArray[np.bool_], min_distance: int, min_size: int) -> 
             crowded.append(_Crowded(len(paints), crop, inside, dist, ys, xs, len(sizes) + 1))
             paints.append((crop, inside, None))
             sizes.extend([0] * len(ys))
+    del components  # before the flooding and the output: one image less at the peak
     pixels = np.array([0, *sizes], np.int64)
     for item, flooded in zip(crowded, _flood(crowded) if crowded else [], strict=True):
         paints[item.paint] = (item.crop, item.inside, flooded)
         pixels += np.bincount(flooded, minlength=len(pixels))
-    del components  # before the output: one image less at the peak
-    out = np.zeros(mask.shape, np.int32)
     kept = pixels[1:] > min_size
-    renumber = np.zeros(len(sizes) + 1, np.int32)
-    renumber[1:][kept] = np.arange(1, int(np.count_nonzero(kept)) + 1, dtype=np.int32)
+    objects = int(np.count_nonzero(kept))
+    dtype = np.uint16 if objects < 1 << 16 else np.int32  # half the bytes while the numbers fit
+    out = np.zeros(mask.shape, dtype)
+    renumber = np.zeros(len(sizes) + 1, dtype)
+    renumber[1:][kept] = np.arange(1, objects + 1, dtype=dtype)
     for crop, where, value in paints:
         out[crop][where] = renumber[value]
     return out
