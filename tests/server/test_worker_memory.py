@@ -119,3 +119,41 @@ def test_the_loaded_plane_is_released_after_the_first_step_unless_a_step_wants_r
     assert _seen_in_step == [1]  # kept for the step that wants it
     assert [r["object_count"] for r in first] == [r["object_count"] for r in second] == [4, 4, 4]
     assert [r["mean_intensity"] for r in first] == [r["mean_intensity"] for r in second]
+
+
+def test_a_well_of_the_built_in_counter_holds_at_most_4_5_images_at_once(tmp_path: Path) -> None:
+    """numpy's buffers (tracemalloc: deterministic, unlike RSS) while a worker runs a well of the built-in counter
+    on realistic 1,024-pixel fields, 2 sites x 2 channels: the Gaussian's two float32 images are the peak, 4.04
+    images of the uint16 plane (as at 2,048 pixels; at 512 the fixed-size buffers weigh ~2 more). Any plane held
+    through the steps (the raw one, or every channel decoded at once: 5.04) or another image-sized float copy
+    fails it."""
+    import inspect
+    import tracemalloc
+
+    from benchmarks._realdata import make_field
+    from hcs_batch.pipeline import default_pipeline_text, parse_pipeline
+
+    plate = tmp_path / "plate"
+    plate.mkdir()
+    rng = np.random.default_rng(2)
+    images = []
+    for site in (1, 2):
+        planes, _ = make_field(rng, 1024, 2)
+        for channel, plane in enumerate(planes, 1):
+            tifffile.imwrite(plate / f"C03_s{site}_w{channel}.tif", plane)
+            images.append((site, channel, f"C03_s{site}_w{channel}.tif"))
+    plan = tuple(
+        (step.func, dict(step.params), "raw" in inspect.signature(worker._function(step.func)).parameters)
+        for step in parse_pipeline(default_pipeline_text()).steps
+    )
+    run_well(str(plate), "C03", images, plan, str(tmp_path / "warm"), "k")  # imports, first-call caches
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        rows = run_well(str(plate), "C03", images, plan, str(tmp_path / "out"), "k")
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert [row["object_count"] for row in rows] == [169, 169, 171, 171]  # 171 and 175 nuclei made
+    image = 1024 * 1024 * 2
+    assert peak / image <= 4.5, f"{peak / image:.2f} images"
