@@ -25,7 +25,7 @@ def refaults(image: Any) -> dict[str, int]:
             return int(fh.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
 
     def small_blocks() -> None:
-        blocks = [np.ones(1 << 15, np.float64) for _ in range(12)]  # 12 x 256 KiB: under the 4 MiB trim threshold
+        blocks = [np.ones(1 << 15, np.float64) for _ in range(12)]  # 12 x 256 KiB
         del blocks
 
     small_blocks()

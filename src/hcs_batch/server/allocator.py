@@ -1,4 +1,4 @@
-"""Worker processes give image-sized buffers back to the system when freed and keep the small heap blocks.
+"""Worker processes give their largest image buffers back to the system when freed and keep the heap's blocks.
 
 glibc's malloc returns the top of its heap to the system once more than its trim threshold is free there, and
 serves big blocks from fresh mappings above its mmap threshold; both thresholds adapt to the largest block freed
@@ -8,16 +8,17 @@ Fixing both thresholds at their maximum (the first :func:`keep_heap`: no refault
 image-sized buffer in the heap, whose top then stays at the worst moment's live images *plus* the holes that
 smaller blocks leave below them: ~2 images more than the buffers alive at once.
 
-:func:`keep_heap` (the worker context's ``init`` hook) fixes the mmap threshold just under one 2,048-pixel
-uint16 plane (8,000 KiB): planes, float images and int32 labels of such a field are mappings of their own, unmapped
-when freed, so the heap's holes never add to them; and the trim threshold at 4 MiB, so that what the smaller blocks
-leave free at the heap's top goes back too but the next image's small blocks are not refaulted one by one. It
-also has Arrow (the well's result files) allocate through the same malloc instead of its own mimalloc pool, which
-kept ~1 image of freed pages. Measured (HOTSPOTS.md, "Worker peak memory", ``python -m benchmarks.worker_memory``):
-peak RSS 6.3 -> 5.3-5.5 images above the interpreter, for ~12,500 page faults and ~40 ms of system CPU more per
-well of four images (~10% of the well's CPU); both thresholds at their maximum was stable at 6.3, a 4 MiB mmap
-threshold with the heap kept varied between 5.6 and 7.2 from run to run. Elsewhere than glibc (no ``mallopt``)
-the thresholds are left as they are.
+:func:`keep_heap` (the worker context's ``init`` hook) keeps the trim threshold at 256 MiB (blocks freed are
+reused, never refaulted) and fixes the mmap threshold at 16 MiB, one 2,048 x 2,048 float32 image: those, the
+largest buffers of a well, are mappings of their own, unmapped when freed, so they never sit on top of the holes
+that smaller blocks leave in the heap; numpy asks for transparent huge pages for them, so mapping them again
+costs a few faults, not thousands. It also has Arrow (the well's result files) allocate through the same malloc
+instead of its own mimalloc pool, which kept ~1 image of freed pages. Measured (HOTSPOTS.md, "Worker peak
+memory", ``python -m benchmarks.worker_memory``, 12 wells, three runs each): peak RSS above the interpreter 6.3
+(both thresholds at their maximum) -> 5.8, ~19 page faults per well and the same CPU. An 8,000 KiB threshold
+with a 4 MiB trim threshold gave 5.3-5.5 but ~12,500 faults and ~40 ms of system CPU more per well (~10%: the
+hcs-batch vs Pool ratio fell from 0.98 to 0.88); 4 MiB with the heap kept varied 5.6-7.2 from run to run.
+Elsewhere than glibc (no ``mallopt``) the thresholds are left as they are.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ __all__ = ["keep_heap"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-_TRIM_THRESHOLD = 4 << 20  # up to 4 MiB free at the heap's top stays for the next image's small blocks
-_MMAP_THRESHOLD = 8000 << 10  # just under a 2,048 x 2,048 uint16 plane (8 MiB): those are mappings of their own
+_TRIM_THRESHOLD = 256 << 20
+_MMAP_THRESHOLD = 16 << 20  # a 2,048 x 2,048 float32 image: those are mappings of their own
 
 
 def keep_heap() -> bool:
