@@ -4,7 +4,7 @@ Every case of ``benchmarks.realplates`` runs :func:`pipeline_text`, the built-in
 gets it as ``--pipeline``, the ``multiprocessing.Pool`` script and the single-process loop call the same step
 functions through :func:`process_well`, which does what the server's worker does with it (``hcs_batch.steps``'
 module docstring): per image set (site) the steps run on the segmentation channel, the objects of the segmenting
-step are measured in every channel (:func:`hcs_batch.measure.measure_objects`), and every channel's row gets the
+step are measured in every channel (:class:`hcs_batch.measure.Objects`), and every channel's row gets the
 ``object_count`` and its ``mean_intensity`` inside the objects; the object tables are written too. When the
 built-in counter or the worker's loop changes, change :func:`pipeline_text` / :func:`process_well` here and every
 case follows.
@@ -77,11 +77,13 @@ def group_wells(plate: Path) -> dict[str, list[tuple[int, int, str]]]:
     return wells
 
 
-def _run(image: Any, steps: list[Step], row: dict[str, Any]) -> Any:
-    """``steps`` on ``image`` (dict results into ``row``); the last segmenting step's result or None."""
+def _run(planes: list[Any], steps: list[Step], row: dict[str, Any]) -> Any:
+    """``steps`` on the image taken out of ``planes`` (dict results into ``row``); the last segmenting step's result
+    or None. As the worker does, the image is released after the first step unless a step wants ``raw``."""
     from hcs_batch.steps import is_objects_step
 
-    raw, objects = image, None
+    image, objects = planes.pop(), None
+    raw = image if any(wants_raw for _, _, wants_raw in steps) else None
     for fn, params, wants_raw in steps:
         out = fn(image, raw=raw, **params) if wants_raw else fn(image, **params)
         if isinstance(out, dict):
@@ -100,7 +102,7 @@ def process_well(
     the object tables of its sites)."""
     import tifffile
 
-    from hcs_batch.measure import channel_means, measure_objects, to_labels
+    from hcs_batch.measure import Objects, channel_means, to_labels
     from hcs_batch.steps import is_objects_step
 
     segment = getattr(steps, "segment_channel", 1)
@@ -111,20 +113,29 @@ def process_well(
     rows: list[dict[str, Any]] = []
     tables: list[dict[str, Any]] = []
     for site, channels in sorted(sites.items()):
-        planes = {c: tifffile.imread(plate / name) for c, name in sorted(channels.items())}
+        channels = dict(sorted(channels.items()))
         if not segmenting:
-            for channel, plane in planes.items():
+            for channel, name in channels.items():
                 row: dict[str, Any] = {"well": well, "site": site, "channel": channel}
-                _run(plane, steps, row)
+                _run([tifffile.imread(plate / name)], steps, row)
                 rows.append(row)
             continue
+        # As the worker does: the segmentation channel alone until the first step returns, then one at a time.
         extra: dict[str, Any] = {}
-        labels = to_labels(_run(planes[segment], steps, extra), planes[segment].shape)
-        names = [str(c) for c in planes]
-        columns = measure_objects(labels, dict(zip(names, planes.values(), strict=True)))
+        planes = [tifffile.imread(plate / channels[segment])]
+        shape = planes[0].shape
+        measured = Objects(to_labels(_run(planes, steps, extra), shape))
+        columns: dict[str, Any] = measured.shape()
+        intensities = {}
+        for channel in sorted(channels, key=lambda c: c != segment):  # the segmentation channel decoded again
+            intensities[channel] = measured.intensity(tifffile.imread(plate / channels[channel]))
+        names = [str(c) for c in channels]
+        for channel, name in zip(channels, names, strict=True):
+            suffix = "" if len(names) == 1 else f"_{name}"
+            columns.update((f"{column}{suffix}", values) for column, values in intensities[channel].items())
         means = channel_means(columns, names)
         count = len(columns["ObjectNumber"])
-        for channel, name in zip(planes, names, strict=True):
+        for channel, name in zip(channels, names, strict=True):
             row = {"well": well, "site": site, "channel": channel, **(extra if channel == segment else {})}
             row.update(object_count=count, mean_intensity=means[name])
             rows.append(row)

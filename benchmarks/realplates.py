@@ -64,10 +64,12 @@ def dask_command(plate: Path, out: Path, pipeline: Path, workers: int, help_text
 
 
 def _interpreter_rss() -> int:
-    """Peak RSS of a fresh worker-like process that imported what a worker imports, OpenCV included (the
-    'interpreter' share of a worker's peak)."""
+    """Peak RSS of a fresh worker-like process that imported what a warm worker imports (``warm_up``: every
+    module a well of the built-in counter imports, OpenCV included; ``benchmarks.worker_memory`` lists what a well
+    imports beyond it): the 'interpreter' share of a worker's peak. A real worker also has ``trio_parallel``'s
+    and ``multiprocessing``'s modules (~a few MiB), so this baseline is slightly low, never high."""
     code = (
-        "import hcs_batch.server.worker as w, hcs_batch.imageops as o, resource; w.warm_up(); o._cv();"
+        "import hcs_batch.server.worker as w, resource; w.warm_up();"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env(), capture_output=True, text=True)

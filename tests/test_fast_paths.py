@@ -84,7 +84,7 @@ def _assert_same_split(got: NDArray[Any], expected: NDArray[Any], peaks: NDArray
     where two objects' floods tie (scikit-image breaks ties between equal peaks by its heap's layout, which depends
     on the other peaks in the heap: every peak of the image there, the crowded objects' here): at most 0.1% of
     them, each next to the object it went to."""
-    assert got.dtype == np.int32 and got.shape == expected.shape
+    assert got.dtype == (np.uint16 if int(got.max()) < 1 << 16 else np.int32) and got.shape == expected.shape
     assert int(got.max()) == int(expected.max())
     np.testing.assert_array_equal(got[tuple(peaks.T)], expected[tuple(peaks.T)])  # each peak: the same object
     np.testing.assert_array_equal(got > 0, expected > 0)

@@ -105,6 +105,33 @@ def test_otsu_level_is_the_same_through_opencv_and_numpy(seed: int) -> None:
     assert imageops.otsu_level(np.full((3, 3), 5.0, np.float32)) == 5.0
 
 
+def _whole_image_log_otsu(image: np.ndarray, bins: int = 256) -> np.ndarray:
+    """steps.otsu_threshold(log=True) before it went band by band: one float32 copy of the whole image."""
+    lo, hi = imageops.min_max(image)
+    data = image.astype(np.float32)
+    data -= np.float32(lo - max(hi - lo, 1e-12) * 1e-3)
+    np.log(data, out=data)
+    mask: np.ndarray = data > imageops.otsu_level(data, bins)
+    return mask
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16, np.float64, np.int32])
+def test_log_otsu_band_by_band_is_the_whole_image_mask_bit_for_bit(seed: int, dtype: type) -> None:
+    rng = np.random.default_rng(seed)
+    image = (rng.gamma(2.0, 100.0, size=(301, 77)) * (1 + 9 * (rng.random((301, 77)) > 0.8))).astype(dtype)
+    image[0, 0] = image.max() + 1  # one top pixel, in the first band only
+    for rows in (1, 7, 128, 1000):  # bands that divide the rows or not, one band, one row each
+        banded = imageops.log_otsu_mask(image, 256, rows)
+        assert banded is not None and banded.dtype == np.bool_
+        np.testing.assert_array_equal(banded, _whole_image_log_otsu(image))
+    assert 0 < np.count_nonzero(banded) < image.size
+    flat = np.full((5, 4), 7, dtype)
+    with np.errstate(divide="ignore"):  # log(0) on a flat image, as before
+        np.testing.assert_array_equal(imageops.log_otsu_mask(flat, 16, 2), _whole_image_log_otsu(flat, 16))
+    assert imageops.log_otsu_mask(image[None], 256) is None  # not 2-D: the caller's whole-image path
+
+
 def test_masked_mean() -> None:
     image = _blobs(8)
     mask = image > np.median(image)

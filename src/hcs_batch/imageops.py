@@ -28,6 +28,7 @@ would fight over the same cores. Nothing here keeps state between calls.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -199,6 +200,46 @@ def otsu_level(image: NDArray[Any], bins: int = 256) -> float:
     return otsu_from_histogram(hist, edges)
 
 
+def log_otsu_mask(image: NDArray[Any], bins: int = 256, rows: int = 128) -> NDArray[np.bool_] | None:
+    """``steps.otsu_threshold(image, bins=bins, log=True)`` without an image-sized float32 copy: the log is taken
+    ``rows`` rows at a time, three times (range, histogram, mask), into one small buffer; the same mask, bit for
+    bit (the same float32 operations on every pixel, OpenCV's histogram summed over the bands). ~3 ms more per
+    2,048-pixel field, 2 images less at the counter's peak. None when the image does not take this path (not
+    2-D, or 2**24 pixels or more: :func:`otsu_level` then counts with numpy); the caller falls back.
+    """
+    if image.ndim != 2 or not 0 < image.size < 1 << 24:
+        return None
+    cv2 = _cv()
+    lo, hi = min_max(image)
+    offset = np.float32(lo - max(hi - lo, 1e-12) * 1e-3)
+    buffer = np.empty((min(rows, image.shape[0]), image.shape[1]), np.float32)
+
+    def logs() -> Iterator[tuple[int, NDArray[np.float32]]]:
+        for start in range(0, image.shape[0], rows):
+            part = buffer[: min(rows, image.shape[0] - start)]
+            part[...] = image[start : start + rows]  # to float32 first, as image.astype(float32) does
+            part -= offset
+            np.log(part, out=part)
+            yield start, part
+
+    low, high = np.inf, -np.inf
+    for _, part in logs():
+        a, b, _, _ = cv2.minMaxLoc(part)
+        low, high = min(low, a), max(high, b)
+    mask = np.empty(image.shape, np.bool_)
+    if high <= low:
+        level = float(low)
+    else:
+        hist = np.zeros(bins)
+        for _, part in logs():
+            hist += cv2.calcHist([part.reshape(1, -1)], [0], None, [bins], [low, high]).ravel()
+            hist[-1] += np.count_nonzero(part == np.float32(high))
+        level = otsu_from_histogram(hist, np.linspace(low, high, bins + 1, dtype=np.result_type(low, high, buffer)))
+    for start, part in logs():
+        np.greater(part, level, out=mask[start : start + len(part)])
+    return mask
+
+
 def otsu_from_histogram(hist: NDArray[Any], edges: NDArray[Any]) -> float:
     """Otsu's level from a histogram and its bin edges: the upper edge of the bin that maximises the
     between-class variance (pixels above it are foreground)."""
@@ -261,7 +302,7 @@ def masked_mean(image: NDArray[Any], mask: NDArray[np.bool_]) -> float:
     return float(_cv().mean(np.ascontiguousarray(image), mask=np.ascontiguousarray(mask).view(np.uint8))[0])
 
 
-def split_objects(mask: NDArray[np.bool_], min_distance: int, min_size: int) -> NDArray[np.int32]:
+def split_objects(mask: NDArray[np.bool_], min_distance: int, min_size: int) -> NDArray[np.uint16 | np.int32]:
     """The distance-transform watershed of ``hcs_batch.steps.split_touching``, one object (8-connected
     component) of ``mask`` at a time in its bounding box: the same label image as the whole-image computation
 
@@ -272,7 +313,8 @@ def split_objects(mask: NDArray[np.bool_], min_distance: int, min_size: int) -> 
         labels = skimage.segmentation.watershed(-distance, markers, mask=mask)
 
     followed by dropping objects of ``min_size`` pixels or fewer and numbering the rest 1..n in order
-    (``relabel_sequential``). The watershed floods edge neighbours only, so a component with one peak is the
+    (``relabel_sequential``), as uint16 while there are fewer than 65,536 objects (int32 beyond). The watershed
+    floods edge neighbours only, so a component with one peak is the
     peak's edge-connected part of it, found by one flood fill.
 
     Why per object: the exact distance to the background of a pixel lies inside its component's bounding box
@@ -300,7 +342,7 @@ def split_objects(mask: NDArray[np.bool_], min_distance: int, min_size: int) -> 
     cv2 = _cv()
     components, count = label_narrow(mask, connectivity=2)
     if count == 1 and mask.all():  # no background: scikit-image finds one peak, the whole image is one object
-        return np.full(mask.shape, 1 if mask.size > min_size else 0, np.int32)
+        return np.full(mask.shape, 1 if mask.size > min_size else 0, np.uint16)
     height, width = mask.shape
     window = np.ones((2 * min_distance + 1, 2 * min_distance + 1), np.uint8)
     # What to paint where, in marker numbers 1..(peaks) (the reference's markers): (box, pixels, number or the
@@ -328,15 +370,17 @@ def split_objects(mask: NDArray[np.bool_], min_distance: int, min_size: int) -> 
             crowded.append(_Crowded(len(paints), crop, inside, dist, ys, xs, len(sizes) + 1))
             paints.append((crop, inside, None))
             sizes.extend([0] * len(ys))
+    del components  # before the flooding and the output: one image less at the peak
     pixels = np.array([0, *sizes], np.int64)
     for item, flooded in zip(crowded, _flood(crowded) if crowded else [], strict=True):
         paints[item.paint] = (item.crop, item.inside, flooded)
         pixels += np.bincount(flooded, minlength=len(pixels))
-    del components  # before the output: one image less at the peak
-    out = np.zeros(mask.shape, np.int32)
     kept = pixels[1:] > min_size
-    renumber = np.zeros(len(sizes) + 1, np.int32)
-    renumber[1:][kept] = np.arange(1, int(np.count_nonzero(kept)) + 1, dtype=np.int32)
+    objects = int(np.count_nonzero(kept))
+    dtype = np.uint16 if objects < 1 << 16 else np.int32  # half the bytes while the numbers fit
+    out = np.zeros(mask.shape, dtype)
+    renumber = np.zeros(len(sizes) + 1, dtype)
+    renumber[1:][kept] = np.arange(1, objects + 1, dtype=dtype)
     for crop, where, value in paints:
         out[crop][where] = renumber[value]
     return out

@@ -160,6 +160,8 @@ def otsu_threshold(
     if bins < 2:
         raise ValueError(f"otsu_threshold: bins must be >= 2, got {bins}")
     data = image
+    if log and (banded := imageops.log_otsu_mask(image, bins)) is not None:
+        return banded
     if log:
         lo, hi = imageops.min_max(image)
         data = image.astype(np.float32)  # float32 carries the log's 1e-3..1 range with room to spare
@@ -173,8 +175,9 @@ def otsu_threshold(
 @makes_objects
 def split_touching(
     image: NDArray[Any], *, min_distance: Annotated[int, Range(ge=1)] = 5, min_size: Annotated[int, Range(ge=0)] = 20
-) -> NDArray[np.int32]:
-    """Split a foreground mask into objects, touching ones apart: the segmentation (a label image).
+) -> NDArray[np.uint16 | np.int32]:
+    """Split a foreground mask into objects, touching ones apart: the segmentation (a label image: uint16 while
+    there are fewer than 65,536 objects, int32 beyond).
 
     Holes are filled, specks of ``min_size`` pixels or fewer dropped, then a watershed of the distance transform
     (scikit-image) grows one object from every distance maximum at least ``min_distance`` pixels from a higher one

@@ -31,6 +31,18 @@ def segment(image: NDArray[Any]) -> NDArray[np.int32]:
     return labels
 
 
+def smooth(image: NDArray[Any]) -> NDArray[np.float32]:
+    """A first step that returns a new image (the loaded plane is then free unless a step wants raw)."""
+    return image.astype(np.float32)
+
+
+@steps.makes_objects
+def segment_raw(image: NDArray[Any], raw: NDArray[Any]) -> NDArray[np.int32]:
+    """``segment`` for a step that also wants the raw plane."""
+    assert raw.dtype == np.uint16
+    return segment(image)
+
+
 def _plate(folder: Path, shapes: dict[int, tuple[int, int]] | None = None) -> list[tuple[int, int, str]]:
     folder.mkdir()
     rng = np.random.default_rng(2)
@@ -66,9 +78,10 @@ def test_one_plane_at_a_time_and_the_same_columns(tmp_path: Path, loads: list[tu
     images = _plate(tmp_path / "plate")
     plan = ((f"{__name__}:segment", {}, False),)
     rows = run_well(str(tmp_path / "plate"), "B02", images, plan, str(tmp_path / "out"), "k", segment_channel=2)
-    # The segmentation channel first and alone during the steps; every other channel after, each alone.
-    assert [where.rpartition(" ")[2] for where, _ in loads] == ["2", "1", "3"]
-    assert [alive for _, alive in loads] == [0, 0, 0] and _seen_in_step == [1]
+    # The segmentation channel first and alone during the steps; then decoded again and measured, and every other
+    # channel after, each alone.
+    assert [where.rpartition(" ")[2] for where, _ in loads] == ["2", "2", "1", "3"]
+    assert [alive for _, alive in loads] == [0, 0, 0, 0] and _seen_in_step == [1]
     assert all(ref() is None for ref in _alive)
     assert [row["channel"] for row in rows] == [1, 2, 3] and {row["object_count"] for row in rows} == {4}
     # The same columns and values as measuring the three planes at once.
@@ -91,3 +104,56 @@ def test_a_channel_of_another_shape_still_fails_the_well_by_name(tmp_path: Path,
     with pytest.raises(StepFailure, match=message):
         run_well(str(tmp_path / "plate"), "B02", images, plan, str(tmp_path / "out"), "k")
     assert not (tmp_path / "out" / "wells").exists() or not list((tmp_path / "out" / "wells").iterdir())
+
+
+def test_the_loaded_plane_is_released_after_the_first_step_unless_a_step_wants_raw(
+    tmp_path: Path, loads: list[tuple[str, int]]
+) -> None:
+    images = _plate(tmp_path / "plate")
+    plan = ((f"{__name__}:smooth", {}, False), (f"{__name__}:segment", {}, False))
+    first = run_well(str(tmp_path / "plate"), "B02", images, plan, str(tmp_path / "out"), "k")
+    assert _seen_in_step == [0]  # the segmenting (second) step runs with no loaded plane alive
+    _seen_in_step.clear()
+    raw_plan = ((f"{__name__}:smooth", {}, False), (f"{__name__}:segment_raw", {}, True))
+    second = run_well(str(tmp_path / "plate"), "B02", images, raw_plan, str(tmp_path / "out2"), "k")
+    assert _seen_in_step == [1]  # kept for the step that wants it
+    assert [r["object_count"] for r in first] == [r["object_count"] for r in second] == [4, 4, 4]
+    assert [r["mean_intensity"] for r in first] == [r["mean_intensity"] for r in second]
+
+
+def test_a_well_of_the_built_in_counter_holds_at_most_4_5_images_at_once(tmp_path: Path) -> None:
+    """numpy's buffers (tracemalloc: deterministic, unlike RSS) while a worker runs a well of the built-in counter
+    on realistic 1,024-pixel fields, 2 sites x 2 channels: the Gaussian's two float32 images are the peak, 4.04
+    images of the uint16 plane (as at 2,048 pixels; at 512 the fixed-size buffers weigh ~2 more). Any plane held
+    through the steps (the raw one, or every channel decoded at once: 5.04) or another image-sized float copy
+    fails it."""
+    import inspect
+    import tracemalloc
+
+    from benchmarks._realdata import make_field
+    from hcs_batch.pipeline import default_pipeline_text, parse_pipeline
+
+    plate = tmp_path / "plate"
+    plate.mkdir()
+    rng = np.random.default_rng(2)
+    images = []
+    for site in (1, 2):
+        planes, _ = make_field(rng, 1024, 2)
+        for channel, plane in enumerate(planes, 1):
+            tifffile.imwrite(plate / f"C03_s{site}_w{channel}.tif", plane)
+            images.append((site, channel, f"C03_s{site}_w{channel}.tif"))
+    plan = tuple(
+        (step.func, dict(step.params), "raw" in inspect.signature(worker._function(step.func)).parameters)
+        for step in parse_pipeline(default_pipeline_text()).steps
+    )
+    run_well(str(plate), "C03", images, plan, str(tmp_path / "warm"), "k")  # imports, first-call caches
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        rows = run_well(str(plate), "C03", images, plan, str(tmp_path / "out"), "k")
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert [row["object_count"] for row in rows] == [169, 169, 171, 171]  # 171 and 175 nuclei made
+    image = 1024 * 1024 * 2
+    assert peak / image <= 4.5, f"{peak / image:.2f} images"

@@ -1,31 +1,47 @@
-"""Worker processes keep their C heap between images instead of giving it back after every one.
+"""Worker processes give their largest image buffers back to the system when freed and keep the heap's blocks.
 
 glibc's malloc returns the top of its heap to the system once more than its trim threshold is free there, and
 serves big blocks from fresh mappings above its mmap threshold; both thresholds adapt to the largest block freed
-so far (up to 32 MiB). A worker that allocates and frees a few 8-16 MiB arrays per image therefore maps, faults in
-and unmaps the same memory again and again: on a 2,048-pixel plate ~12,000 page faults and ~45 ms of system CPU
-per well of four images, a quarter of the well's CPU. :func:`keep_heap` (the worker context's ``init`` hook) fixes
-both thresholds so that freed image buffers are reused; the peak resident memory is the same (what a well needs
-at once), it is simply not returned between images (worker recycling returns it, see :mod:`.recycle`).
-Measured in HOTSPOTS.md. Elsewhere than glibc (no ``mallopt``) it does nothing.
+so far (up to 32 MiB). Left alone, a worker that allocates and frees a few 4-16 MiB arrays per image maps, faults
+in and unmaps the same memory again and again (~4,000-12,000 page faults per well of four 2,048-pixel images).
+Fixing both thresholds at their maximum (the first :func:`keep_heap`: no refaulting at all) put every
+image-sized buffer in the heap, whose top then stays at the worst moment's live images *plus* the holes that
+smaller blocks leave below them: ~2 images more than the buffers alive at once.
+
+:func:`keep_heap` (the worker context's ``init`` hook) keeps the trim threshold at 256 MiB (blocks freed are
+reused, never refaulted) and fixes the mmap threshold at 16 MiB, one 2,048 x 2,048 float32 image: those, the
+largest buffers of a well, are mappings of their own, unmapped when freed, so they never sit on top of the holes
+that smaller blocks leave in the heap; numpy asks for transparent huge pages for them, so mapping them again
+costs a few faults, not thousands. It also has Arrow (the well's result files) allocate through the same malloc
+instead of its own mimalloc pool, which kept ~1 image of freed pages. Measured (HOTSPOTS.md, "Worker peak
+memory", ``python -m benchmarks.worker_memory``, 12 wells, three runs each): peak RSS above the interpreter 6.3
+(both thresholds at their maximum) -> 5.8, ~19 page faults per well and the same CPU. An 8,000 KiB threshold
+with a 4 MiB trim threshold gave 5.3-5.5 but ~12,500 faults and ~40 ms of system CPU more per well (~10%: the
+hcs-batch vs Pool ratio fell from 0.98 to 0.88); 4 MiB with the heap kept varied 5.6-7.2 from run to run.
+Elsewhere than glibc (no ``mallopt``) the thresholds are left as they are.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 
 __all__ = ["keep_heap"]
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _TRIM_THRESHOLD = 256 << 20
-_MMAP_THRESHOLD = 32 << 20  # glibc's maximum on 64-bit systems
+_MMAP_THRESHOLD = 16 << 20  # a 2,048 x 2,048 float32 image: those are mappings of their own
 
 
 def keep_heap() -> bool:
-    """Fix malloc's trim and mmap thresholds in this process; True when glibc accepted both. Never raises."""
+    """Fix malloc's trim and mmap thresholds and Arrow's memory pool in this process; True when glibc accepted
+    both thresholds. Never raises."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
+        tuned = bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)) and bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD))
     except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)) and bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD))
+        tuned = False
+    # Arrow reads this when it first allocates (its pool is chosen once): its buffers then come from malloc too.
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    return tuned

@@ -59,16 +59,50 @@ def _never() -> bool:
 
 
 def warm_up() -> int:
-    """Import what every well needs, so the first real well does not pay for it; returns the worker's pid."""
+    """Import what every well of the built-in counter imports (scikit-image's lazily loaded watershed, SciPy's
+    k-d tree, OpenCV), so the first real well does not pay for it and a warm worker's memory before its first
+    well is what it keeps (the 'interpreter' of the real-work benchmark); returns the worker's pid."""
     import pyarrow.parquet  # noqa: F401
-    import scipy.ndimage  # noqa: F401
+    import scipy.ndimage
+    import scipy.spatial  # noqa: F401
     import skimage.measure
-    import skimage.segmentation  # noqa: F401
+    import skimage.segmentation
     import tifffile  # noqa: F401
 
+    import hcs_batch.outline
     import hcs_batch.steps  # noqa: F401
+    from hcs_batch import imageops
 
+    skimage.segmentation.watershed  # noqa: B018 - attribute access loads the lazy submodule
+    imageops._cv()
+    _exercise()
     return os.getpid()
+
+
+def _exercise() -> None:
+    """Run the built-in counter, the measurement and a result file's encoding once on a small synthetic field
+    (two touching nuclei and a lone one): the libraries' code pages and first-call buffers (~10 MiB of RSS on a
+    2,048-pixel plate) are then in place before the first well, as they stay after it."""
+    import io
+
+    import pyarrow.parquet as pq
+    import tifffile
+
+    from hcs_batch import steps
+
+    from .results import _objects_table
+
+    y, x = np.mgrid[:96, :96]
+    field = np.full((96, 96), 1000, np.uint16)
+    for cy, cx, r in ((30, 30, 9), (30, 45, 9), (70, 60, 8)):
+        field[(y - cy) ** 2 + (x - cx) ** 2 < r * r] = 4000
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, field)
+    field = tifffile.imread(io.BytesIO(buffer.getvalue()))
+    mask = steps.otsu_threshold(steps.gaussian_blur(steps.normalize(field), sigma=1.0), log=True)
+    objects = Objects(to_labels(steps.split_touching(mask, min_distance=4, min_size=20), field.shape))
+    columns = {**objects.shape(), **objects.intensity(field)}
+    pq.write_table(_objects_table([columns]), io.BytesIO())
 
 
 def _function(ref: str) -> Callable[..., Any]:
@@ -131,11 +165,14 @@ def _load(plate_path: str, sources: list[str], where: str, projection: str) -> N
 
 
 def _run_steps(
-    where: str, raw: NDArray[Any], steps: tuple[WorkerStep, ...], row: Row, stop: Callable[[], bool]
+    where: str, planes: list[NDArray[Any]], steps: tuple[WorkerStep, ...], row: Row, stop: Callable[[], bool]
 ) -> NDArray[Any] | None:
-    """Run ``steps`` on ``raw``, merging dict results into ``row``; the last segmenting step's result or None.
-    Raises WellStopped when ``stop()`` says so after a step."""
-    image, objects = raw, None
+    """Run ``steps`` on the plane taken out of ``planes`` (one), merging dict results into ``row``; the last
+    segmenting step's result or None. Unless a step wants ``raw``, the plane is released once the first step has
+    returned (the caller keeps no reference: hence the list). Raises WellStopped when ``stop()`` says so after a
+    step."""
+    image, objects = planes.pop(), None
+    raw = image if any(wants_raw for _, _, wants_raw in steps) else None
     for ref, params, wants_raw in steps:
         try:
             func = _function(ref)
@@ -172,35 +209,37 @@ def _measure_set(
 ) -> tuple[list[Row], dict[str, Any]]:
     """Segment one image set on ``segment_channel`` and measure every channel: (rows, object columns).
 
-    Holds as few images as it can: only the segmentation channel while the steps run; then the labels, one
-    channel at a time (each decoded when its turn comes and released once measured)."""
+    Holds as few images as it can: the segmentation channel only until the first step has returned (unless a
+    step wants ``raw``), then what the steps return; then the labels and one channel at a time, each decoded
+    when its turn comes (the segmentation channel again, first) and released once measured."""
     site, timepoint, channels = image_set
     where = f"well {well} site {site} timepoint {timepoint}"
     if segment_channel not in channels:
         have = ", ".join(str(c) for c in channels)
         raise StepFailure(f"{where}: no image of the segmentation channel {segment_channel} (channels: {have})")
-    seg = _load(plate_path, channels[segment_channel], f"{where} channel {segment_channel}", projection)
+    seg_where = f"{where} channel {segment_channel}"
+    planes = [_load(plate_path, channels[segment_channel], seg_where, projection)]
+    shape = planes[0].shape
     extra: Row = {}
-    objects = _run_steps(f"{where} channel {segment_channel}", seg, steps, extra, stop)
+    objects = _run_steps(seg_where, planes, steps, extra, stop)
     if objects is None:  # the segmenting step did not run (cannot happen with a checked plan; be explicit)
         raise StepFailure(f"{where}: no step made objects")
     try:
-        labels = to_labels(objects, seg.shape)
+        labels = to_labels(objects, shape)
     except ValueError as exc:
         raise StepFailure(f"{where}: the segmenting step's result is unusable: {exc}") from None
     del objects
     measured = Objects(labels)
     columns: dict[str, Any] = measured.shape()
-    intensities = {segment_channel: measured.intensity(seg)}
-    del seg
-    for channel, sources in channels.items():
-        if channel not in intensities:
-            plane = _load(plate_path, sources, f"{where} channel {channel}", projection)
-            if plane.shape != labels.shape:
-                shapes = f"channel {channel} is {plane.shape}, channel {segment_channel} {labels.shape}"
-                raise StepFailure(f"{where}: {shapes}")
-            intensities[channel] = measured.intensity(plane)
-            del plane
+    intensities: dict[int, dict[str, Any]] = {}
+    for channel, sources in sorted(channels.items(), key=lambda item: item[0] != segment_channel):
+        # The segmentation channel first: decoded again (a few ms) rather than held through the steps.
+        plane = _load(plate_path, sources, f"{where} channel {channel}", projection)
+        if plane.shape != labels.shape:
+            shapes = f"channel {channel} is {plane.shape}, channel {segment_channel} {labels.shape}"
+            raise StepFailure(f"{where}: {shapes}")
+        intensities[channel] = measured.intensity(plane)
+        del plane
     names = [channel_names.get(c, str(c)) for c in channels]
     if len(set(names)) != len(names):  # two channels of one name: their columns would collide
         names = [str(c) for c in channels]
@@ -272,7 +311,7 @@ def run_well(
             where = f"well {well} site {site} channel {channel} timepoint {timepoint}"
             row: Row = {"well": well, "site": site, "channel": channel, "worker": worker, "timepoint": timepoint}
             row["file"] = ";".join(sources)
-            _run_steps(where, _load(plate_path, sources, where, projection), steps, row, stop)
+            _run_steps(where, [_load(plate_path, sources, where, projection)], steps, row, stop)
             rows.append(row)
     write_well_result(Path(plate_dir), well, well_key, rows, tables)
     return rows

@@ -4,7 +4,7 @@ Wells run with ``kill_on_cancel=True``, under one :class:`trio.CapacityLimiter` 
 that finishes a well queues again at the back of the limiter's FIFO, so concurrent plates take turns on the
 workers. A cancelled well's worker process is killed (and waited for) before ``run_well`` returns.
 
-The worker processes come from :func:`open_worker_context`: they keep their C heap between images
+The worker processes come from :func:`open_worker_context`: their malloc is tuned for image-sized buffers
 (:mod:`..allocator`) and, with ``max_wells_per_worker``, each retires after that many wells (:mod:`..recycle`),
 so a long screen never grows; the next well starts a fresh process.
 """
@@ -123,7 +123,8 @@ async def open_local_runner(
 @asynccontextmanager
 async def open_worker_context(max_wells_per_worker: int | None = None) -> AsyncIterator[Any]:
     """The ``trio_parallel`` worker context a :class:`LocalRunner` runs wells on: idle workers live on, every
-    worker keeps its C heap between images, and with ``max_wells_per_worker`` retires after that many wells.
+    worker tunes its malloc for image-sized buffers (:mod:`..allocator`), and with ``max_wells_per_worker``
+    retires after that many wells.
 
     Raises:
         InputError: ``max_wells_per_worker`` is below 1.
