@@ -22,14 +22,14 @@ from typing import Any
 import trio
 
 from ._common import emit, now, params_from_argv
-from ._hcs import SilentHost, default_pipeline, make_service, temp_dir
+from ._hcs import SilentHost, default_pipeline, embedded_backend, make_service, temp_dir
 from .realwork import tiled_plates
 
 
 async def _open(stack: AsyncExitStack, executor: str, workers: int) -> Any:
-    from hcs_batch.connect import open_backend
-
-    return await stack.enter_async_context(open_backend(None, workers=workers, executor=executor))
+    # The temporary folder as the embedded server's roots: the plates and outputs live there.
+    backend = embedded_backend(None, embedded="inline", workers=workers, executor=executor)
+    return await stack.enter_async_context(backend)
 
 
 async def side_by_side(
