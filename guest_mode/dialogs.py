@@ -6,7 +6,7 @@ task while it is open (NOTES.md); these never do.
 from __future__ import annotations
 
 import trio
-from PyQt6.QtWidgets import QDialog, QMessageBox, QWidget
+from PyQt6.QtWidgets import QDialog, QFileDialog, QMessageBox, QWidget
 
 __all__ = ["ask", "open_dialog", "stop_question"]
 
@@ -52,3 +52,23 @@ async def ask(box: QMessageBox, yes_name: str) -> bool:
     await open_dialog(box)
     clicked = box.clickedButton()
     return clicked is not None and clicked.objectName() == yes_name
+
+
+def file_dialog(parent: QWidget, title: str, mode: QFileDialog.FileMode, name_filter: str = "") -> QFileDialog:
+    """Qt's own (non-native) file dialog, not yet open; a folder dialog shows no files."""
+    dialog = QFileDialog(parent, title, "", name_filter)
+    dialog.setFileMode(mode)
+    if mode is QFileDialog.FileMode.Directory:
+        dialog.setOption(QFileDialog.Option.ShowDirsOnly, True)
+    dialog.setOption(QFileDialog.Option.DontUseNativeDialog, True)
+    return dialog
+
+
+async def chosen_paths(dialog: QFileDialog) -> list[str]:
+    """Open ``dialog`` non-modally and wait for it; the paths picked, none when cancelled. The dialog is deleted
+    afterwards (on cancellation too)."""
+    try:
+        code = await open_dialog(dialog)
+    finally:
+        dialog.deleteLater()
+    return dialog.selectedFiles() if code == QFileDialog.DialogCode.Accepted else []

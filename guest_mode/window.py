@@ -41,7 +41,7 @@ from PyQt6.QtWidgets import (
 
 from guest_mode import window_state
 from guest_mode.data_views import DataViews
-from guest_mode.dialogs import ask, open_dialog, stop_question
+from guest_mode.dialogs import ask, chosen_paths, file_dialog, stop_question
 from guest_mode.docks import lay_out_docks, lay_out_status_bar
 from guest_mode.plates_panel import PlatesPanel, log_pane
 from guest_mode.session import BatchSession, SessionOptions
@@ -343,20 +343,10 @@ class PlateManagerWindow(QMainWindow):
         self._choose_paths("Where run batches write their results", QFileDialog.FileMode.Directory, self._choose_output)
 
     def _choose_paths(
-        self,
-        title: str,
-        mode: QFileDialog.FileMode,
-        chosen: Callable[[list[str]], object],
-        *,
-        name_filter: str = "",
+        self, title: str, mode: QFileDialog.FileMode, chosen: Callable[[list[str]], object], *, name_filter: str = ""
     ) -> None:
-        """Open Qt's own (non-native) file dialog; ``chosen`` gets the picked paths. A folder dialog shows no files."""
-        dialog = QFileDialog(self, title, "", name_filter)
-        dialog.setFileMode(mode)
-        if mode is QFileDialog.FileMode.Directory:
-            dialog.setOption(QFileDialog.Option.ShowDirsOnly, True)
-        dialog.setOption(QFileDialog.Option.DontUseNativeDialog, True)
-        self._spawn_dialog(dialog, chosen)
+        """Open a file dialog (:func:`~guest_mode.dialogs.file_dialog`); ``chosen`` gets the picked paths."""
+        self._spawn_dialog(file_dialog(self, title, mode, name_filter), chosen)
 
     def _choose_output(self, paths: Sequence[str]) -> None:
         if paths and self.session.set_output_dir(paths[0]):
@@ -421,14 +411,11 @@ class PlateManagerWindow(QMainWindow):
         nursery.start_soon(self._run_dialog, dialog, accept)
 
     async def _run_dialog(self, dialog: QFileDialog, accept: Callable[[list[str]], object]) -> None:
-        """Open ``dialog`` non-modally, wait for it through a ``trio.Event``, hand the chosen paths to ``accept``."""
-        try:
-            code = await open_dialog(dialog)
-        finally:
-            dialog.deleteLater()
-        if code == QFileDialog.DialogCode.Accepted:
+        """Wait for ``dialog`` (:func:`~guest_mode.dialogs.chosen_paths`) and hand the chosen paths to ``accept``."""
+        paths = await chosen_paths(dialog)
+        if paths:
             try:
-                accept(dialog.selectedFiles())
+                accept(paths)
             except HcsBatchError as exc:
                 self.log(f"error: {exc}")
 
