@@ -92,7 +92,8 @@ def main() -> int:
     work = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="hcs-shots-"))
     plate = make_plate(work / "plates")
     out = work / "results"
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    # A settings folder of its own: the screenshot shows the default layout, not the one this user last left.
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(work / "config")}
     command = [sys.executable, "-m", "guest_mode", str(plate), "--run", "--exit-when-done", f"--output={out}"]
     shot = DOCS / "screenshot.png"
     done = subprocess.run([*command, f"--screenshot={shot}"], env=env, cwd=work, check=False)

@@ -36,7 +36,8 @@ def lay_out_docks(
     window.splitDockWidget(plates_dock, plate_map_dock, Qt.Orientation.Horizontal)
     window.splitDockWidget(plate_map_dock, well_view_dock, Qt.Orientation.Horizontal)
     window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, log_dock)
-    window.resizeDocks([plates_dock, plate_map_dock, well_view_dock], [380, 380, 340], Qt.Orientation.Horizontal)
+    window.resizeDocks([plates_dock, plate_map_dock, well_view_dock], [380, 520, 540], Qt.Orientation.Horizontal)
+    window.resizeDocks([plates_dock, log_dock], [680, 160], Qt.Orientation.Vertical)  # the log: a few lines
     return plates_dock, plate_map_dock, well_view_dock, log_dock
 
 

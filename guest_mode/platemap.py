@@ -25,7 +25,7 @@ from PyQt6.QtWidgets import QComboBox, QLabel, QSizePolicy, QToolTip, QWidget
 from guest_mode.panel import lay_out_panel
 from hcs_batch.model import PlateState
 from hcs_batch.server.layouts.index import ROWS
-from hcs_batch.server.plate_map import numeric_columns, plate_format, well_means, well_position
+from hcs_batch.server.plate_map import numeric_columns, plate_format, viridis, well_means, well_position
 from hcs_batch.workflow.progress import PlateProgress, WellState
 
 __all__ = ["STATE_COLORS", "STATE_MODE", "PlateMapWidget", "value_color", "well_states"]
@@ -41,19 +41,6 @@ STATE_COLORS = {
     "cancelled": QColor("#6e6e6e"),
 }
 _NO_VALUE = QColor("#eeeeee")
-_VIRIDIS = [
-    (0.267, 0.005, 0.329),
-    (0.283, 0.141, 0.458),
-    (0.254, 0.265, 0.530),
-    (0.207, 0.372, 0.553),
-    (0.164, 0.471, 0.558),
-    (0.128, 0.567, 0.551),
-    (0.135, 0.659, 0.518),
-    (0.267, 0.749, 0.441),
-    (0.478, 0.821, 0.318),
-    (0.741, 0.873, 0.150),
-    (0.993, 0.906, 0.144),
-]
 _WELL_IN_ERROR = re.compile(r"\bwell ([A-Z]{1,2}\d{1,2})\b")
 _PER_WELL_REPORT = re.compile(r"^\d+ of \d+ wells failed: ")
 _REPORT_ENTRY = re.compile(r"(?:^\d+ of \d+ wells failed: |; )([A-Z]{1,2}\d{1,2}): ")
@@ -74,11 +61,7 @@ def _per_well_errors(error: str) -> tuple[dict[str, str], bool] | None:
 
 def value_color(fraction: float) -> QColor:
     """Viridis at ``fraction`` (0..1, clipped): the colour scale of the map and of ``plate_map.png``."""
-    x = min(1.0, max(0.0, fraction)) * (len(_VIRIDIS) - 1)
-    i = min(int(x), len(_VIRIDIS) - 2)
-    t = x - i
-    r, g, b = (a + (c - a) * t for a, c in zip(_VIRIDIS[i], _VIRIDIS[i + 1], strict=True))
-    return QColor.fromRgbF(r, g, b)
+    return QColor.fromRgbF(*viridis(fraction))
 
 
 def well_states(wells: Iterable[str], state: PlateState, progress: PlateProgress | None) -> dict[str, tuple[str, str]]:
