@@ -16,7 +16,7 @@ from pathlib import Path
 import trio
 
 from hcs_batch.client import open_connection
-from hcs_batch.protocol import HeartbeatEvent
+from hcs_batch.protocol import HeartbeatEvent, StateEvent
 from hcs_batch.server import open_embedded_server
 from hcs_batch.testing import make_plates
 from tests.support.procs import alive, descendants
@@ -45,6 +45,9 @@ async def executions(url: str) -> list[dict[str, object]]:
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert set(document) == {"server", "executions"}
+    assert document["server"]["url"] == url and {"queued", "running", "workers"} <= set(document["server"])
+    for record in document["executions"]:
+        assert {"execution_id", "plate", "state", "wells_done", "wells_total"} <= set(record)
     return list(document["executions"])
 
 
@@ -63,11 +66,18 @@ async def test_pause_holds_wells_done_and_the_run_completes_after_resume(tmp_pat
 
             nursery.start_soon(batch)
             await wait_for_pids(gate_dir, 2)  # both workers hold a well at the gate; four wells wait
-            paused = await hcs("pause", "--server", srv.url)
-            assert paused.returncode == 0, paused.stderr
+            async with open_connection(srv.url) as watcher, watcher.open_event_stream() as watched:
+                while not isinstance(await watched.receive(), HeartbeatEvent):
+                    pass  # a heartbeat: the event stream is live before the pause is sent
+                paused = await hcs("pause", "--server", srv.url)
+                assert paused.returncode == 0, paused.stderr
+                announced = await watched.receive()
+                while not isinstance(announced, StateEvent):
+                    announced = await watched.receive()
             (record,) = await executions(srv.url)
             execution_id = str(record["execution_id"])
             assert paused.stdout.strip() == f"{execution_id}: paused"
+            assert (announced.execution_id, announced.state) == (execution_id, "paused")  # a state event says so
             assert record["state"] == "paused" and record["wells_done"] == 0 and record["wells_total"] == 6
             assert record["plate"] == plate.name and "kind" not in record and "plate_name" not in record
 
@@ -223,6 +233,8 @@ async def test_a_plate_with_its_own_settings_runs_its_own_pipeline(tmp_path: Pat
         compiled = await hcs("compile", str(own), "--json")
         (own / "hcs_batch.toml").write_text('pipeline = "mine.toml"\n[config]\nobjective = "40x"\n')
         recompiled = await hcs("compile", str(own), "--json")
+        (own / "mine.toml").write_text('name = "own-noop"\n[[steps]]\nfunc = "hcs_batch.steps:noop"\n# v2\n')
+        edited = await hcs("compile", str(own), "--json")
     assert result.returncode == 1, result.stderr  # the hostile plate failed; the other two completed
     plates = {p["plate"]: p for p in json.loads(result.stdout)["plates"]}
     assert (plates[own.name]["state"], plates[own.name]["pipeline"]) == ("completed", "own-noop")
@@ -239,3 +251,7 @@ async def test_a_plate_with_its_own_settings_runs_its_own_pipeline(tmp_path: Pat
     second = json.loads(recompiled.stdout)["plates"][0]
     assert first["artifact_id"] == plates[own.name]["artifact_id"]
     assert first["artifact_id"] != second["artifact_id"]
+    # ... and on the plate's pipeline text: the same settings naming an edited pipeline file, another artifact.
+    third = json.loads(edited.stdout)["plates"][0]
+    assert (third["pipeline"], third["state"]) == ("own-noop", "compiled")
+    assert third["artifact_id"] not in (first["artifact_id"], second["artifact_id"])
