@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from hcs_batch.client import open_connection
@@ -220,6 +221,24 @@ async def test_shutdown_signals_a_registered_server_and_asks_an_unregistered_one
             result = await hcs("shutdown", "--server", address.control_url)
             assert result.returncode == 2 and result.stdout == "", result.stderr
             assert result.stderr.count("\n") == 1 and "shutdown refused" in result.stderr
+
+
+async def test_shutdown_asks_a_server_found_in_no_registry_that_allows_it(
+    runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with trio.fail_after(120):
+        extra = ("--allow-remote-shutdown",)
+        srv = await trio.to_thread.run_sync(functools.partial(start_server, workers=1, extra=extra))
+        try:
+            # Another user's registry (or another machine's): the server is not in it, so no signal; a request.
+            monkeypatch.setenv("HCS_BATCH_RUNTIME_DIR", str(tmp_path / "elsewhere"))
+            result = await hcs("shutdown", "--server", srv.url)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.strip() == f"asked server {srv.url} to shut down"
+            assert await trio.to_thread.run_sync(srv.proc.wait) == 0  # the server stopped itself cleanly
+            assert not entry_files(runtime_dir), "the server removes its own entry on exit"
+        finally:
+            await trio.to_thread.run_sync(reap, srv)
 
 
 async def test_a_plate_with_its_own_settings_runs_its_own_pipeline(tmp_path: Path) -> None:
