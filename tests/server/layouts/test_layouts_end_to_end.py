@@ -127,14 +127,22 @@ def test_run_metaxpress_phenix_and_zarr_plates_counts_match_truth(tmp_path: Path
 
 def test_compile_with_a_layout_override_and_a_projection(tmp_path: Path) -> None:
     mx = tmp_path / "plate"
-    make_metaxpress_plate(mx, wells=("A01",), sites=1, waves=1, zsteps=2, size=32)
+    make_metaxpress_plate(mx, wells=("A01",), sites=1, waves=1, zsteps=2, size=64, seed=3)
     # Forced flat, a MetaXpress export has no flat images: a compile failure that names the folder.
     result = _hcs("compile", str(mx), "--layout", "flat", "--json")
     assert result.returncode == 1
     (plate,) = json.loads(result.stdout)["plates"]
     assert plate["state"] == "failed" and "holds no images named <well>_s<site>_w<channel>.tif" in plate["error"]
-    ok = _hcs("compile", str(mx), "--layout", "imagexpress", "--projection", "mean", "--json")
-    assert ok.returncode == 0, ok.stderr
+    # The projection reaches the workers: the mean of a bright plane and a dimmer copy is dimmer than their max.
+    means = {}
+    for projection in ("max", "mean"):
+        out = tmp_path / projection
+        ran = _hcs("run", str(mx), "--layout", "imagexpress", "--projection", projection, "--output", str(out))
+        assert ran.returncode == 0, ran.stderr
+        assert json.loads((out / "Plate1" / "manifest.json").read_text())["projection"] == projection
+        (row,) = csv.DictReader((out / "Plate1" / "wells.csv").read_text().splitlines())
+        means[projection] = float(row["mean_intensity"])
+    assert means["mean"] < 0.9 * means["max"], means
     bad = _hcs("compile", str(mx), "--layout", "nope")
     assert bad.returncode == 2 and "invalid choice: 'nope'" in bad.stderr
 
