@@ -1,4 +1,4 @@
-"""The plate table: one row per plate of the window (name, state, progress), as a Qt model and its view.
+"""The plate table: one row per plate of the window (name, state, progress, pipeline), as a Qt model and its view.
 
 The model holds the plate list and nothing else: a row's state and progress are read from the
 :class:`~guest_mode.session.BatchSession` when the view paints it, so only the rows on screen cost anything and a
@@ -19,12 +19,13 @@ from .common import RowsModel, RowsView, state_brush
 
 __all__ = ["PlateTableModel", "PlateTableView"]
 
-_HEADERS = ("Plate", "State", "Progress")
-_NAME, _STATE, _PROGRESS = range(3)
+_HEADERS = ("Plate", "State", "Progress", "Pipeline")
+_NAME, _STATE, _PROGRESS, _PIPELINE = range(4)
 
 
 class PlateTableModel(RowsModel[PlateRef]):
-    """The plates in row order; state and progress come from ``session`` at paint time."""
+    """The plates in row order; state, progress and the pipeline a plate compiled with (its own when its
+    ``hcs_batch.toml`` names one, empty before its first compile) come from ``session`` at paint time."""
 
     def __init__(self, session: BatchSession, parent: QObject | None = None) -> None:
         super().__init__(_HEADERS, parent)
@@ -80,13 +81,23 @@ class PlateTableModel(RowsModel[PlateRef]):
         self._check(name)
         return self._session.plate_percent(name)
 
+    def pipeline(self, name: str) -> str:
+        """The name of the pipeline plate ``name`` last compiled with ("" before). Raises ``KeyError`` for a plate
+        not listed."""
+        self._check(name)
+        return self._pipeline(name)
+
+    def _pipeline(self, name: str) -> str:
+        compiled = self._session.host.plate_compiled_data.get(name)
+        return compiled.pipeline if compiled is not None else ""
+
     def _check(self, name: str) -> None:
         if name not in self._rows:
             raise KeyError(f"no plate named {name!r} is listed")
 
     def refresh(self) -> None:
-        """Repaint the state and progress of every row (the view re-reads only the rows on screen)."""
-        self.repaint_columns(_STATE, _PROGRESS)
+        """Repaint the state, progress and pipeline of every row (the view re-reads only the rows on screen)."""
+        self.repaint_columns(_STATE, _PIPELINE)
 
     # ------------------------------------------------------------------ QAbstractTableModel
 
@@ -96,6 +107,8 @@ class PlateTableModel(RowsModel[PlateRef]):
                 return plate.name
             if column == _STATE:
                 return self._session.plate_state(plate.name).value
+            if column == _PIPELINE:
+                return self._pipeline(plate.name)
             return self._session.plate_percent(plate.name)
         if role == Qt.ItemDataRole.ToolTipRole and column == _NAME:
             return str(plate.path)
@@ -105,11 +118,11 @@ class PlateTableModel(RowsModel[PlateRef]):
 
 
 class PlateTableView(RowsView):
-    """The plate table: whole rows selected (several at once), fixed State and Progress columns."""
+    """The plate table: whole rows selected (several at once), fixed State, Progress and Pipeline columns."""
 
     def __init__(self, model: PlateTableModel, parent: QWidget | None = None) -> None:
         selection = QAbstractItemView.SelectionMode.ExtendedSelection
-        super().__init__(model, (None, 110, 260), progress_column=_PROGRESS, selection=selection, parent=parent)
+        super().__init__(model, (None, 110, 260, 150), progress_column=_PROGRESS, selection=selection, parent=parent)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
 
     def selected_rows(self) -> list[int]:

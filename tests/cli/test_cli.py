@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -137,3 +138,20 @@ async def test_ctrl_c_mid_run_exits_130_with_every_plate_cancelled_and_no_worker
     assert summary["counts"] == {"cancelled": 2}
     assert all(p["state"] == "cancelled" for p in summary["plates"])
     assert survivors(tree) == {}
+
+
+def test_a_reader_that_stops_reading_ends_inspect_quietly(plates: list[Path]) -> None:
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written: every write meets a closed pipe
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "hcs_batch", "inspect", str(plates[0])],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env(),
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert result.returncode == 1 and result.stderr == ""

@@ -13,10 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from hcs_batch.client import open_connection
-from hcs_batch.protocol import HeartbeatEvent
+from hcs_batch.protocol import HeartbeatEvent, StateEvent
 from hcs_batch.server import open_embedded_server
 from hcs_batch.testing import make_plates
 from tests.support.procs import alive, descendants
@@ -45,6 +46,9 @@ async def executions(url: str) -> list[dict[str, object]]:
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert set(document) == {"server", "executions"}
+    assert document["server"]["url"] == url and {"queued", "running", "workers"} <= set(document["server"])
+    for record in document["executions"]:
+        assert {"execution_id", "plate", "state", "wells_done", "wells_total"} <= set(record)
     return list(document["executions"])
 
 
@@ -63,11 +67,18 @@ async def test_pause_holds_wells_done_and_the_run_completes_after_resume(tmp_pat
 
             nursery.start_soon(batch)
             await wait_for_pids(gate_dir, 2)  # both workers hold a well at the gate; four wells wait
-            paused = await hcs("pause", "--server", srv.url)
-            assert paused.returncode == 0, paused.stderr
+            async with open_connection(srv.url) as watcher, watcher.open_event_stream() as watched:
+                while not isinstance(await watched.receive(), HeartbeatEvent):
+                    pass  # a heartbeat: the event stream is live before the pause is sent
+                paused = await hcs("pause", "--server", srv.url)
+                assert paused.returncode == 0, paused.stderr
+                announced = await watched.receive()
+                while not isinstance(announced, StateEvent):
+                    announced = await watched.receive()
             (record,) = await executions(srv.url)
             execution_id = str(record["execution_id"])
             assert paused.stdout.strip() == f"{execution_id}: paused"
+            assert (announced.execution_id, announced.state) == (execution_id, "paused")  # a state event says so
             assert record["state"] == "paused" and record["wells_done"] == 0 and record["wells_total"] == 6
             assert record["plate"] == plate.name and "kind" not in record and "plate_name" not in record
 
@@ -212,6 +223,24 @@ async def test_shutdown_signals_a_registered_server_and_asks_an_unregistered_one
             assert result.stderr.count("\n") == 1 and "shutdown refused" in result.stderr
 
 
+async def test_shutdown_asks_a_server_found_in_no_registry_that_allows_it(
+    runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with trio.fail_after(120):
+        extra = ("--allow-remote-shutdown",)
+        srv = await trio.to_thread.run_sync(functools.partial(start_server, workers=1, extra=extra))
+        try:
+            # Another user's registry (or another machine's): the server is not in it, so no signal; a request.
+            monkeypatch.setenv("HCS_BATCH_RUNTIME_DIR", str(tmp_path / "elsewhere"))
+            result = await hcs("shutdown", "--server", srv.url)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.strip() == f"asked server {srv.url} to shut down"
+            assert await trio.to_thread.run_sync(srv.proc.wait) == 0  # the server stopped itself cleanly
+            assert not entry_files(runtime_dir), "the server removes its own entry on exit"
+        finally:
+            await trio.to_thread.run_sync(reap, srv)
+
+
 async def test_a_plate_with_its_own_settings_runs_its_own_pipeline(tmp_path: Path) -> None:
     own, batch, hostile = make_plates(tmp_path / "plates", plates=3, wells=2, sites=1, channels=1, size=48, seed=4)
     (own / "mine.toml").write_text('name = "own-noop"\n[[steps]]\nfunc = "hcs_batch.steps:noop"\n')
@@ -223,6 +252,8 @@ async def test_a_plate_with_its_own_settings_runs_its_own_pipeline(tmp_path: Pat
         compiled = await hcs("compile", str(own), "--json")
         (own / "hcs_batch.toml").write_text('pipeline = "mine.toml"\n[config]\nobjective = "40x"\n')
         recompiled = await hcs("compile", str(own), "--json")
+        (own / "mine.toml").write_text('name = "own-noop"\n[[steps]]\nfunc = "hcs_batch.steps:noop"\n# v2\n')
+        edited = await hcs("compile", str(own), "--json")
     assert result.returncode == 1, result.stderr  # the hostile plate failed; the other two completed
     plates = {p["plate"]: p for p in json.loads(result.stdout)["plates"]}
     assert (plates[own.name]["state"], plates[own.name]["pipeline"]) == ("completed", "own-noop")
@@ -239,3 +270,7 @@ async def test_a_plate_with_its_own_settings_runs_its_own_pipeline(tmp_path: Pat
     second = json.loads(recompiled.stdout)["plates"][0]
     assert first["artifact_id"] == plates[own.name]["artifact_id"]
     assert first["artifact_id"] != second["artifact_id"]
+    # ... and on the plate's pipeline text: the same settings naming an edited pipeline file, another artifact.
+    third = json.loads(edited.stdout)["plates"][0]
+    assert (third["pipeline"], third["state"]) == ("own-noop", "compiled")
+    assert third["artifact_id"] not in (first["artifact_id"], second["artifact_id"])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from PyQt6.QtCore import Qt
 
 from guest_mode.session import ConnectionState
 from guest_mode.window import PlateManagerWindow
@@ -68,6 +69,22 @@ async def test_compile_then_run_reach_the_right_rows(qtbot, tmp_path):
         assert (window.batch_bar.value(), window.batch_bar.maximum()) == (3, 3)
         assert buttons(window) == (True, True, False)
         assert "connected" in window.server_status_text
+
+
+@guest
+async def test_a_plate_with_its_own_settings_shows_its_pipeline_in_its_row(qtbot, tmp_path):
+    window = make_window(qtbot, tmp_path, plates=2, wells=1, size=32)
+    own = window.plates[0]
+    (own.path / "mine.toml").write_text('name = "own-noop"\n[[steps]]\nfunc = "hcs_batch.steps:noop"\n')
+    (own.path / "hcs_batch.toml").write_text('pipeline = "mine.toml"\n')
+    assert [window.plate_model.pipeline(p.name) for p in window.plates] == ["", ""]
+    async with serving(window):
+        assert await window.session.wait_connection() is ConnectionState.CONNECTED
+        summary = await window.run_batch(BatchKind.COMPILE)
+        assert summary.exit_code() == 0, window.log_pane.toPlainText()
+        model = window.plate_model
+        assert model.headerData(3, Qt.Orientation.Horizontal) == "Pipeline"
+        assert [model.data(model.index(row, 3)) for row in range(2)] == ["own-noop", "nucleus_counter"]
 
 
 @guest

@@ -255,6 +255,19 @@ def test_accuracy_script_writes_its_table_and_meets_the_target_on_the_real_image
         assert float(row[3].rstrip("%")) > 25.0, row  # the previous counter: 86 of 125
 
 
+def test_the_readme_shows_the_accuracy_scripts_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The table under "Counting nuclei and measuring every object" is what the script prints with its defaults
+    (rerun it and paste its output after changing the counter)."""
+    from benchmarks import counting_accuracy
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    shown = readme.split("<!-- counting:start -->\n", 1)[1].split("<!-- counting:end -->", 1)[0]
+    if counting_accuracy.stardist_files() is None:
+        pytest.skip("the real rows need the stardist wheel (the bench extra)")
+    assert counting_accuracy.main(["--out", str(tmp_path / "acc.md")]) == 0
+    assert capsys.readouterr().out == shown
+
+
 def test_object_columns_use_the_layouts_channel_names(tmp_path: Path) -> None:
     _two_channel_plate(tmp_path / "plate", seed=6)
     images = [(1, c, f"A01_s1_w{c}.tif") for c in (1, 2)]

@@ -4,12 +4,15 @@ pause/resume/cancel/servers/shutdown, :mod:`.serve`, :mod:`.plates` make-plates,
 each imported only when its command runs.
 
 Exit codes: 0 all plates succeeded; 1 some failed; 2 bad usage or input found before any work; 3 server
-unreachable; 130 cancelled by Ctrl-C.
+unreachable; 130 cancelled by Ctrl-C. A reader of stdout that goes away (``hcs-batch inspect PLATE | head``) ends
+the command quietly with exit 1, as Unix tools do, instead of a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Callable, Sequence
 from importlib import import_module
 
@@ -42,4 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module, function, wrap = _COMMANDS[args.command]
     body: Callable[[argparse.Namespace], int] = getattr(import_module(f".{module}", __name__), function)
-    return guarded(lambda: body(args)) if wrap else body(args)
+    try:
+        code = guarded(lambda: body(args)) if wrap else body(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be handled, not at interpreter exit
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's own flush stays quiet
+        return EXIT_FAILED
+    return code

@@ -42,6 +42,26 @@ def test_index_in_the_plate_folder_named_index_xml(tmp_path: Path) -> None:
     assert index.wells["A01"][0][2][0][1] == ("r01c01f01p01-ch1sk1fk1fl1.tiff",)
 
 
+@pytest.mark.parametrize("place", ["root", "Images"])
+@pytest.mark.parametrize("index_name", ["Index.idx.xml", "Index.ref.xml", "Index.xml"])
+def test_every_index_name_is_found_in_the_plate_folder_or_in_images(
+    tmp_path: Path, index_name: str, place: str
+) -> None:
+    make_phenix_plate(tmp_path / "m", wells=((2, 3),), fields=2, channels=1)
+    plate = tmp_path / "export"
+    if place == "root":  # images and index side by side in the plate folder
+        shutil.copytree(tmp_path / "m" / "Images", plate)
+        folder, prefix = plate, ""
+    else:
+        shutil.copytree(tmp_path / "m", plate)
+        folder, prefix = plate / "Images", "Images/"
+    (folder / "Index.idx.xml").rename(folder / index_name)
+    index = read_plate(plate)
+    assert (index.layout, index.name, list(index.wells), index.sites) == ("phenix", "PHX-0001", ["B03"], (1, 2))
+    assert index.wells["B03"][1][2] == ((1, (f"{prefix}r02c03f02p01-ch1sk1fk1fl1.tiff",)),)
+    assert index.warnings == () and index.ignored == ()
+
+
 def test_missing_and_unlisted_files_are_reported(tmp_path: Path) -> None:
     make_phenix_plate(tmp_path / "p", fields=1, channels=2)
     images = tmp_path / "p" / "Images"
