@@ -187,19 +187,12 @@ def execution_record(
     facts: ExecutionFacts, *, state: ExecutionState, error: str, wells_total: int, wells_skipped: int = 0
 ) -> ExecutionRecord:
     """The status record of an execution: its ``facts`` with the state, error and well totals as reported."""
-    return ExecutionRecord(
-        execution_id=facts.execution_id,
-        artifact_id=facts.artifact_id,
-        plate_name=facts.plate_name,
-        state=state,
-        error=error,
-        wells_done=facts.wells_done,
-        wells_total=wells_total,
-        wells_skipped=wells_skipped,
-        output=facts.output,
-        submitted_at=facts.submitted_at,
-        finished_at=facts.finished_at,
-    )
+    copied = {name: getattr(facts, name) for name in _FACT_FIELDS}
+    return ExecutionRecord(state=state, error=error, wells_total=wells_total, wells_skipped=wells_skipped, **copied)
+
+
+_FACT_FIELDS: Final = tuple(ExecutionFacts.__annotations__)
+"""The record fields :func:`execution_record` copies from the facts: every one :class:`ExecutionFacts` names."""
 
 
 class StatusReply(_Reply, frozen=True, kw_only=True, tag="status_reply"):
@@ -289,6 +282,15 @@ class StateEvent(_Event, frozen=True, kw_only=True, tag="state"):
     error: str = ""
     wells_total: NonNegative = 0
     wells_skipped: NonNegative = 0
+
+
+_STATE_FIELDS: Final = tuple(name for name in StateEvent.__struct_fields__ if name not in _Event.__struct_fields__)
+
+
+def state_event(record: ExecutionRecord, *, seq: int, instance: str) -> StateEvent:
+    """The state event that reports an execution's status ``record`` (every field of a state event is one of the
+    record's), numbered ``seq`` by server ``instance``."""
+    return StateEvent(seq=seq, instance=instance, **{name: getattr(record, name) for name in _STATE_FIELDS})
 
 
 class HeartbeatEvent(_Event, frozen=True, kw_only=True, tag="heartbeat"):
