@@ -29,10 +29,10 @@ overrides it names instead of the request's; they are part of its artifact id, a
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import time
-from dataclasses import dataclass
 
 import trio
 
@@ -74,7 +74,7 @@ _RECORDS_BUDGET = p.MAX_FRAME_BYTES * 3 // 4
 _PIPELINE_CACHE = 256
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ServerAddress:
     """Where a running server listens: its control URL (``tcp://host:port``) and its PUB port on the same host."""
 
@@ -207,7 +207,6 @@ class ControlApp:
                 ),
             )
         elif isinstance(request, p.ServerInfo):
-            stats = executor.statistics()
             records, omitted = self._records_within_budget() if request.records else ([], 0)
             self._send(
                 identity,
@@ -216,12 +215,9 @@ class ControlApp:
                     instance=self._publisher.instance,
                     version=p.PROTOCOL_VERSION,
                     uptime=time.monotonic() - self._started,
-                    workers=executor.workers,
-                    queued=stats.queued,
-                    running=stats.running,
-                    busy_workers=stats.busy_workers,
                     executions=records,
                     executions_omitted=omitted,
+                    **dataclasses.asdict(executor.statistics()),
                 ),
             )
         elif isinstance(request, p.Ping):
