@@ -33,7 +33,7 @@ from .executor import Executor, open_well_runner
 from .roots import Roots
 from .stores import ArtifactStore, RecordStore
 
-__all__ = ["EmbeddedOptions", "ServerAddress", "open_embedded_server", "parse_bind", "serve"]
+__all__ = ["EmbeddedOptions", "ServeOptions", "ServerAddress", "open_embedded_server", "parse_bind", "serve"]
 
 log = logging.getLogger("hcs_batch.server")
 
@@ -247,6 +247,12 @@ class EmbeddedOptions(TypedDict, total=False):
     executor: str
     scheduler: str | None
     scheduler_file: str | None
+
+
+class ServeOptions(EmbeddedOptions, total=False):
+    """What ``hcs-batch serve`` passes on to :func:`serve`: an embedded server's options and remote shutdown."""
+
+    allow_remote_shutdown: bool
 
 
 @asynccontextmanager
