@@ -272,6 +272,22 @@ class ProgressEvent(_Event, frozen=True, kw_only=True, tag="progress"):
     total: NonNegative
 
 
+def progress_event(
+    execution: ExecutionFacts, *, seq: int, instance: str, well: str, step: str, done: int, total: int
+) -> ProgressEvent:
+    """The progress event of ``execution`` (see :class:`ProgressEvent`), numbered ``seq`` by server ``instance``."""
+    return ProgressEvent(
+        seq=seq,
+        instance=instance,
+        execution_id=execution.execution_id,
+        plate_name=execution.plate_name,
+        well=well,
+        step=step,
+        done=done,
+        total=total,
+    )
+
+
 class StateEvent(_Event, frozen=True, kw_only=True, tag="state"):
     """An execution changed state; terminal states carry ``error`` when failed, and ``wells_total`` and
     ``wells_skipped`` (wells reused from an earlier run of the same images and pipeline) once known."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import trio
@@ -36,8 +37,8 @@ class EventPublisher:
         self.seq = 0
         """The number of the last event published (0: none yet)."""
 
-    def _publish(self, kind: type[p.Event], **fields: Any) -> None:
-        """Number one event of ``kind`` and send it."""
+    def _publish(self, kind: Callable[..., p.Event], **fields: Any) -> None:
+        """Number one event made by ``kind`` (an event class or builder taking ``seq`` and ``instance``), send it."""
         self._send(kind(seq=self._next(), instance=self.instance, **fields))
 
     def _next(self) -> int:
@@ -53,15 +54,7 @@ class EventPublisher:
 
     def progress(self, execution: p.ExecutionFacts, *, well: str, step: str, done: int, total: int) -> None:
         """``done`` of ``total`` (well, step) units of ``execution`` finished (``step`` empty: ``well`` started)."""
-        self._publish(
-            p.ProgressEvent,
-            execution_id=execution.execution_id,
-            plate_name=execution.plate_name,
-            well=well,
-            step=step,
-            done=done,
-            total=total,
-        )
+        self._publish(partial(p.progress_event, execution), well=well, step=step, done=done, total=total)
 
     def state(self, record: p.ExecutionRecord) -> None:
         """An execution's state as its status ``record`` says it (its error already clipped there)."""
