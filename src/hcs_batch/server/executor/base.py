@@ -101,24 +101,17 @@ def failed_wells_message(failed: Mapping[str, str], wells: Sequence[str]) -> str
 
 class Executor:
     """Runs executions as tasks of ``nursery``, their wells on ``runner``; all methods are called from the Trio
-    thread."""
+    thread. It keeps the server's execution ``records`` and compiled ``artifacts``."""
 
     def __init__(
-        self,
-        *,
-        nursery: trio.Nursery,
-        runner: WellRunner,
-        publisher: EventPublisher,
-        records: RecordStore,
-        artifacts: ArtifactStore,
-        lane: ThreadLane,
+        self, *, nursery: trio.Nursery, runner: WellRunner, publisher: EventPublisher, lane: ThreadLane
     ) -> None:
         self._nursery = nursery
         self._lane = lane
         self.runner = runner
         self._publisher = publisher
-        self.records = records
-        self.artifacts = artifacts
+        self.records = RecordStore()
+        self.artifacts = ArtifactStore()
 
     @property
     def workers(self) -> int:
