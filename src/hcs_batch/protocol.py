@@ -187,12 +187,19 @@ def execution_record(
     facts: ExecutionFacts, *, state: ExecutionState, error: str, wells_total: int, wells_skipped: int = 0
 ) -> ExecutionRecord:
     """The status record of an execution: its ``facts`` with the state, error and well totals as reported."""
-    copied = {name: getattr(facts, name) for name in _FACT_FIELDS}
-    return ExecutionRecord(state=state, error=error, wells_total=wells_total, wells_skipped=wells_skipped, **copied)
-
-
-_FACT_FIELDS: Final = tuple(ExecutionFacts.__annotations__)
-"""The record fields :func:`execution_record` copies from the facts: every one :class:`ExecutionFacts` names."""
+    return ExecutionRecord(
+        execution_id=facts.execution_id,
+        artifact_id=facts.artifact_id,
+        plate_name=facts.plate_name,
+        state=state,
+        error=error,
+        wells_done=facts.wells_done,
+        wells_total=wells_total,
+        wells_skipped=wells_skipped,
+        output=facts.output,
+        submitted_at=facts.submitted_at,
+        finished_at=facts.finished_at,
+    )
 
 
 class StatusReply(_Reply, frozen=True, kw_only=True, tag="status_reply"):
