@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from hcs_batch import protocol as p
 from hcs_batch.errors import ProtocolError
+from hcs_batch.model import ExecutionState
 
 RECORD = p.ExecutionRecord(
     execution_id="e1", artifact_id="a1", plate_name="plate", state="running", wells_done=1, wells_total=4
@@ -149,3 +150,46 @@ def test_decoder_fuzz_wrong_maps(obj: dict[str, Any]) -> None:
     frame = msgspec.msgpack.encode(obj)
     _decode_or_protocol_error(frame)
     assert p.peek_rid(frame) >= 0
+
+
+def test_a_state_event_carries_what_its_record_says() -> None:
+    # state_event copies every field a StateEvent has beyond the envelope from the record, by name.
+    record = msgspec.structs.replace(RECORD, state=ExecutionState.FAILED, error="why", wells_skipped=2)
+    event = p.state_event(record, seq=7, instance="i")
+    assert event == p.StateEvent(
+        seq=7,
+        instance="i",
+        execution_id="e1",
+        plate_name="plate",
+        state=ExecutionState.FAILED,
+        error="why",
+        wells_total=4,
+        wells_skipped=2,
+    )
+    assert p.decode_event(p.encode(event)) == event
+
+
+def test_an_execution_record_copies_every_fact() -> None:
+    class Facts:
+        execution_id = "e1"
+        artifact_id = "a1"
+        plate_name = "plate"
+        wells_done = 3
+        output = "/out/plate"
+        submitted_at = 1.5
+        finished_at = 2.5
+
+    record = p.execution_record(Facts(), state=ExecutionState.COMPLETED, error="", wells_total=4, wells_skipped=1)
+    assert msgspec.structs.asdict(record) == {
+        "execution_id": "e1",
+        "artifact_id": "a1",
+        "plate_name": "plate",
+        "state": ExecutionState.COMPLETED,
+        "error": "",
+        "wells_done": 3,
+        "wells_total": 4,
+        "wells_skipped": 1,
+        "output": "/out/plate",
+        "submitted_at": 1.5,
+        "finished_at": 2.5,
+    }

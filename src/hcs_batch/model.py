@@ -167,12 +167,10 @@ class CompileJob:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CompiledPlate:
-    """What compiling a plate produced; ``artifact_id`` is what an execution is submitted by."""
+class CompiledPlate(CompileJob):
+    """A compile job and what compiling it produced; ``artifact_id`` is what an execution is submitted by."""
 
-    plate: PlateRef
     artifact_id: str
-    pipeline_text: str
     wells: int
     sites: int
     channels: int

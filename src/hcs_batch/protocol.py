@@ -279,6 +279,22 @@ class ProgressEvent(_Event, frozen=True, kw_only=True, tag="progress"):
     total: NonNegative
 
 
+def progress_event(
+    execution: ExecutionFacts, *, seq: int, instance: str, well: str, step: str, done: int, total: int
+) -> ProgressEvent:
+    """The progress event of ``execution`` (see :class:`ProgressEvent`), numbered ``seq`` by server ``instance``."""
+    return ProgressEvent(
+        seq=seq,
+        instance=instance,
+        execution_id=execution.execution_id,
+        plate_name=execution.plate_name,
+        well=well,
+        step=step,
+        done=done,
+        total=total,
+    )
+
+
 class StateEvent(_Event, frozen=True, kw_only=True, tag="state"):
     """An execution changed state; terminal states carry ``error`` when failed, and ``wells_total`` and
     ``wells_skipped`` (wells reused from an earlier run of the same images and pipeline) once known."""
@@ -289,6 +305,15 @@ class StateEvent(_Event, frozen=True, kw_only=True, tag="state"):
     error: str = ""
     wells_total: NonNegative = 0
     wells_skipped: NonNegative = 0
+
+
+_STATE_FIELDS: Final = tuple(name for name in StateEvent.__struct_fields__ if name not in _Event.__struct_fields__)
+
+
+def state_event(record: ExecutionRecord, *, seq: int, instance: str) -> StateEvent:
+    """The state event that reports an execution's status ``record`` (every field of a state event is one of the
+    record's), numbered ``seq`` by server ``instance``."""
+    return StateEvent(seq=seq, instance=instance, **{name: getattr(record, name) for name in _STATE_FIELDS})
 
 
 class HeartbeatEvent(_Event, frozen=True, kw_only=True, tag="heartbeat"):

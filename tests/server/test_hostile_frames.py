@@ -116,12 +116,12 @@ class _Router:
 
 def test_a_reply_that_would_exceed_the_frame_limit_is_replaced_by_a_clear_error() -> None:
     app = ControlApp.__new__(ControlApp)
-    app._router = _Router()  # type: ignore[assignment]
+    app.router = _Router()  # type: ignore[assignment]
     record = p.ExecutionRecord(execution_id="e" * 128, artifact_id="a" * 128, plate_name="p", state="running")
     big = p.StatusReply(rid=3, executions=[record] * 5000)
     assert len(p.encode(big)) > p.MAX_FRAME_BYTES
     app._send(b"id", big)
-    (identity, frame), *_ = app._router.sent  # type: ignore[attr-defined]
+    (identity, frame), *_ = app.router.sent  # type: ignore[attr-defined]
     reply = p.decode_reply(frame)
     assert identity == b"id" and len(frame) < p.MAX_FRAME_BYTES
     assert isinstance(reply, p.ErrorReply) and reply.rid == 3 and "ask for fewer execution ids" in reply.message

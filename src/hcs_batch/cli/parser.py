@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from typing import Final
 
 __all__ = ["add_allow_steps", "build_parser"]
 
 LAYOUTS = ("flat", "imagexpress", "phenix", "omezarr")
 """Plate layout names (``hcs_batch.server.layouts``; not imported here, to keep ``--help`` fast)."""
 PROJECTIONS = ("max", "mean", "min", "sum")
+PLATE_OPTIONS: Final = {"plates": 2, "wells": 4, "sites": 1, "channels": 1, "size": 128, "seed": 0}
+"""``make-plates``' whole-number options and their defaults: each goes to ``make_plates`` under its own name."""
 
 
 def _version() -> str:
@@ -68,12 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run an execution server")
+    # Each option's dest is the keyword of hcs_batch.server.serve it sets: cli/serve.py passes them on by name.
     serve.add_argument("--bind", default="tcp://127.0.0.1:7700", help="control endpoint (events on PORT+1)")
     serve.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
     serve.add_argument("--keys", default=None, help="CurveZMQ key folder (required for a non-loopback bind)")
     add_allow_steps(serve)
     serve.add_argument(
         "--data-root",
+        dest="data_roots",
         action="append",
         default=[],
         metavar="DIR",
@@ -81,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--output-root",
+        dest="output_roots",
         action="append",
         default=[],
         metavar="DIR",
@@ -93,12 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     plates = sub.add_parser("make-plates", help="write synthetic plates with a ground_truth.csv")
     plates.add_argument("dir")
-    plates.add_argument("--plates", type=int, default=2)
-    plates.add_argument("--wells", type=int, default=4)
-    plates.add_argument("--sites", type=int, default=1)
-    plates.add_argument("--channels", type=int, default=1)
-    plates.add_argument("--size", type=int, default=128)
-    plates.add_argument("--seed", type=int, default=0)
+    for name, default in PLATE_OPTIONS.items():
+        plates.add_argument(f"--{name}", type=int, default=default)
     plates.add_argument(
         "--overwrite", action="store_true", help="replace the plate folders and ground_truth.csv already in DIR"
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..testing.plates import make_plates
 from .exits import EXIT_OK, EXIT_USAGE
+from .parser import PLATE_OPTIONS
 
 __all__ = ["main_make_plates"]
 
@@ -37,15 +38,7 @@ def main_make_plates(args: argparse.Namespace) -> int:
                 if child.is_dir() and _PLATE.match(child.name):
                     shutil.rmtree(child)
             (target / "ground_truth.csv").unlink(missing_ok=True)
-        folders = make_plates(
-            args.dir,
-            plates=args.plates,
-            wells=args.wells,
-            sites=args.sites,
-            channels=args.channels,
-            size=args.size,
-            seed=args.seed,
-        )
+        folders = make_plates(args.dir, **{name: getattr(args, name) for name in PLATE_OPTIONS})
     except (ValueError, OSError) as exc:
         print(f"hcs-batch make-plates: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
+from typing import cast
 
 import trio
 
@@ -19,11 +20,23 @@ from ..security import ServerKeys, load_server_keys
 from ..server.control import ServerAddress
 from ..server.executor import default_workers
 from ..server.registry import ServerEntry, registered
-from ..server.serve import parse_bind, serve
+from ..server.serve import ServeOptions, parse_bind, serve
 
 __all__ = ["main_serve"]
 
 log = logging.getLogger("hcs_batch.server")
+
+
+_OPTIONS = ServeOptions.__optional_keys__ - {"keys", "warm_workers"}
+"""The options of :func:`serve` that ``hcs-batch serve`` takes from its command line as they are."""
+
+
+def _serve_options(args: argparse.Namespace, keys: ServerKeys | None) -> ServeOptions:
+    """The server's options: ``keys`` and the command line's (the parser names each one's ``dest`` after the
+    keyword of :func:`serve` it sets: ``--data-root`` is ``data_roots``)."""
+    options = cast(ServeOptions, {name: getattr(args, name) for name in _OPTIONS})
+    options["keys"] = keys
+    return options
 
 
 async def _serve_until_signalled(args: argparse.Namespace, keys: ServerKeys | None) -> None:
@@ -34,21 +47,7 @@ async def _serve_until_signalled(args: argparse.Namespace, keys: ServerKeys | No
         async with trio.open_nursery() as nursery:
 
             async def run_server(*, task_status: trio.TaskStatus[ServerAddress]) -> None:
-                await serve(
-                    args.bind,
-                    workers=args.workers,
-                    keys=keys,
-                    allow_steps=args.allow_steps,
-                    data_roots=args.data_root,
-                    output_roots=args.output_root,
-                    allow_remote_shutdown=args.allow_remote_shutdown,
-                    max_wells_per_worker=args.max_wells_per_worker,
-                    executor=args.executor,
-                    scheduler=args.scheduler,
-                    scheduler_file=args.scheduler_file,
-                    stop=stop,
-                    task_status=task_status,
-                )
+                await serve(args.bind, stop=stop, task_status=task_status, **_serve_options(args, keys))
                 nursery.cancel_scope.cancel()  # stopped: stop waiting for signals
 
             address: ServerAddress = await nursery.start(run_server)

@@ -29,10 +29,10 @@ overrides it names instead of the request's; they are part of its artifact id, a
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import time
-from dataclasses import dataclass
 
 import trio
 
@@ -74,7 +74,7 @@ _RECORDS_BUDGET = p.MAX_FRAME_BYTES * 3 // 4
 _PIPELINE_CACHE = 256
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ServerAddress:
     """Where a running server listens: its control URL (``tcp://host:port``) and its PUB port on the same host."""
 
@@ -84,41 +84,29 @@ class ServerAddress:
     """A secret that lets the holder shut the server down (given to an embedded server's own client only)."""
 
 
+@dataclasses.dataclass(slots=True, kw_only=True, eq=False)
 class ControlApp:
-    """Answers control requests arriving on ``router``; spawns compile tasks into ``nursery``."""
+    """Answers control requests arriving on ``router``; spawns compile tasks into ``nursery``.
 
-    def __init__(
-        self,
-        *,
-        router: AsyncSocket,
-        nursery: trio.Nursery,
-        executor: Executor,
-        publisher: EventPublisher,
-        events_port: int,
-        shutdown: trio.Event,
-        lane: ThreadLane,
-        allowlist: StepAllowlist,
-        roots: Roots,
-        output_lane: ThreadLane,
-        allow_remote_shutdown: bool = False,
-        shutdown_token: str = "",
-    ) -> None:
-        self._router = router
-        self._allowlist = allowlist
-        self._roots = roots
-        self._output_lane = output_lane
-        self._allow_remote_shutdown = allow_remote_shutdown
-        self._shutdown_token = shutdown_token
-        self._lane = lane
-        self._nursery = nursery
-        self._executor = executor
-        self._publisher = publisher
-        self._events_port = events_port
-        self._shutdown = shutdown
-        self._started = time.monotonic()
-        self._bad_frames = 0
-        self._pipelines: dict[tuple[str, str], CompiledPipeline] = {}
-        self.stopping = False
+    ``address``: where the server listens (``HelloReply.events_port``) and its shutdown token; ``lane`` and
+    ``output_lane``: the server's file-system lanes for plate folders and for output folders.
+    """
+
+    router: AsyncSocket
+    nursery: trio.Nursery
+    executor: Executor
+    publisher: EventPublisher
+    address: ServerAddress
+    shutdown: trio.Event
+    lane: ThreadLane
+    allowlist: StepAllowlist
+    roots: Roots
+    output_lane: ThreadLane
+    allow_remote_shutdown: bool = False
+    stopping: bool = dataclasses.field(default=False, init=False)
+    _started: float = dataclasses.field(default_factory=time.monotonic, init=False)
+    _bad_frames: int = dataclasses.field(default=0, init=False)
+    _pipelines: dict[tuple[str, str], CompiledPipeline] = dataclasses.field(default_factory=dict, init=False)
 
     # ------------------------------------------------------------------ frames
 
@@ -138,7 +126,7 @@ class ControlApp:
                 )
             )
         try:
-            self._router.send_nowait([identity, frame])
+            self.router.send_nowait([identity, frame])
         except ConnectionClosedError:
             pass  # the server is stopping; the client's own deadline handles the lost reply
 
@@ -180,7 +168,7 @@ class ControlApp:
             self._error(identity, request.rid, "error", f"internal server error: {type(exc).__name__}: {exc}")
 
     def _dispatch(self, identity: bytes, request: p.Request) -> None:
-        executor = self._executor
+        executor = self.executor
         if isinstance(request, p.Status):
             executions: list[p.ExecutionRecord] = []
             unknown: list[str] = []
@@ -198,35 +186,31 @@ class ControlApp:
                 p.HelloReply(
                     rid=request.rid,
                     version=p.PROTOCOL_VERSION,
-                    instance=self._publisher.instance,
-                    events_port=self._events_port,
-                    seq=self._publisher.seq,
+                    instance=self.publisher.instance,
+                    events_port=self.address.events_port,
+                    seq=self.publisher.seq,
                     capabilities=CAPABILITIES,
                     heartbeat_interval=p.HEARTBEAT_INTERVAL,
                     workers=executor.workers,
                 ),
             )
         elif isinstance(request, p.ServerInfo):
-            stats = executor.statistics()
             records, omitted = self._records_within_budget() if request.records else ([], 0)
             self._send(
                 identity,
                 p.ServerInfoReply(
                     rid=request.rid,
-                    instance=self._publisher.instance,
+                    instance=self.publisher.instance,
                     version=p.PROTOCOL_VERSION,
                     uptime=time.monotonic() - self._started,
-                    workers=executor.workers,
-                    queued=stats.queued,
-                    running=stats.running,
-                    busy_workers=stats.busy_workers,
                     executions=records,
                     executions_omitted=omitted,
+                    **dataclasses.asdict(executor.statistics()),
                 ),
             )
         elif isinstance(request, p.Ping):
             stats = executor.statistics()
-            self._publisher.heartbeat(queued=stats.queued, running=stats.running)
+            self.publisher.heartbeat(queued=stats.queued, running=stats.running)
             self._send(identity, p.OkReply(rid=request.rid))
         elif isinstance(request, p.Cancel):
             cancelled, terminal, unknown = executor.cancel(list(dict.fromkeys(request.execution_ids)))
@@ -248,9 +232,9 @@ class ControlApp:
             self._error(identity, request.rid, "error", "the server is shutting down")
         elif isinstance(request, p.Execute):
             executor.artifacts.get(request.artifact_id)  # an unknown artifact is refused without a thread hop
-            self._nursery.start_soon(self._execute, identity, request)
+            self.nursery.start_soon(self._execute, identity, request)
         elif isinstance(request, p.Compile):
-            self._nursery.start_soon(self._compile, identity, request)
+            self.nursery.start_soon(self._compile, identity, request)
         elif isinstance(request, p.Shutdown):
             if not self._may_shut_down(request.token):
                 self._error(
@@ -263,20 +247,21 @@ class ControlApp:
                 return
             self._send(identity, p.OkReply(rid=request.rid))
             self.stopping = True
-            self._shutdown.set()
+            self.shutdown.set()
 
     def _may_shut_down(self, token: str) -> bool:
-        if self._allow_remote_shutdown:
+        if self.allow_remote_shutdown:
             return True
-        return bool(self._shutdown_token) and hmac.compare_digest(token.encode(), self._shutdown_token.encode())
+        own = self.address.shutdown_token
+        return bool(own) and hmac.compare_digest(token.encode(), own.encode())
 
     async def _execute(self, identity: bytes, request: p.Execute) -> None:
         try:
-            plan = self._executor.artifacts.get(request.artifact_id)
-            plate_dir = await self._output_lane.run(check_output_dir, request.output_dir, plan.plate_name, self._roots)
+            plan = self.executor.artifacts.get(request.artifact_id)
+            plate_dir = await self.output_lane.run(check_output_dir, request.output_dir, plan.plate_name, self.roots)
             if self.stopping:
                 raise HcsBatchError("the server is shutting down")
-            execution = self._executor.submit(plan, output_dir=str(plate_dir.parent), force=request.force)
+            execution = self.executor.submit(plan, output_dir=str(plate_dir.parent), force=request.force)
         except HcsBatchError as exc:
             self._error(identity, request.rid, exc.code, str(exc))
             return
@@ -286,7 +271,7 @@ class ControlApp:
         """Execution records for ``ServerInfo``: live ones first, then finished ones newest first, as many as fit in
         :data:`_RECORDS_BUDGET` bytes; returned oldest first, with how many were left out. A reply over the frame
         limit would be dropped by the client, leaving it waiting."""
-        everything = self._executor.records.all()  # finished (oldest first), then live
+        everything = self.executor.records.all()  # finished (oldest first), then live
         kept: list[p.ExecutionRecord] = []
         size = 0
         for execution in reversed(everything):
@@ -305,10 +290,10 @@ class ControlApp:
             # It checks the folder against the data roots and returns its real path, which the index is built on.
             # A flat plate's index is pure computation, kept on the Trio thread: Python work in threads makes the
             # event loop wait for the GIL (measured: noop plates/s halved). Other layouts read metadata files.
-            plate_path, names = await self._lane.run(list_plate_folder, request.plate_path, self._roots)
+            plate_path, names = await self.lane.run(list_plate_folder, request.plate_path, self.roots)
             text, config, pipeline_file = request.pipeline, dict(request.config), ""
             if SETTINGS_FILE in names:  # the plate's own settings win over the batch's
-                files = await self._lane.run(read_plate_files, plate_path, names)
+                files = await self.lane.run(read_plate_files, plate_path, names)
                 if files is not None:
                     config = merged_config(request.config, files.settings)
                     if files.pipeline_text is not None and files.settings.pipeline is not None:
@@ -319,7 +304,7 @@ class ControlApp:
             pipeline = self._pipelines.get(key)
             if pipeline is None:
                 # Imports user modules (maybe slow): off the Trio thread. Later compiles hit the cache.
-                pipeline = await trio.to_thread.run_sync(compile_pipeline, text, source, self._allowlist)
+                pipeline = await trio.to_thread.run_sync(compile_pipeline, text, source, self.allowlist)
                 if len(self._pipelines) >= _PIPELINE_CACHE:
                     self._pipelines.clear()
                 self._pipelines[key] = pipeline
@@ -339,7 +324,7 @@ class ControlApp:
             log.exception("compiling plate %s failed", request.plate_name)
             self._error(identity, request.rid, "error", f"internal server error: {type(exc).__name__}: {exc}")
             return
-        self._executor.artifacts.put(plan)
+        self.executor.artifacts.put(plan)
         self._send(
             identity,
             p.CompileReply(

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import trio
 
 from .. import protocol as p
-from .._util import clip_text
 from .._zmq import AsyncSocket
 from ..errors import ConnectionClosedError
-from ..model import ExecutionState
 
 __all__ = ["EVENT_SNDHWM", "EventPublisher"]
 
@@ -38,45 +37,28 @@ class EventPublisher:
         self.seq = 0
         """The number of the last event published (0: none yet)."""
 
-    def _publish(self, kind: type[p.Event], **fields: Any) -> None:
-        """Number one event of ``kind`` and send it."""
+    def _publish(self, kind: Callable[..., p.Event], **fields: Any) -> None:
+        """Number one event made by ``kind`` (an event class or builder taking ``seq`` and ``instance``), send it."""
+        self._send(kind(seq=self._next(), instance=self.instance, **fields))
+
+    def _next(self) -> int:
+        """Number the next event."""
         self.seq += 1
+        return self.seq
+
+    def _send(self, event: p.Event) -> None:
         try:
-            self._sock.send_nowait([p.encode(kind(seq=self.seq, instance=self.instance, **fields))])
+            self._sock.send_nowait([p.encode(event)])
         except ConnectionClosedError:
             pass
 
-    def progress(self, *, execution_id: str, plate_name: str, well: str, step: str, done: int, total: int) -> None:
-        self._publish(
-            p.ProgressEvent,
-            execution_id=execution_id,
-            plate_name=plate_name,
-            well=well,
-            step=step,
-            done=done,
-            total=total,
-        )
+    def progress(self, execution: p.ExecutionFacts, *, well: str, step: str, done: int, total: int) -> None:
+        """``done`` of ``total`` (well, step) units of ``execution`` finished (``step`` empty: ``well`` started)."""
+        self._publish(partial(p.progress_event, execution), well=well, step=step, done=done, total=total)
 
-    def state(
-        self,
-        *,
-        execution_id: str,
-        plate_name: str,
-        state: ExecutionState,
-        error: str = "",
-        wells_total: int = 0,
-        wells_skipped: int = 0,
-    ) -> None:
-        """An execution's state; ``error`` is clipped to ``MAX_ERROR_BYTES``."""
-        self._publish(
-            p.StateEvent,
-            execution_id=execution_id,
-            plate_name=plate_name,
-            state=state,
-            error=clip_text(error, p.MAX_ERROR_BYTES),
-            wells_total=wells_total,
-            wells_skipped=wells_skipped,
-        )
+    def state(self, record: p.ExecutionRecord) -> None:
+        """An execution's state as its status ``record`` says it (its error already clipped there)."""
+        self._send(p.state_event(record, seq=self._next(), instance=self.instance))
 
     def heartbeat(self, *, queued: int, running: int) -> None:
         self._publish(p.HeartbeatEvent, time=time.time(), queued=queued, running=running)

@@ -31,9 +31,8 @@ from .control import ControlApp, ServerAddress
 from .events import EVENT_SNDHWM, EventPublisher
 from .executor import Executor, open_well_runner
 from .roots import Roots
-from .stores import ArtifactStore, RecordStore
 
-__all__ = ["EmbeddedOptions", "ServerAddress", "open_embedded_server", "parse_bind", "serve"]
+__all__ = ["EmbeddedOptions", "ServeOptions", "ServerAddress", "open_embedded_server", "parse_bind", "serve"]
 
 log = logging.getLogger("hcs_batch.server")
 
@@ -156,7 +155,6 @@ async def serve(
             control_url=f"tcp://{url_host}:{port}", events_port=events_port, shutdown_token=shutdown_token
         )
         publisher = EventPublisher(events, uuid.uuid4().hex)
-        records = RecordStore()
         # Worker threads for the server's small blocking file-system calls: many plates share one thread hop,
         # and nothing touches the disk on the Trio thread. Two lanes, so that a plate folder on a hung network
         # share (input) cannot hold up the result files of other plates (output), nor the other way round.
@@ -177,27 +175,20 @@ async def serve(
                 await io_nursery.start(output_lane.serve)
                 shutdown = stop if stop is not None else trio.Event()
                 async with trio.open_nursery() as work:
-                    lifecycle = Executor(
-                        nursery=work,
-                        runner=runner,
-                        publisher=publisher,
-                        records=records,
-                        artifacts=ArtifactStore(),
-                        lane=output_lane,
-                    )
+                    lifecycle = Executor(nursery=work, runner=runner, publisher=publisher, lane=output_lane)
+                    records = lifecycle.records
                     app = ControlApp(
                         router=control,
                         nursery=work,
                         executor=lifecycle,
                         publisher=publisher,
-                        events_port=events_port,
+                        address=address,
                         shutdown=shutdown,
                         lane=input_lane,
                         allowlist=allowlist,
                         roots=roots,
                         output_lane=output_lane,
                         allow_remote_shutdown=allow_remote_shutdown,
-                        shutdown_token=shutdown_token,
                     )
                     await io_nursery.start(control.run, app.on_frames)
                     io_nursery.start_soon(publisher.run_heartbeat, lambda: (records.queued, records.running))
@@ -247,6 +238,12 @@ class EmbeddedOptions(TypedDict, total=False):
     executor: str
     scheduler: str | None
     scheduler_file: str | None
+
+
+class ServeOptions(EmbeddedOptions, total=False):
+    """What ``hcs-batch serve`` passes on to :func:`serve`: an embedded server's options and remote shutdown."""
+
+    allow_remote_shutdown: bool
 
 
 @asynccontextmanager

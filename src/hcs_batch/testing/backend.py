@@ -42,6 +42,7 @@ import itertools
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 import trio
@@ -58,9 +59,9 @@ from ..protocol import (
     ExecutionRecord,
     HeartbeatEvent,
     PauseReply,
-    ProgressEvent,
     ServerInfoReply,
     StateEvent,
+    progress_event,
 )
 from .calls import CompileCall, ExecuteCall, SimulatedExecution, artifact_id_of, fresh_error
 
@@ -392,15 +393,7 @@ class InMemoryBackend(ExecutionBackend):
                 await trio.sleep(step_time)
                 await self._unfrozen()
                 done += 1
-                self._publish(
-                    ProgressEvent,
-                    execution_id=ex.execution_id,
-                    plate_name=ex.plate_name,
-                    well=well,
-                    step=step,
-                    done=done,
-                    total=units,
-                )
+                self._publish(partial(progress_event, ex), well=well, step=step, done=done, total=units)
             ex.wells_done += 1
         if units == 0:
             await trio.sleep(step_time)
@@ -447,8 +440,9 @@ class InMemoryBackend(ExecutionBackend):
             StateEvent, execution_id=ex.execution_id, plate_name=ex.plate_name, state=ex.shown, error=ex.error
         )
 
-    def _publish(self, kind: type[Event], **fields: Any) -> None:
-        """Number and deliver one event, unless a lost or frozen server sends nothing."""
+    def _publish(self, kind: Callable[..., Event], **fields: Any) -> None:
+        """Number and deliver one event made by ``kind`` (an event class or builder taking ``seq`` and
+        ``instance``), unless a lost or frozen server sends nothing."""
         seq = self._next_seq()
         if seq:
             self._deliver(kind(seq=seq, instance=self._instance, **fields))

@@ -72,6 +72,9 @@ _LOCK_RELEASE_BOUND = 5.0
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExecutorStatistics:
+    """The executor's part of a ``ServerInfoReply``: each field fills the reply's field of the same name."""
+
+    workers: int
     queued: int
     running: int
     busy_workers: int
@@ -98,24 +101,17 @@ def failed_wells_message(failed: Mapping[str, str], wells: Sequence[str]) -> str
 
 class Executor:
     """Runs executions as tasks of ``nursery``, their wells on ``runner``; all methods are called from the Trio
-    thread."""
+    thread. It keeps the server's execution ``records`` and compiled ``artifacts``."""
 
     def __init__(
-        self,
-        *,
-        nursery: trio.Nursery,
-        runner: WellRunner,
-        publisher: EventPublisher,
-        records: RecordStore,
-        artifacts: ArtifactStore,
-        lane: ThreadLane,
+        self, *, nursery: trio.Nursery, runner: WellRunner, publisher: EventPublisher, lane: ThreadLane
     ) -> None:
         self._nursery = nursery
         self._lane = lane
         self.runner = runner
         self._publisher = publisher
-        self.records = records
-        self.artifacts = artifacts
+        self.records = RecordStore()
+        self.artifacts = ArtifactStore()
 
     @property
     def workers(self) -> int:
@@ -158,14 +154,7 @@ class Executor:
     # ------------------------------------------------------------------ running
 
     def _publish_state(self, execution: Execution) -> None:
-        self._publisher.state(
-            execution_id=execution.execution_id,
-            plate_name=execution.plate_name,
-            state=execution.shown_state,
-            error=execution.error,
-            wells_total=execution.wells_total,
-            wells_skipped=execution.wells_skipped,
-        )
+        self._publisher.state(execution.record())
 
     async def _run(self, execution: Execution, plan: Plan, plate_dir: Path, force: bool) -> None:
         state = ExecutionState.CANCELLED
@@ -251,20 +240,12 @@ class Executor:
         done = (execution.wells_done - 1) * len(steps)
         for step in steps:
             done += 1
-            self._publisher.progress(
-                execution_id=execution.execution_id,
-                plate_name=plan.plate_name,
-                well=well,
-                step=step.name,
-                done=done,
-                total=total,
-            )
+            self._publisher.progress(execution, well=well, step=step.name, done=done, total=total)
 
     def _well_started(self, execution: Execution, plan: Plan, well: str) -> None:
         # A progress event with an empty step: the well is running (its done count unchanged).
         self._publisher.progress(
-            execution_id=execution.execution_id,
-            plate_name=plan.plate_name,
+            execution,
             well=well,
             step="",
             done=execution.wells_done * len(plan.steps),
@@ -378,7 +359,10 @@ class Executor:
         }
 
     def statistics(self) -> ExecutorStatistics:
-        """The executions waiting and running, and the wells running right now."""
+        """The worker slots, the executions waiting and running, and the wells running right now."""
         return ExecutorStatistics(
-            queued=self.records.queued, running=self.records.running, busy_workers=self.runner.busy()
+            workers=self.workers,
+            queued=self.records.queued,
+            running=self.records.running,
+            busy_workers=self.runner.busy(),
         )
