@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from hcs_batch.client import open_connection
-from hcs_batch.server import open_embedded_server
+from hcs_batch.server import open_embedded_server, registry
 from hcs_batch.server.executor import dask as dask_executor
 from hcs_batch.testing.plates import make_plates
 from tests.support.dask_cluster import DaskCluster, dask_cluster, keys_on_cluster
@@ -80,6 +80,8 @@ async def test_serve_on_a_scheduler_cancels_one_of_two_with_a_hard_stop(cluster:
         with trio.fail_after(90):
             async with open_connection(server.url) as conn:
                 assert (await conn.server_info()).workers == 2  # the cluster's threads, not --workers
+                [entry] = [e for e in registry.read_entries() if e.url == server.url]
+                assert entry.executor == "dask"  # what `hcs-batch servers` shows
                 a = await conn.compile(
                     plate_path=str(hold_folder), plate_name="held", pipeline=HOLD_PIPELINE.format(pid_dir=held)
                 )

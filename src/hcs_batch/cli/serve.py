@@ -51,7 +51,7 @@ async def _serve_until_signalled(args: argparse.Namespace, keys: ServerKeys | No
                 nursery.cancel_scope.cancel()  # stopped: stop waiting for signals
 
             address: ServerAddress = await nursery.start(run_server)
-            with _registered(address, args.workers, keys):
+            with _registered(address, args, keys):
                 print(
                     f"hcs-batch server listening on {address.control_url} (events on {address.events_port})",
                     flush=True,
@@ -66,15 +66,17 @@ async def _serve_until_signalled(args: argparse.Namespace, keys: ServerKeys | No
 
 
 @contextlib.contextmanager
-def _registered(address: ServerAddress, workers: int | None, keys: ServerKeys | None) -> Iterator[None]:
-    """List this server in the user's registry (``hcs-batch servers``) while it runs; a registry that cannot be
-    written is a warning, not a reason to refuse to serve."""
+def _registered(address: ServerAddress, args: argparse.Namespace, keys: ServerKeys | None) -> Iterator[None]:
+    """List this server in the user's registry (``hcs-batch servers``) while it runs, with its executor (``local``
+    or ``dask``) and, for the local one, its worker processes; a registry that cannot be written is a warning, not
+    a reason to refuse to serve."""
+    local = args.executor == "local"
     entry = ServerEntry(
         url=address.control_url,
         pid=os.getpid(),
         started_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        executor="local",
-        workers=workers if workers is not None else default_workers(),
+        executor=args.executor,
+        workers=(args.workers or default_workers()) if local else 0,  # a cluster's workers are the scheduler's
         events_port=address.events_port,
         curve=keys is not None,
     )
