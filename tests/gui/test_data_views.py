@@ -6,7 +6,6 @@ import csv
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import trio
 from PyQt6.QtCore import QEvent, QPoint, Qt
 from PyQt6.QtGui import QColor, QHelpEvent
@@ -19,17 +18,16 @@ from guest_mode.window import PlateManagerWindow
 from hcs_batch.model import PlateState
 from hcs_batch.pipeline import default_pipeline_text
 from hcs_batch.server.plate_map import well_means
+from hcs_batch.testing.plates import make_plates
 from hcs_batch.workflow.progress import PlateProgress, WellState
 from hcs_batch.workflow.service import BatchKind
 
 from ..support.slow_steps import release_gate
 from .conftest import guest, serving
 
-synth = pytest.importorskip("hcs_batch.testing.plates")
-
 
 def make_window(qtbot, tmp_path: Path, *, wells: int, size: int, sites: int = 1) -> PlateManagerWindow:
-    folders = synth.make_plates(tmp_path / "plates", plates=1, wells=wells, sites=sites, size=size, seed=4)
+    folders = make_plates(tmp_path / "plates", plates=1, wells=wells, sites=sites, size=size, seed=4)
     window = PlateManagerWindow(output_dir=tmp_path / "results", workers=1)
     qtbot.addWidget(window)
     window.add_plates(folders)
@@ -222,7 +220,7 @@ async def test_a_failed_well_shows_red_with_its_error_on_hover(qtbot, tmp_path):
 
 @guest
 async def test_the_views_follow_the_current_plate_and_show_earlier_results(qtbot, tmp_path):
-    folders = synth.make_plates(tmp_path / "plates", plates=2, wells=3, size=32, seed=5)
+    folders = make_plates(tmp_path / "plates", plates=2, wells=3, size=32, seed=5)
     (tmp_path / "plates" / "plate_002" / "B05_s1_w1.tif").write_bytes((folders[1] / "A01_s1_w1.tif").read_bytes())
     earlier = tmp_path / "results" / "plate_002"
     earlier.mkdir(parents=True)

@@ -14,19 +14,16 @@ from PyQt6.QtCore import Qt
 
 from guest_mode.session import ConnectionState
 from guest_mode.window import PlateManagerWindow
+from hcs_batch.testing.plates import make_plates
 from hcs_batch.workflow.service import BatchKind, BatchState
 
 from .conftest import buttons, free_port, guest, press_stop, serving
-
-service_module = pytest.importorskip("hcs_batch.workflow.service", reason="BatchWorkflowService has not landed yet")
-pytest.importorskip("hcs_batch.connect", reason="the embedded server helper has not landed yet")
-synth = pytest.importorskip("hcs_batch.testing.plates")
 
 pytestmark = pytest.mark.slow
 
 
 def make_window(qtbot, tmp_path: Path, *, plates: int = 3, wells: int = 2, size: int = 64, **kwargs):
-    folders = synth.make_plates(tmp_path / "plates", plates=plates, wells=wells, size=size, seed=1)
+    folders = make_plates(tmp_path / "plates", plates=plates, wells=wells, size=size, seed=1)
     kwargs.setdefault("workers", 1)
     window = PlateManagerWindow(output_dir=tmp_path / "results", **kwargs)
     qtbot.addWidget(window)
@@ -137,7 +134,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_scripted_run_exits_0_and_saves_a_screenshot(tmp_path):
-    folders = synth.make_plates(tmp_path / "plates", plates=2, wells=2, size=64, seed=2)
+    folders = make_plates(tmp_path / "plates", plates=2, wells=2, size=64, seed=2)
     shot = tmp_path / "out.png"
     proc = subprocess.run(
         [
@@ -176,7 +173,7 @@ def test_scripted_exit_codes_for_bad_input_and_unreachable_server(tmp_path):
     )
     assert missing.returncode == 2, missing.stderr
     assert "does not exist" in missing.stderr
-    folders = synth.make_plates(tmp_path / "plates", plates=1, wells=1, size=32, seed=3)
+    folders = make_plates(tmp_path / "plates", plates=1, wells=1, size=32, seed=3)
     unreachable = subprocess.run(
         [
             sys.executable,
