@@ -197,3 +197,28 @@ async def test_cancelling_serve_mid_run_still_cancels_on_the_server(qtbot, tmp_p
     assert service.batch_state.value is BatchState.IDLE
     assert set(states(window)) == {"cancelled"}
     assert not [r for r in caplog.records if r.name.startswith("hcs_batch") and r.levelno >= logging.WARNING]
+
+
+_PROBE = """
+import sys
+import guest_mode.__main__ as entry
+from guest_mode.runner import GuestRunner
+
+def run(self, main, *args):
+    print("pyarrow.parquet" in sys.modules)
+    return 0
+
+GuestRunner.run = run
+sys.exit(entry.main([]))
+"""
+
+
+def test_the_first_cold_tick_has_no_parquet_import_left_to_do(tmp_path):
+    # Issue 12: the first cold run froze the Qt loop for ~340 ms because pyarrow.parquet (a C extension, holding
+    # the GIL while it loads) was first imported from the server's thread lane mid-loop. A fresh interpreter
+    # shows whether it is loaded before the Qt loop starts (GuestRunner.run stands in for the loop here).
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=60, env=_env(tmp_path)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True", "pyarrow.parquet is first imported after the Qt loop started"
