@@ -71,6 +71,19 @@ async def test_compile_then_run_reach_the_right_rows(qtbot, tmp_path):
 
 
 @guest
+async def test_files_the_layout_does_not_understand_are_a_warning_in_the_log(qtbot, tmp_path):
+    # Issue 10: never skipped silently; compile names them and the window shows the warning.
+    window = make_window(qtbot, tmp_path, plates=1)
+    (window.plates[0].path / "notes.txt").write_text("not an image")
+    async with serving(window):
+        assert await window.session.wait_connection() is ConnectionState.CONNECTED
+        summary = await window.run_batch(BatchKind.COMPILE)
+    assert summary.exit_code() == 0, window.log_pane.toPlainText()
+    warning = "plate_001: warning: 1 file(s) not understood by the flat layout were ignored: notes.txt"
+    assert warning in window.log_pane.toPlainText().splitlines()
+
+
+@guest
 async def test_stop_mid_run_ends_every_row_cancelled(qtbot, tmp_path):
     window = make_window(qtbot, tmp_path, plates=3, wells=24, size=256)
     running = when_running(window)
