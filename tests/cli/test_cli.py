@@ -75,6 +75,8 @@ def test_run_counts_match_ground_truth_and_json_has_the_promised_shape(plates: l
     for plate in plates:
         for row in csv.DictReader((out / plate.name / "wells.csv").read_text().splitlines()):
             assert int(row["object_count"]) == truth[(plate.name, row["well"], row["site"], row["channel"])]
+            assert (row["plate"], row["file"]) == (plate.name, f"{row['well']}_s{row['site']}_w1.tif")
+            assert 0 < float(row["threshold"]) < 1  # the Otsu threshold used, on the normalised image
             seen += 1
     assert seen == len(truth) == 2 * 3 * 2
     assert (out / "plate_001" / "manifest.json").exists()

@@ -33,7 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..measure import Objects, channel_means, to_labels
-from ..steps import is_objects_step
+from ..steps import _NOTES, is_objects_step
 from .compiler import WorkerStep
 from .images import ImageError, load_plane, source_path
 from .results import Row, write_well_result
@@ -182,12 +182,20 @@ def _run_steps(
     step."""
     image, objects = planes.pop(), None
     raw = image if any(wants_raw for _, _, wants_raw in steps) else None
+    notes: dict[str, Any] = {}
     for ref, params, wants_raw in steps:
+        token = _NOTES.set(notes)
         try:
             func = _function(ref)
             result = func(image, raw=raw, **params) if wants_raw else func(image, **params)
         except Exception as exc:
             raise StepFailure(f"{where}: step {ref} failed: {type(exc).__name__}: {exc}") from None
+        finally:
+            _NOTES.reset(token)
+        for key, value in notes.items():  # what a step recorded beside its image (the threshold it used)
+            name, plain = _measurement(where, ref, key, value)
+            row[name] = plain
+        notes.clear()
         if isinstance(result, np.ndarray):
             image = result
             if is_objects_step(func):
