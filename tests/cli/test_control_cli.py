@@ -45,6 +45,8 @@ async def executions(url: str) -> list[dict[str, object]]:
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert set(document) == {"server", "executions"}
+    shown = [document["server"], *document["executions"]]
+    assert not any({"kind", "rid"} & set(part) for part in shown), "protocol fields leak into status --json"
     return list(document["executions"])
 
 
