@@ -235,3 +235,19 @@ def test_the_first_cold_tick_has_no_parquet_import_left_to_do(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "True", "pyarrow.parquet is first imported after the Qt loop started"
+
+
+def test_the_documented_exit_codes_are_the_codes():
+    # Issue 12: guest_mode/__main__.py documented exit 1 for a cancelled batch while the code exited 130.
+    import guest_mode.__main__ as entry
+
+    doc = " ".join((entry.__doc__ or "").split())
+    for code, meaning in [
+        (entry.EXIT_OK, "every plate succeeded"),
+        (entry.EXIT_FAILED, "some plates failed"),
+        (entry.EXIT_USAGE, "bad usage or input"),
+        (entry.EXIT_UNREACHABLE, "server unreachable"),
+        (entry.EXIT_CANCELLED, "the batch was cancelled"),
+    ]:
+        assert f"{code} {meaning}" in doc, (code, meaning)
+    assert entry.EXIT_CANCELLED == 130
