@@ -104,6 +104,10 @@ async def test_stop_mid_run_ends_every_row_cancelled(qtbot, tmp_path):
         window.refresh_now()
         assert states(window) == ["cancelled"] * 3
         assert buttons(window) == (True, True, False)
+        # Issue 12, on a real server: the bar tells the cancelled plates apart and the status line agrees with the
+        # rows at once (it said "3 running, 2/2 workers busy" 0.3 s after Stop).
+        assert window.batch_bar.counts() == {"done": 0, "failed": 0, "cancelled": 3}
+        assert "0 running" in window.server_status_text, window.server_status_text
 
 
 @guest
