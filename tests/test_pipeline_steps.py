@@ -108,3 +108,23 @@ def test_make_plates_command_refuses_bad_counts(tmp_path: Path, capsys: pytest.C
     args = build_parser().parse_args(["make-plates", str(tmp_path), "--wells", "999"])
     assert main_make_plates(args) == 2
     assert "wells" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("log", [False, True])
+@pytest.mark.parametrize("shape", [(64, 48), (2, 64, 48)])  # 2-D takes the banded log path, 3-D the whole-image one
+def test_otsu_threshold_records_the_threshold_it_used_in_the_images_units(log: bool, shape: tuple[int, ...]) -> None:
+    # Issue 12: wells.csv carries the threshold used. The recorded value splits the step's input as its mask does.
+    rng = np.random.default_rng(7)
+    image = rng.gamma(2.0, 0.05, shape).astype(np.float32)
+    image[..., 10:20, 10:20] += 0.6
+    notes: dict[str, object] = {}
+    token = steps._NOTES.set(notes)
+    try:
+        mask = steps.otsu_threshold(image, log=log)
+    finally:
+        steps._NOTES.reset(token)
+    threshold = notes["threshold"]
+    assert isinstance(threshold, float) and float(image.min()) < threshold < float(image.max())
+    differ = np.count_nonzero(mask != (image > threshold))
+    assert differ <= 2, f"{differ} pixels on the other side of the recorded threshold"  # float rounding at the edge
+    assert steps.otsu_threshold(image, log=log).shape == mask.shape  # outside a worker: nothing recorded, no error

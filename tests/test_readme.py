@@ -73,3 +73,16 @@ def test_every_command_of_using_it_works_as_written(tmp_path: Path) -> None:
     runs = [out.stderr for line, out in outputs.items() if line.startswith("hcs-batch run") and "--json" not in line]
     assert len(runs) == 2 and all("0 well(s) computed, 8 reused" in err for err in runs)
     assert (tmp_path / "results" / "plate_001" / "wells.csv").exists()
+
+
+def test_the_readmes_example_pipeline_is_the_built_in_one() -> None:
+    # Issue 12: the README's example was not the built-in pipeline and measured nothing.
+    import tomllib
+
+    text = README.read_text(encoding="utf-8")
+    start = text.index("\n### Pipelines\n")
+    block = text[text.index("```toml\n", start) + len("```toml\n") :]
+    shown = tomllib.loads(block[: block.index("```")])
+    built_in = ROOT / "src" / "hcs_batch" / "pipelines" / "nucleus_counter.toml"
+    assert shown == tomllib.loads(built_in.read_text(encoding="utf-8"))
+    assert any(step["func"] == "hcs_batch.steps:split_touching" for step in shown["steps"])  # it makes objects

@@ -201,11 +201,18 @@ def otsu_level(image: NDArray[Any], bins: int = 256) -> float:
 
 
 def log_otsu_mask(image: NDArray[Any], bins: int = 256, rows: int = 128) -> NDArray[np.bool_] | None:
-    """``steps.otsu_threshold(image, bins=bins, log=True)`` without an image-sized float32 copy: the log is taken
+    """The mask of :func:`log_otsu` alone (None when the image does not take that path)."""
+    found = log_otsu(image, bins, rows)
+    return None if found is None else found[0]
+
+
+def log_otsu(image: NDArray[Any], bins: int = 256, rows: int = 128) -> tuple[NDArray[np.bool_], float] | None:
+    """``steps.otsu_threshold(image, bins=bins, log=True)``'s mask without an image-sized float32 copy: the log is taken
     ``rows`` rows at a time, three times (range, histogram, mask), into one small buffer; the same mask, bit for
     bit (the same float32 operations on every pixel, OpenCV's histogram summed over the bands). ~3 ms more per
     2,048-pixel field, 2 images less at the counter's peak. None when the image does not take this path (not
-    2-D, or 2**24 pixels or more: :func:`otsu_level` then counts with numpy); the caller falls back.
+    2-D, or 2**24 pixels or more: :func:`otsu_level` then counts with numpy); the caller falls back. With the mask,
+    the threshold in the image's own units: ``exp(level) + offset`` (the pixels above it are the mask's).
     """
     if image.ndim != 2 or not 0 < image.size < 1 << 24:
         return None
@@ -237,7 +244,7 @@ def log_otsu_mask(image: NDArray[Any], bins: int = 256, rows: int = 128) -> NDAr
         level = otsu_from_histogram(hist, np.linspace(low, high, bins + 1, dtype=np.result_type(low, high, buffer)))
     for start, part in logs():
         np.greater(part, level, out=mask[start : start + len(part)])
-    return mask
+    return mask, float(np.exp(level)) + float(offset)
 
 
 def otsu_from_histogram(hist: NDArray[Any], edges: NDArray[Any]) -> float:

@@ -28,6 +28,7 @@ overhead of benchmark plates near the cost of the wire.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -112,6 +113,19 @@ def is_inline_noop(func: object) -> bool:
     return getattr(func, NOOP_ATTRIBUTE, False) is True
 
 
+_NOTES: ContextVar[dict[str, Any] | None] = ContextVar("hcs_batch_step_notes", default=None)
+"""Where a step that returns an image records a measurement beside it (the worker sets it; see :func:`_note`)."""
+
+
+def _note(name: str, value: Any) -> None:
+    """Record measurement ``name`` for the row of the image being processed, beside an array result
+    (``otsu_threshold``'s ``threshold``). The worker merges it into the row as it merges a returned dict;
+    called outside a worker, nothing happens."""
+    notes = _NOTES.get()
+    if notes is not None:
+        notes[name] = value
+
+
 def makes_objects(func: F) -> F:
     """Mark ``func`` as a step whose array result is the segmentation the server measures."""
     setattr(func, OBJECTS_ATTRIBUTE, True)
@@ -156,18 +170,25 @@ def otsu_threshold(
     With ``log`` the threshold is found on ``log(image - min + range / 1000)``: on a logarithmic scale a single
     very bright object (or a few) no longer pulls the threshold above dim nuclei, which plain Otsu on a 10-fold
     spread of brightness does.
+
+    Records the threshold it used, in the input image's units (pixels above it are the mask), as the ``threshold``
+    column of ``wells.csv``.
     """
     if bins < 2:
         raise ValueError(f"otsu_threshold: bins must be >= 2, got {bins}")
     data = image
-    if log and (banded := imageops.log_otsu_mask(image, bins)) is not None:
-        return banded
+    if log and (banded := imageops.log_otsu(image, bins)) is not None:
+        _note("threshold", banded[1])
+        return banded[0]
+    offset = None
     if log:
         lo, hi = imageops.min_max(image)
         data = image.astype(np.float32)  # float32 carries the log's 1e-3..1 range with room to spare
-        data -= np.float32(lo - max(hi - lo, 1e-12) * 1e-3)
+        offset = np.float32(lo - max(hi - lo, 1e-12) * 1e-3)
+        data -= offset
         np.log(data, out=data)
     level = imageops.otsu_level(data, bins)
+    _note("threshold", float(level) if offset is None else float(np.exp(level)) + float(offset))
     mask: NDArray[np.bool_] = data > level
     return mask
 

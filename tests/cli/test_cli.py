@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import functools
 import json
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
+import hcs_batch
 from hcs_batch.testing.plates import make_plates
 
 from ..support.procs import descendants, survivors
@@ -76,9 +78,18 @@ def test_run_counts_match_ground_truth_and_json_has_the_promised_shape(plates: l
     for plate in plates:
         for row in csv.DictReader((out / plate.name / "wells.csv").read_text().splitlines()):
             assert int(row["object_count"]) == truth[(plate.name, row["well"], row["site"], row["channel"])]
+            assert (row["plate"], row["file"]) == (plate.name, f"{row['well']}_s{row['site']}_w1.tif")
+            assert 0 < float(row["threshold"]) < 1  # the Otsu threshold used, on the normalised image
             seen += 1
     assert seen == len(truth) == 2 * 3 * 2
-    assert (out / "plate_001" / "manifest.json").exists()
+    # manifest.json (issue 12): ISO 8601 times in UTC, the software's version, rows named as results, the execution.
+    manifest = json.loads((out / "plate_001" / "manifest.json").read_text())
+    started = datetime.datetime.fromisoformat(manifest["started_at"])
+    finished = datetime.datetime.fromisoformat(manifest["finished_at"])
+    assert started.utcoffset() == finished.utcoffset() == datetime.timedelta(0) and started <= finished
+    assert manifest["software_version"] == hcs_batch.__version__ and "rows" not in manifest
+    assert manifest["result_rows"] == 6 and manifest["failed_wells"] == []
+    assert manifest["execution_id"] == summary["plates"][0]["execution_id"]
 
 
 def test_compile_only_keeps_artifacts_and_reports_compiled(plates: list[Path]) -> None:

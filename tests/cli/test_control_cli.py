@@ -49,6 +49,8 @@ async def executions(url: str) -> list[dict[str, object]]:
     assert document["server"]["url"] == url and {"queued", "running", "workers"} <= set(document["server"])
     for record in document["executions"]:
         assert {"execution_id", "plate", "state", "wells_done", "wells_total"} <= set(record)
+    shown = [document["server"], *document["executions"]]
+    assert not any({"kind", "rid"} & set(part) for part in shown), "protocol fields leak into status --json"
     return list(document["executions"])
 
 

@@ -85,6 +85,19 @@ async def test_a_plate_with_its_own_settings_shows_its_pipeline_in_its_row(qtbot
 
 
 @guest
+async def test_files_the_layout_does_not_understand_are_a_warning_in_the_log(qtbot, tmp_path):
+    # Issue 10: never skipped silently; compile names them and the window shows the warning.
+    window = make_window(qtbot, tmp_path, plates=1)
+    (window.plates[0].path / "notes.txt").write_text("not an image")
+    async with serving(window):
+        assert await window.session.wait_connection() is ConnectionState.CONNECTED
+        summary = await window.run_batch(BatchKind.COMPILE)
+    assert summary.exit_code() == 0, window.log_pane.toPlainText()
+    warning = "plate_001: warning: 1 file(s) not understood by the flat layout were ignored: notes.txt"
+    assert warning in window.log_pane.toPlainText().splitlines()
+
+
+@guest
 async def test_stop_mid_run_ends_every_row_cancelled(qtbot, tmp_path):
     window = make_window(qtbot, tmp_path, plates=3, wells=24, size=256)
     running = when_running(window)
@@ -105,6 +118,10 @@ async def test_stop_mid_run_ends_every_row_cancelled(qtbot, tmp_path):
         window.refresh_now()
         assert states(window) == ["cancelled"] * 3
         assert buttons(window) == (True, True, False)
+        # Issue 12, on a real server: the bar tells the cancelled plates apart and the status line agrees with the
+        # rows at once (it said "3 running, 2/2 workers busy" 0.3 s after Stop).
+        assert window.batch_bar.counts() == {"done": 0, "failed": 0, "cancelled": 3}
+        assert "0 running" in window.server_status_text, window.server_status_text
 
 
 @guest
@@ -211,3 +228,44 @@ async def test_cancelling_serve_mid_run_still_cancels_on_the_server(qtbot, tmp_p
     assert service.batch_state.value is BatchState.IDLE
     assert set(states(window)) == {"cancelled"}
     assert not [r for r in caplog.records if r.name.startswith("hcs_batch") and r.levelno >= logging.WARNING]
+
+
+_PROBE = """
+import sys
+import guest_mode.__main__ as entry
+from guest_mode.runner import GuestRunner
+
+def run(self, main, *args):
+    print("pyarrow.parquet" in sys.modules)
+    return 0
+
+GuestRunner.run = run
+sys.exit(entry.main([]))
+"""
+
+
+def test_the_first_cold_tick_has_no_parquet_import_left_to_do(tmp_path):
+    # Issue 12: the first cold run froze the Qt loop for ~340 ms because pyarrow.parquet (a C extension, holding
+    # the GIL while it loads) was first imported from the server's thread lane mid-loop. A fresh interpreter
+    # shows whether it is loaded before the Qt loop starts (GuestRunner.run stands in for the loop here).
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=60, env=_env(tmp_path)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True", "pyarrow.parquet is first imported after the Qt loop started"
+
+
+def test_the_documented_exit_codes_are_the_codes():
+    # Issue 12: guest_mode/__main__.py documented exit 1 for a cancelled batch while the code exited 130.
+    import guest_mode.__main__ as entry
+
+    doc = " ".join((entry.__doc__ or "").split())
+    for code, meaning in [
+        (entry.EXIT_OK, "every plate succeeded"),
+        (entry.EXIT_FAILED, "some plates failed"),
+        (entry.EXIT_USAGE, "bad usage or input"),
+        (entry.EXIT_UNREACHABLE, "server unreachable"),
+        (entry.EXIT_CANCELLED, "the batch was cancelled"),
+    ]:
+        assert f"{code} {meaning}" in doc, (code, meaning)
+    assert entry.EXIT_CANCELLED == 130

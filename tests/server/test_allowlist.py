@@ -163,6 +163,16 @@ def test_run_and_compile_pass_allow_steps_to_their_embedded_server(modules: Path
     assert refused.stderr.count("\n") == 1 and "evil.toml:2: step 1 (evil_mod:step)" in refused.stderr
     assert "not an allowed step module" in refused.stderr and "--allow-steps evil_mod" in refused.stderr
     assert not (tmp_path / "imported").exists()
+    compile_command = [sys.executable, "-m", "hcs_batch", "compile", str(plate), "--pipeline", str(pipeline)]
+    compile_refused = subprocess.run(compile_command, capture_output=True, text=True, timeout=120, env=_env(modules))
+    assert compile_refused.returncode == 2 and "--allow-steps evil_mod" in compile_refused.stderr
+    assert not (tmp_path / "imported").exists()
+    compile_allowed = subprocess.run(
+        [*compile_command, "--allow-steps", "evil_mod"], capture_output=True, text=True, timeout=120, env=_env(modules)
+    )
+    assert compile_allowed.returncode == 0, compile_allowed.stderr
+    assert (tmp_path / "imported").exists()
+    (tmp_path / "imported").unlink()
     allowed = subprocess.run(
         [*command, "--allow-steps", "evil_mod", "--output", str(tmp_path / "out")],
         capture_output=True,

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from hcs_batch.server import registry
 from hcs_batch.server.registry import ServerEntry, find_entry, read_entries, registered
 
@@ -17,6 +19,14 @@ def _entry(pid: int, port: int = 7700) -> ServerEntry:
 
 def test_the_env_var_names_the_folder(runtime_dir: Path) -> None:
     assert registry.runtime_dir() == runtime_dir
+
+
+def test_no_xdg_runtime_dir_is_no_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `hcs-batch status` and `serve` in an ssh session or container printed platformdirs' RuntimeDirWarning (two
+    # lines) on every command; under filterwarnings=error a warning fails this test. Nothing is created.
+    monkeypatch.delenv(registry.ENV_VAR, raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    assert registry.runtime_dir().name == "hcs_batch"
 
 
 def test_an_entry_lives_as_long_as_its_block(runtime_dir: Path) -> None:

@@ -58,13 +58,13 @@ def _plate(folder: Path, shapes: dict[int, tuple[int, int]] | None = None) -> li
 
 @pytest.fixture
 def loads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
-    """Every plane the worker decodes: (where, how many planes it decoded before are still alive)."""
+    """Every plane the worker decodes: (its files, how many planes it decoded before are still alive)."""
     record: list[tuple[str, int]] = []
     load = worker._load
 
-    def tracked(plate_path: str, sources: list[str], where: str, projection: str) -> NDArray[Any]:
-        record.append((where, sum(ref() is not None for ref in _alive)))
-        plane = load(plate_path, sources, where, projection)
+    def tracked(plate_path: str, sources: list[str], well: str, projection: str) -> NDArray[Any]:
+        record.append((";".join(sources), sum(ref() is not None for ref in _alive)))
+        plane = load(plate_path, sources, well, projection)
         _alive.append(weakref.ref(plane))
         return plane
 
@@ -80,7 +80,7 @@ def test_one_plane_at_a_time_and_the_same_columns(tmp_path: Path, loads: list[tu
     rows = run_well(str(tmp_path / "plate"), "B02", images, plan, str(tmp_path / "out"), "k", segment_channel=2)
     # The segmentation channel first and alone during the steps; then decoded again and measured, and every other
     # channel after, each alone.
-    assert [where.rpartition(" ")[2] for where, _ in loads] == ["2", "2", "1", "3"]
+    assert [files for files, _ in loads] == [f"B02_s1_w{channel}.tif" for channel in (2, 2, 1, 3)]
     assert [alive for _, alive in loads] == [0, 0, 0, 0] and _seen_in_step == [1]
     assert all(ref() is None for ref in _alive)
     assert [row["channel"] for row in rows] == [1, 2, 3] and {row["object_count"] for row in rows} == {4}

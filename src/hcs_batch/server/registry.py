@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,7 +45,11 @@ def runtime_dir() -> Path:
         return Path(override)
     import platformdirs
 
-    return Path(platformdirs.user_runtime_dir("hcs_batch"))
+    with warnings.catch_warnings():
+        # Without $XDG_RUNTIME_DIR (ssh sessions, containers) platformdirs warns and falls back to
+        # /tmp/runtime-UID: a fine folder for the registry, and no reason for two lines of warning on every command.
+        warnings.simplefilter("ignore")
+        return Path(platformdirs.user_runtime_dir("hcs_batch"))
 
 
 def _pid_alive(pid: int) -> bool:

@@ -33,9 +33,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..measure import Objects, channel_means, to_labels
-from ..steps import is_objects_step
+from ..steps import _NOTES, is_objects_step
 from .compiler import WorkerStep
-from .images import load_plane
+from .images import ImageError, load_plane, source_path
 from .results import Row, write_well_result
 
 __all__ = ["ImageSet", "StepFailure", "WellStopped", "image_sets", "run_well", "warm_up"]
@@ -157,11 +157,20 @@ def image_sets(images: Sequence[Sequence[Any]]) -> list[ImageSet]:
     return [(site, t, dict(sorted(channels.items()))) for (site, t), channels in sorted(sets.items())]
 
 
-def _load(plate_path: str, sources: list[str], where: str, projection: str) -> NDArray[Any]:
+def _load(plate_path: str, sources: list[str], well: str, projection: str) -> NDArray[Any]:
+    """The plane of ``sources``; raises StepFailure ``"well A03: cannot read A03_s1_w1.tif: <why>"`` (the file
+    names the site and channel; the server's own path to it stays out of the message)."""
     try:
         return load_plane(plate_path, sources, projection)
     except Exception as exc:
-        raise StepFailure(f"{where}: cannot read image {', '.join(sources)}: {type(exc).__name__}: {exc}") from None
+        why = str(exc) if isinstance(exc, ImageError) else f"{type(exc).__name__}: {exc}"
+        for source in sources:
+            try:
+                full = str(source_path(plate_path, source))
+            except ImageError:
+                continue
+            why = why.replace(f"cannot read image {full}: ", "").replace(f"{full}: ", "").replace(full, source)
+        raise StepFailure(f"well {well}: cannot read {', '.join(sources)}: {why}") from None
 
 
 def _run_steps(
@@ -173,12 +182,20 @@ def _run_steps(
     step."""
     image, objects = planes.pop(), None
     raw = image if any(wants_raw for _, _, wants_raw in steps) else None
+    notes: dict[str, Any] = {}
     for ref, params, wants_raw in steps:
+        token = _NOTES.set(notes)
         try:
             func = _function(ref)
             result = func(image, raw=raw, **params) if wants_raw else func(image, **params)
         except Exception as exc:
             raise StepFailure(f"{where}: step {ref} failed: {type(exc).__name__}: {exc}") from None
+        finally:
+            _NOTES.reset(token)
+        for key, value in notes.items():  # what a step recorded beside its image (the threshold it used)
+            name, plain = _measurement(where, ref, key, value)
+            row[name] = plain
+        notes.clear()
         if isinstance(result, np.ndarray):
             image = result
             if is_objects_step(func):
@@ -218,7 +235,7 @@ def _measure_set(
         have = ", ".join(str(c) for c in channels)
         raise StepFailure(f"{where}: no image of the segmentation channel {segment_channel} (channels: {have})")
     seg_where = f"{where} channel {segment_channel}"
-    planes = [_load(plate_path, channels[segment_channel], seg_where, projection)]
+    planes = [_load(plate_path, channels[segment_channel], well, projection)]
     shape = planes[0].shape
     extra: Row = {}
     objects = _run_steps(seg_where, planes, steps, extra, stop)
@@ -234,7 +251,7 @@ def _measure_set(
     intensities: dict[int, dict[str, Any]] = {}
     for channel, sources in sorted(channels.items(), key=lambda item: item[0] != segment_channel):
         # The segmentation channel first: decoded again (a few ms) rather than held through the steps.
-        plane = _load(plate_path, sources, f"{where} channel {channel}", projection)
+        plane = _load(plate_path, sources, well, projection)
         if plane.shape != labels.shape:
             shapes = f"channel {channel} is {plane.shape}, channel {segment_channel} {labels.shape}"
             raise StepFailure(f"{where}: {shapes}")
@@ -311,7 +328,7 @@ def run_well(
             where = f"well {well} site {site} channel {channel} timepoint {timepoint}"
             row: Row = {"well": well, "site": site, "channel": channel, "worker": worker, "timepoint": timepoint}
             row["file"] = ";".join(sources)
-            _run_steps(where, [_load(plate_path, sources, where, projection)], steps, row, stop)
+            _run_steps(where, [_load(plate_path, sources, well, projection)], steps, row, stop)
             rows.append(row)
     write_well_result(Path(plate_dir), well, well_key, rows, tables)
     return rows

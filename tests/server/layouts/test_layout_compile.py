@@ -89,6 +89,7 @@ async def test_an_rgb_image_fails_its_plate_naming_the_file_and_shape(
             record = (await wait_terminal(conn, [execution_id]))[execution_id]
     assert record.state == "failed"
     # B02 fails alone: A01 is computed and written.
-    assert record.error.startswith("1 of 2 wells failed: B02: site 1 timepoint 1 channel 1: cannot read image")
+    relative = rgb.relative_to(plate).as_posix()
+    assert record.error.startswith(f"1 of 2 wells failed: B02: cannot read {relative}: shape (16, 16, 3)"), record.error
     assert record.wells_done == 1 and (tmp_path / "out" / "Plate1" / "wells" / "A01.json").is_file()
     assert rgb.name in record.error and "shape (16, 16, 3) is not one 2-D grey plane" in record.error

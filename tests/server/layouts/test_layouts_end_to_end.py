@@ -219,3 +219,24 @@ def test_two_exports_carrying_one_plate_name_keep_their_folder_names(tmp_path: P
     result = _hcs("compile", str(tmp_path / "run_a" / "TimePoint_1"), str(tmp_path / "run_b"), "--json")
     assert result.returncode == 0, result.stderr
     assert [p["plate"] for p in json.loads(result.stdout)["plates"]] == ["run_a", "run_b"]
+
+
+def test_a_1536_well_plate_runs_every_well_and_names_what_it_ignored(tmp_path: Path) -> None:
+    # Issue 10: 1,152 of a 1,536-well plate's wells (rows Q-AF, columns 25-48) were skipped silently, exit 0.
+    from hcs_batch.testing.plates import make_plates
+
+    plate = make_plates(tmp_path / "plates", plates=1, wells=1, sites=1, channels=1, size=48, seed=5)[0]
+    image = (plate / "A01_s1_w1.tif").read_bytes()
+    wells = ["A01", "A48", "P25", "Q01", "AF48"]
+    for well in wells[1:]:
+        (plate / f"{well}_s1_w1.tif").write_bytes(image)
+    (plate / "AG01_s1_w1.tif").write_bytes(image)  # beyond row AF: not a well of any plate
+    out = tmp_path / "out"
+    result = _hcs("run", str(plate), "--output", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)["plates"][0]
+    assert outcome["wells_total"] == 5
+    assert outcome["warnings"] == ["1 file(s) not understood by the flat layout were ignored: AG01_s1_w1.tif"]
+    assert f"{plate.name}: warning: 1 file(s) not understood" in result.stderr
+    rows = csv.DictReader((out / plate.name / "wells.csv").read_text().splitlines())
+    assert sorted(row["well"] for row in rows) == sorted(wells)

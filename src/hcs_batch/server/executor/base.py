@@ -315,8 +315,9 @@ class Executor:
             try:
                 result = await wells.run_well(job)
             except WellFailed as exc:  # its image, its step or its worker: this well only
-                # The execution's error prefixes each failed well ("A03: ..."): the worker's "well A03 " goes.
-                failed[well] = exc.message.removeprefix(f"well {well} ")
+                # The execution's error prefixes each failed well ("A03: ..."): the worker's "well A03 " or
+                # "well A03: " goes.
+                failed[well] = exc.message.removeprefix(f"well {well}").removeprefix(":").lstrip()
                 log.info("plate %s: well %s failed: %s", plan.plate_name, well, failed[well])
                 continue
             results[well] = result.rows
