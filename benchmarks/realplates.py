@@ -64,14 +64,16 @@ def dask_command(plate: Path, out: Path, pipeline: Path, workers: int, help_text
 
 
 def _interpreter_rss() -> int:
-    """Peak RSS of a fresh worker-like process that imported what a warm worker imports (``warm_up``: every
-    module a well of the built-in counter imports, OpenCV included; ``benchmarks.worker_memory`` lists what a well
-    imports beyond it): the 'interpreter' share of a worker's peak. A real worker also has ``trio_parallel``'s
-    and ``multiprocessing``'s modules (~a few MiB), so this baseline is slightly low, never high."""
-    code = (
-        "import hcs_batch.server.worker as w, resource; w.warm_up();"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
-    )
+    """The 'interpreter' share of a worker's peak: the RSS high-water mark of a fresh worker of the local
+    executor's own context (its allocator settings) after ``warm_up`` (every module a well of the built-in counter
+    imports, OpenCV included, and one small well's first-call buffers; ``benchmarks.worker_memory`` lists what a
+    well imports beyond it), read in a subprocess of its own.
+
+    ``VmHWM``, as :mod:`._proctree` reads the workers' peaks, never ``ru_maxrss``: Linux carries a parent's peak
+    into ``ru_maxrss`` across ``exec``, so the old baseline (``ru_maxrss`` of a ``python -c`` child) read this
+    process's peak whenever that was larger: 375 MiB in a ``make bench`` that generated the plate first (a worker
+    has 132 MiB), the "negative images above the interpreter" of that run."""
+    code = "from benchmarks.worker_memory import interpreter_hwm; print(int(interpreter_hwm()))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env(), capture_output=True, text=True)
     return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else 0
 
