@@ -13,6 +13,10 @@ case a command of its own whose whole process tree is watched (:mod:`benchmarks.
 4. ``dask`` — ``hcs-batch run --executor dask`` on a 2-worker LocalCluster: a hook, skipped with a note while
    ``hcs-batch run`` has no ``--executor`` option (see :func:`dask_command`).
 
+Parallel efficiency is ``hcs`` wells/s (end to end: start-up, TIFF decode, every result file) over ``workers`` times
+the one-core rate of ``single`` (the same step functions, decode and per-well writing, warm, with the workers' malloc
+settings); ``pool_parallel_efficiency`` is the same for the Pool script, so the cores' own limit shows beside it.
+
 Cases 1 and 2 alternate ``repeat`` times (the machine is shared: best of each, every run kept). Each run reports
 wells/s (end to end, as ``time`` would: start-up included), seconds per image per core, and the peak RSS of
 every worker process; the case checks that hcs, pool and dask found the same object counts for every image.
@@ -64,14 +68,16 @@ def dask_command(plate: Path, out: Path, pipeline: Path, workers: int, help_text
 
 
 def _interpreter_rss() -> int:
-    """Peak RSS of a fresh worker-like process that imported what a warm worker imports (``warm_up``: every
-    module a well of the built-in counter imports, OpenCV included; ``benchmarks.worker_memory`` lists what a well
-    imports beyond it): the 'interpreter' share of a worker's peak. A real worker also has ``trio_parallel``'s
-    and ``multiprocessing``'s modules (~a few MiB), so this baseline is slightly low, never high."""
-    code = (
-        "import hcs_batch.server.worker as w, resource; w.warm_up();"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
-    )
+    """The 'interpreter' share of a worker's peak: the RSS high-water mark of a fresh worker of the local
+    executor's own context (its allocator settings) after ``warm_up`` (every module a well of the built-in counter
+    imports, OpenCV included, and one small well's first-call buffers; ``benchmarks.worker_memory`` lists what a
+    well imports beyond it), read in a subprocess of its own.
+
+    ``VmHWM``, as :mod:`._proctree` reads the workers' peaks, never ``ru_maxrss``: Linux carries a parent's peak
+    into ``ru_maxrss`` across ``exec``, so the old baseline (``ru_maxrss`` of a ``python -c`` child) read this
+    process's peak whenever that was larger: 375 MiB in a ``make bench`` that generated the plate first (a worker
+    has 132 MiB), the "negative images above the interpreter" of that run."""
+    code = "from benchmarks.worker_memory import interpreter_hwm; print(int(interpreter_hwm()))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env(), capture_output=True, text=True)
     return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else 0
 
@@ -79,7 +85,8 @@ def _interpreter_rss() -> int:
 def _summary(run: TreeRun, wells: int, images: int, workers: int) -> dict[str, Any]:
     procs = run.children()
     # Workers: every process below the command but multiprocessing's resource tracker (a Dask nanny counts).
-    worker_peaks = sorted((peak for peak, cmd in procs.values() if "resource_tracker" not in cmd), reverse=True)
+    workers_cpu = [pid for pid, (_, cmd) in procs.items() if "resource_tracker" not in cmd]
+    worker_peaks = sorted((procs[pid][0] for pid in workers_cpu), reverse=True)
     return {
         "wall_s": round(run.wall_s, 3),
         "cpu_s": round(run.cpu_s, 3),
@@ -90,6 +97,10 @@ def _summary(run: TreeRun, wells: int, images: int, workers: int) -> dict[str, A
         "peak_rss_per_worker_mib": round(worker_peaks[0] / _MiB, 1) if worker_peaks else None,
         "peak_rss_main_mib": round(run.peaks[run.pid][0] / _MiB, 1) if run.pid in run.peaks else None,
         "main_cpu_s": round(run.cpu.get(run.pid, 0.0), 2),
+        # CPU a well (less noisy than wall time on a shared machine): the command's own process (for hcs the
+        # embedded server and its client) and the workers.
+        "main_cpu_s_per_well": round(run.cpu.get(run.pid, 0.0) / wells, 4),
+        "worker_cpu_s_per_well": round(sum(run.cpu.get(pid, 0.0) for pid in workers_cpu) / wells, 4),
         "processes": {
             str(pid): [round(peak / _MiB, 1), round(run.cpu.get(pid, 0.0), 2), cmd[:80]]
             for pid, (peak, cmd) in procs.items()
@@ -210,6 +221,8 @@ def _ratios(result: dict[str, Any]) -> dict[str, Any]:
         "hcs_vs_pool": round(hcs["wells_per_s"] / pool["wells_per_s"], 3),
         "counter_vs_reference": round(single["pipeline_s_per_image"] / single["reference_s_per_image"], 3),
         "parallel_efficiency": round(hcs["wells_per_s"] / (workers * serial_wells_per_s), 3),
+        # The same for the Pool script: what these cores give a plain script (start-up and writing included).
+        "pool_parallel_efficiency": round(pool["wells_per_s"] / (workers * serial_wells_per_s), 3),
         "serial_wells_per_s": round(serial_wells_per_s, 3),
     }
     if "wells_per_s" in result.get("dask", {}):

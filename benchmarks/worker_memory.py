@@ -1,12 +1,17 @@
-"""A worker's peak memory on real wells: ru_maxrss above its own post-import peak, and tracemalloc per phase.
+"""A worker's peak memory on real wells: its RSS high-water mark above its own post-import one, tracemalloc per phase.
 
 Starts the local executor's own worker context (``hcs_batch.server.executor.local.open_worker_context``: a fresh
 spawned process, the allocator settings of :mod:`hcs_batch.server.allocator`), brings it to the state of a warm
 worker (``warm_up`` and OpenCV imported: what :func:`benchmarks.realplates._interpreter_rss` calls the
-interpreter), records its ``ru_maxrss``, then runs ``hcs_batch.server.worker.run_well`` on ``wells`` wells of the
+interpreter), records its RSS high-water mark, then runs ``hcs_batch.server.worker.run_well`` on ``wells`` wells of the
 cached real-work plate (:mod:`benchmarks._realdata`, 2,048-pixel fields, 2 sites x 2 channels) and reports the
 peak above that baseline in MiB and in images (8 MiB each), the CPU and page faults per well, and every module
 the wells imported that the baseline had not (a fair baseline has none).
+
+The high-water mark is ``VmHWM`` of ``/proc/self/status`` (this process's own memory, what
+:mod:`benchmarks._proctree` samples for every worker), not ``ru_maxrss``: Linux carries the parent's peak into
+``ru_maxrss`` across ``exec`` (a child started by ``vfork`` + ``exec``, as ``subprocess`` and ``multiprocessing``
+start them, reports at least its parent's peak), so a worker of a large parent would look as large as that parent.
 
 A second fresh worker runs the same wells under tracemalloc (numpy's buffers, not the C heap) and reports, per
 phase of an image set (decode, each step, ``to_labels``, ``Objects``, its shape and intensity columns, writing),
@@ -31,7 +36,12 @@ _MiB = 1024 * 1024
 
 def _usage() -> dict[str, float]:
     u = resource.getrusage(resource.RUSAGE_SELF)
-    return {"maxrss": u.ru_maxrss * 1024.0, "cpu": u.ru_utime + u.ru_stime, "sys": u.ru_stime, "faults": u.ru_minflt}
+    return {"maxrss": _hwm(), "cpu": u.ru_utime + u.ru_stime, "sys": u.ru_stime, "faults": u.ru_minflt}
+
+
+def _hwm() -> float:
+    with open("/proc/self/status") as fh:
+        return next(float(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM"))
 
 
 def baseline() -> tuple[dict[str, float], list[str]]:
@@ -69,11 +79,6 @@ def run_wells(count: int, out: str) -> list[dict[str, float]]:
         run_well(plate, well, tuple(images), steps, out, "memory")
         usage.append(_usage())
     return usage
-
-
-def _hwm() -> float:
-    with open("/proc/self/status") as fh:
-        return next(float(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM"))
 
 
 def phase_peaks(count: int, out: str) -> dict[str, float]:
@@ -220,6 +225,24 @@ def main(p: dict[str, Any]) -> dict[str, Any]:
                 for name, (h, o, t) in phases.items()
             }
     return result
+
+
+async def _warm_worker_hwm() -> float:
+    from hcs_batch.server.executor.local import open_worker_context
+    from hcs_batch.server.worker import warm_up
+
+    async with open_worker_context() as context:
+        await context.run_sync(warm_up)
+        hwm: float = await context.run_sync(_hwm)
+        return hwm
+
+
+def interpreter_hwm() -> float:
+    """The RSS high-water mark (bytes) of a fresh worker of the local executor's own context (its allocator
+    settings) brought to a warm worker's state by ``warm_up``: the 'interpreter' share of a worker's peak."""
+    import trio
+
+    return trio.run(_warm_worker_hwm)
 
 
 def _modules_after(count: int, out: str) -> list[str]:

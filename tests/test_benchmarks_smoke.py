@@ -57,6 +57,11 @@ def test_tiny_benchmark_run_writes_valid_results(tmp_path: Path) -> None:
     for name in ("hcs", "pool"):
         assert real[name]["wells_per_s"] > 0 and real[name]["cpu_s"] > 0 and real[name]["peak_rss_per_worker_mib"] > 0
     assert real["ratios"]["hcs_vs_pool"] > 0 and real["ratios"]["counter_vs_reference"] > 0
+    assert real["ratios"]["pool_parallel_efficiency"] > 0 and real["single"]["serial_cpu_s_per_well"] > 0
+    for name in ("hcs", "pool"):  # CPU a well of the command's own process and of its workers
+        assert real[name]["worker_cpu_s_per_well"] > 0 and real[name]["main_cpu_s_per_well"] >= 0
+    # The interpreter baseline is a warm worker's own peak: never a larger parent's (ru_maxrss once read 375 MiB).
+    assert 0 < real["interpreter_rss_mib"] <= 1.2 * real["hcs"]["peak_rss_per_worker_mib"], real
     assert "skipped" in real["dask"] or "wells_per_s" in real["dask"]
 
     rows = {r["case"].split(" (")[0]: r for r in data["rows"]}

@@ -205,6 +205,17 @@ def test_a_worker_process_loads_only_what_a_well_needs() -> None:
 
 
 @pytest.mark.slow
+def test_a_server_loads_no_image_library_before_its_workers_start() -> None:
+    # An embedded server (hcs-batch run) starts its workers only once these are imported: SciPy alone was ~0.3 s.
+    loaded = _loaded_in_fresh_interpreter(
+        "import hcs_batch.cli.batch, hcs_batch.server.serve, hcs_batch.server.compiler, hcs_batch.steps"
+    )
+    assert "hcs_batch.server.serve" in loaded and "hcs_batch.steps" in loaded
+    image_libraries = ("scipy", "skimage", "cv2", "tifffile", "pyarrow", "matplotlib")
+    assert {m for m in loaded if m.split(".")[0] in image_libraries} == set()
+
+
+@pytest.mark.slow
 def test_the_public_api_still_loads_the_transport_on_demand() -> None:
     loaded = _loaded_in_fresh_interpreter("import hcs_batch\nhcs_batch.open_connection")
     assert "zmq" in loaded

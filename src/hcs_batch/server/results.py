@@ -220,7 +220,9 @@ def _objects_temp(plate_dir: Path, wells: Iterable[str]) -> Path:
     for well in wells:
         path = plate_dir / "wells" / f"{well}.parquet"
         try:
-            parts.append(pq.read_table(path))
+            # ParquetFile.read, one thread: ~0.9 ms a well file against ~1.7 ms for read_table (the dataset
+            # machinery and a thread pool per small file); on the plate's critical path, after its last well.
+            parts.append(pq.ParquetFile(path).read(use_threads=False))
         except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) on a damaged file
             raise OSError(f"cannot read the object file {path}: {exc}") from None
     table = pa.concat_tables(parts, promote_options="default") if parts else _objects_table(())
