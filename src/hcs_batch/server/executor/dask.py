@@ -85,7 +85,7 @@ LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
     # The worker's statistical profiler samples the task thread's stack every 10 ms on the worker's event loop:
     # ~50 ms of CPU per well of four 2,048-pixel images (~10%), for a dashboard page we do not serve.
     "distributed.worker.profile.enabled": False,
-    # Every server (the scheduler, the nannies, each worker) checks its event loop's health every 20 ms: ~7 ms of
+    # Every server (the scheduler, the nannies, each worker) checks its event loop's health every 20 ms: ~10 ms of
     # a worker's CPU per such well. Once a second still tells a blocked loop (warned about after 3 s).
     "distributed.admin.tick.interval": "1s",
 }
