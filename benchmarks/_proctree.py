@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["TreeRun", "descendants", "run_tree"]
+__all__ = ["TreeRun", "descendants", "run_tree", "tree_cpu"]
 
 
 @dataclass(slots=True)
@@ -73,6 +73,11 @@ def _cpu(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) of ``root`` and every process below it now, as far as they have run."""
+    return sum(_cpu(pid) or 0.0 for pid in descendants(root))
 
 
 def _hwm(pid: int) -> tuple[int, str] | None:

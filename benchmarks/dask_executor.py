@@ -5,16 +5,21 @@ with ``executor="dask"`` on a LocalCluster of ``workers`` single-threaded worker
 ``hcs-batch run --executor dask`` starts). Each gets a warm-up plate first; then the runs alternate (local, dask,
 local, dask, ...) so a change in the shared machine's load hits both sides alike; each side is the best of its
 ``repeat`` runs, every run time is kept. The plates are those of the realwork case (the built-in nucleus counter on
-``size``-pixel images, every well the same work).
+``size``-pixel images, ``sites`` per well, every well the same work).
 
-Figures: wells/s of each side, their ratio (target: dask >= 0.85x local), and the per-well overhead of Dask: the
-extra worker-time one well costs, ``(dask wall - local wall) x workers / wells``.
+Figures: wells/s of each side, their ratio (target: dask >= 0.85x local), the per-well overhead of Dask: the extra
+worker-time one well costs, ``(dask wall - local wall) x workers / wells``, and where the CPU went, per well (median
+of the runs): ``server`` is this process (the embedded servers and, for Dask, the scheduler, the nannies and the
+client), ``workers`` every process below it (both sides' workers: an idle side's are counted too, ~1 ms/s).
 
 Run as ``python -m benchmarks.dask_executor '{"plates": 2, "wells": 24, "size": 1024, "workers": 2}'``.
 """
 
 from __future__ import annotations
 
+import os
+import statistics
+import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -23,7 +28,10 @@ import trio
 
 from ._common import emit, now, params_from_argv
 from ._hcs import SilentHost, default_pipeline, embedded_backend, make_service, temp_dir
-from .realwork import tiled_plates
+from ._proctree import tree_cpu
+from .realwork import tiled_case
+
+SIDES = ("local", "dask")
 
 
 async def _open(stack: AsyncExitStack, executor: str, workers: int) -> Any:
@@ -35,7 +43,8 @@ async def _open(stack: AsyncExitStack, executor: str, workers: int) -> Any:
 async def side_by_side(
     refs: list[Any], warm: list[Any], pipeline_text: str, workers: int, out: Path, repeat: int
 ) -> dict[str, Any]:
-    walls: dict[str, list[float]] = {"local": [], "dask": []}
+    walls: dict[str, list[float]] = {name: [] for name in SIDES}
+    cpu: dict[str, dict[str, list[float]]] = {name: {"server": [], "workers": []} for name in SIDES}
     outcomes: dict[str, dict[str, int]] = {}
     async with AsyncExitStack() as stack:
         t0 = now()
@@ -48,14 +57,19 @@ async def side_by_side(
             service = make_service(SilentHost(), backend, pipeline_text=pipeline_text, output_dir=out / f"warm-{name}")
             await service.run_plates(warm)
         for i in range(repeat):
-            for name, backend in backends.items():  # a fresh output folder each run: no well is skipped as done
+            for name in SIDES if i % 2 == 0 else SIDES[::-1]:  # a fresh output folder each run: none is skipped
                 host = SilentHost()
-                service = make_service(host, backend, pipeline_text=pipeline_text, output_dir=out / f"{name}-{i}")
-                t0 = now()
+                output_dir = out / f"{name}-{i}"
+                service = make_service(host, backends[name], pipeline_text=pipeline_text, output_dir=output_dir)
+                server0, tree0, t0 = time.process_time(), tree_cpu(os.getpid()), now()
                 await service.run_plates(refs)
                 walls[name].append(now() - t0)
+                server = time.process_time() - server0
+                cpu[name]["server"].append(server)
+                cpu[name]["workers"].append(tree_cpu(os.getpid()) - tree0 - server)
                 outcomes[name] = dict(host.outcomes)
-    return {"walls": walls, "outcomes": outcomes, "start_s": {"local": local_start, "dask": dask_start}}
+    starts = {"local": local_start, "dask": dask_start}
+    return {"walls": walls, "cpu": cpu, "outcomes": outcomes, "start_s": starts}
 
 
 def _worker_values(out: Path) -> set[str]:
@@ -68,12 +82,14 @@ def _worker_values(out: Path) -> set[str]:
     return found
 
 
-def main(plates: int, wells: int, size: int, workers: int, repeat: int = 3) -> dict[str, Any]:
+def main(p: dict[str, Any]) -> dict[str, Any]:
+    plates, wells, size = int(p.get("plates", 2)), int(p.get("wells", 12)), int(p.get("size", 256))
+    workers, repeat, sites = int(p.get("workers", 2)), int(p.get("repeat", 3)), int(p.get("sites", 1))
     pipeline_text = default_pipeline()
+    load_start = os.getloadavg()[0]
     with temp_dir("dask") as tmp:
         root = Path(tmp)
-        refs = tiled_plates(root / "plates", plates=plates, wells=wells, sites=1, size=size)
-        warm = tiled_plates(root / "warm", plates=1, wells=min(wells, 4), sites=1, size=size)
+        refs, warm = tiled_case(root, plates=plates, wells=wells, sites=sites, size=size)
         run = trio.run(side_by_side, refs, warm, pipeline_text, workers, root / "out", repeat)
         dask_workers = {w for w in _worker_values(root / "out") if w.startswith("tcp://")}
     total = plates * wells
@@ -82,6 +98,7 @@ def main(plates: int, wells: int, size: int, workers: int, repeat: int = 3) -> d
     result: dict[str, Any] = {
         "plates": plates,
         "wells": total,
+        "sites": sites,
         "size": size,
         "workers": workers,
         "local_s": round(local_s, 3),
@@ -91,9 +108,14 @@ def main(plates: int, wells: int, size: int, workers: int, repeat: int = 3) -> d
         "ratio": round(dask_rate / local_rate, 3),
         "dask_overhead_ms_per_well": round((dask_s - local_s) * workers / total * 1e3, 2),
         "local_ms_per_well": round(local_s * workers / total * 1e3, 2),
+        "cpu_ms_per_well": {
+            name: {part: round(statistics.median(values) / total * 1e3, 1) for part, values in parts.items()}
+            for name, parts in run["cpu"].items()
+        },
         "local_runs_s": [round(w, 3) for w in run["walls"]["local"]],
         "dask_runs_s": [round(w, 3) for w in run["walls"]["dask"]],
         "start_s": {k: round(v, 2) for k, v in run["start_s"].items()},
+        "loadavg": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "dask_workers_seen": len(dask_workers),
         "outcomes": run["outcomes"],
     }
@@ -106,13 +128,4 @@ def main(plates: int, wells: int, size: int, workers: int, repeat: int = 3) -> d
 
 
 if __name__ == "__main__":
-    p = params_from_argv()
-    emit(
-        main(
-            int(p.get("plates", 2)),
-            int(p.get("wells", 12)),
-            int(p.get("size", 256)),
-            int(p.get("workers", 2)),
-            int(p.get("repeat", 3)),
-        )
-    )
+    emit(main(params_from_argv()))

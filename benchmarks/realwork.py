@@ -56,6 +56,14 @@ def tiled_plates(root: Path, *, plates: int, wells: int, sites: int, size: int) 
     return refs
 
 
+def tiled_case(root: Path, *, plates: int, wells: int, sites: int, size: int) -> tuple[list[Any], list[Any]]:
+    """The plates a case measures, below ``root / "plates"``, and one warm-up plate of at most 4 such wells below
+    ``root / "warm"`` (:func:`tiled_plates`)."""
+    refs = tiled_plates(root / "plates", plates=plates, wells=wells, sites=sites, size=size)
+    warm = tiled_plates(root / "warm", plates=1, wells=min(wells, 4), sites=sites, size=size)
+    return refs, warm
+
+
 def serial_loop(folders: list[Path], pipeline_text: str) -> tuple[float, int, list[dict[str, Any]]]:
     """Every image of every plate through the pipeline's steps, one after another, measuring the objects of a
     segmenting step as the workers do. Returns (seconds, wells, rows)."""
@@ -109,12 +117,13 @@ async def parallel_run(
         return walls, outcomes
 
 
-def main(plates: int, wells: int, size: int, workers: int, sites: int, repeat: int = 3) -> dict[str, Any]:
+def main(p: dict[str, Any]) -> dict[str, Any]:
+    plates, wells, size = int(p.get("plates", 2)), int(p.get("wells", 12)), int(p.get("size", 256))
+    workers, repeat, sites = int(p.get("workers", 2)), int(p.get("repeat", 3)), int(p.get("sites", 1))
     pipeline_text = default_pipeline()
     with temp_dir("real") as tmp:
         root = Path(tmp)
-        refs = tiled_plates(root / "plates", plates=plates, wells=wells, sites=sites, size=size)
-        warm = tiled_plates(root / "warm", plates=1, wells=min(wells, 4), sites=sites, size=size)
+        refs, warm = tiled_case(root, plates=plates, wells=wells, sites=sites, size=size)
         serial_loop([r.path for r in warm], pipeline_text)  # warm imports and caches, as the workers get
         serial = [serial_loop([r.path for r in refs], pipeline_text) for _ in range(max(repeat - 1, 1))]
         serial_s, serial_wells, rows = min(serial, key=lambda r: r[0])
@@ -147,14 +156,4 @@ def main(plates: int, wells: int, size: int, workers: int, sites: int, repeat: i
 
 
 if __name__ == "__main__":
-    p = params_from_argv()
-    emit(
-        main(
-            int(p.get("plates", 2)),
-            int(p.get("wells", 12)),
-            int(p.get("size", 256)),
-            int(p.get("workers", 2)),
-            int(p.get("sites", 1)),
-            int(p.get("repeat", 3)),
-        )
-    )
+    emit(main(params_from_argv()))

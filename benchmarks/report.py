@@ -269,12 +269,16 @@ def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     if _error(dask):
         out.append(_missing("dask executor vs local", ">= 0.85x", f"dask: {_error(dask)}"))
     elif dask is not None:
+        cpu = dask.get("cpu_ms_per_well", {})
+        cpu_text = "; CPU per well (server + workers) " + " vs ".join(
+            f"{side} {cpu[side]['server']:.0f} + {cpu[side]['workers']:.0f} ms" for side in ("dask", "local")
+        )
         out.append(
             _row(
                 f"dask executor vs local, {dask['workers']} workers each",
                 f"{dask['dask_wells_per_s']:.1f} vs {dask['local_wells_per_s']:.1f} wells/s ({dask['wells']} wells); "
                 f"Dask per-well overhead {dask['dask_overhead_ms_per_well']:+.1f} ms on "
-                f"{dask['local_ms_per_well']:.0f} ms of worker time per well",
+                f"{dask['local_ms_per_well']:.0f} ms of worker time per well" + (cpu_text if len(cpu) == 2 else ""),
                 ">= 0.85x",
                 dask["ratio"],
                 dask["ratio"] >= 0.85,

@@ -13,10 +13,11 @@ The server is the cluster's only client: a synchronous ``distributed.Client``, c
 - **Fair sharing**: wells wait for a slot in one FIFO (a ``trio.CapacityLimiter`` of twice the cluster's threads,
   refreshed as workers come and go), so plates submitted together take turns, and each worker has its next well
   queued while it computes one (no idle round trip between wells).
-- **Stop** (Cancel, Stop, Ctrl-C, a failed well of the same plate): the execution's ``distributed.Event`` is set;
-  every task checks it before each image and after each step (at most every ``CHECK_INTERVAL``, 0.2 s) and gives
-  up there, writing no result file. Tasks not started are cancelled (``Client.cancel(force=True)``: they never
-  start). Running tasks get ``STOP_GRACE`` seconds to notice; a step still running then (it never returns) gets
+- **Stop** (Cancel, Stop, Ctrl-C, a failed well of the same plate): tasks not started are cancelled
+  (``Client.cancel(force=True)``: they never start), then every worker is told the execution stopped (``Client.run``
+  of :func:`_tell_stopped`: a set in the worker process); every task looks at that set before each image and after
+  each step (a lookup in its own process, no round trip) and gives up there, writing no result file. Running
+  tasks get ``STOP_GRACE`` seconds to notice; a step still running then (it never returns) gets
   the hard stop: its worker process is killed (SIGKILL from its nanny, which starts a fresh worker; a worker
   without a nanny ends itself), and the other wells that worker held are recomputed elsewhere. The execution
   reports ``cancelled`` once no worker thread computes any of its wells.
@@ -33,6 +34,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import operator
 import os
 import signal
 import time
@@ -46,8 +48,10 @@ from urllib.parse import urlsplit
 import dask
 import distributed as _distributed
 import trio
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from ...errors import InputError
+from ..allocator import keep_heap
 from ..results import Row
 from ..stores import Execution
 from ..worker import StepFailure, WellStopped, run_well, warm_up
@@ -56,56 +60,81 @@ from .runner import ExecutionWells, WellFailed, WellJob, WellResult, WellRunner
 
 distributed: Any = _distributed  # its functions carry no annotations mypy --strict accepts
 
-__all__ = ["STOP_GRACE", "DaskRunner", "check_scheduler_address", "dask_well", "open_dask_runner"]
+__all__ = [
+    "LOCAL_CLUSTER_CONFIG",
+    "STOP_GRACE",
+    "DaskRunner",
+    "KeepHeap",
+    "check_scheduler_address",
+    "dask_well",
+    "open_dask_runner",
+]
 
 log = logging.getLogger("hcs_batch.server")
 
 STOP_GRACE = 0.75
-"""Seconds running wells of a stopped execution get to notice the stop event before their workers are restarted."""
-CHECK_INTERVAL = 0.2
-"""Seconds between two looks at the stop event from inside a task (each look is a round trip to the scheduler).
-The first look is one interval after the well starts: a well of a stopped execution that has not started is
-cancelled on the scheduler and never starts, so a short well costs no round trip at all."""
+"""Seconds running wells of a stopped execution get to notice the stop before their workers are restarted."""
 CONNECT_TIMEOUT = 10.0
 STOP_TIMEOUT = 30.0
 """Bound on stopping one execution's wells (a restart included); beyond it the server logs and moves on."""
+LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
+    # Dask's nannies set MALLOC_TRIM_THRESHOLD_ in their workers, which turns off glibc's adaptive mmap threshold:
+    # every image-sized array becomes a fresh mmap, and a well cost 40% more CPU (1024-pixel images: 90 ms
+    # against 64 ms). :class:`KeepHeap` sets both thresholds in the worker instead.
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    # The worker's statistical profiler samples the task thread's stack every 10 ms on the worker's event loop:
+    # ~50 ms of CPU per well of four 2,048-pixel images (~10%), for a dashboard page we do not serve.
+    "distributed.worker.profile.enabled": False,
+    # Every server (the scheduler, the nannies, each worker) checks its event loop's health every 20 ms: ~10 ms of
+    # a worker's CPU per such well. Once a second still tells a blocked loop (warned about after 3 s).
+    "distributed.admin.tick.interval": "1s",
+}
+"""The Dask configuration of a LocalCluster started here (docs/cluster.md gives the same for a lab's cluster)."""
 _REFRESH = 2.0
-_EVENT_PREFIX = "hcs-batch-stop/"
 
 
 # ---------------------------------------------------------------------------------------------- on the workers
 
 
-class _StopCheck:
-    """``is_set`` of the execution's stop event, asked of the scheduler at most every ``CHECK_INTERVAL``."""
+_stopped: set[str] = set()
+"""On a worker: the executions it was told have stopped (:func:`_tell_stopped`)."""
 
-    def __init__(self, name: str) -> None:
-        self._event = distributed.Event(name)  # lazy: no round trip until the first look
-        self._next = time.monotonic() + CHECK_INTERVAL
-        self._set = False
 
-    def __call__(self) -> bool:
-        now = time.monotonic()
-        if not self._set and now >= self._next:
-            self._set = bool(self._event.is_set())
-            self._next = now + CHECK_INTERVAL
-        return self._set
+def _tell_stopped(execution_id: str, stopped: bool) -> None:
+    """Run on every worker (in its event loop) when an execution stops, and again once it has stopped."""
+    if stopped:
+        _stopped.add(execution_id)
+    else:
+        _stopped.discard(execution_id)
 
 
 def dask_well(job: dict[str, Any]) -> tuple[list[Row], str] | None:
     """The task of one well, run by a Dask worker: :func:`..worker.run_well` with the worker's address in every
-    row and the execution's stop event as its ``should_stop`` hook. Returns (rows, worker address), or None when
-    the execution was stopped before or during the well (no result file is written then).
+    row and "this worker was told the execution stopped" (:func:`_tell_stopped`) as its ``should_stop`` hook.
+    Returns (rows, worker address), or None when the execution was stopped before or during the well (no result
+    file is written then).
 
     Raises:
         StepFailure: as ``run_well``.
     """
     address = str(distributed.get_worker().address)
     try:
-        rows = run_well(**job["kwargs"], worker=address, should_stop=_StopCheck(job["stop_event"]))
+        stopped = partial(operator.contains, _stopped, job["execution_id"])
+        rows = run_well(**job["kwargs"], worker=address, should_stop=stopped)
     except WellStopped:
         return None
     return rows, address
+
+
+class KeepHeap(WorkerPlugin):
+    """Registered on every worker of the cluster (those that join later too): the worker's malloc and Arrow pool
+    are tuned as the local executor's worker processes are (:func:`..allocator.keep_heap`). Without it a worker
+    faulted in ~6,000 pages per well of four 2,048-pixel images against ~1,000 with it (as the local workers)."""
+
+    idempotent = True  # a second server on the same cluster finds it in place
+
+    def setup(self, worker: Any) -> None:
+        keep_heap()
 
 
 def _executing(prefix: str, dask_worker: Any = None) -> list[str]:
@@ -159,14 +188,13 @@ class _DaskWells(ExecutionWells):
     def __init__(self, runner: DaskRunner, execution_id: str) -> None:
         self._runner = runner
         self.execution_id = execution_id
-        self.stop_event = _EVENT_PREFIX + execution_id
         self.futures: dict[str, Any] = {}
         """Futures of wells submitted and not yet collected, by key."""
 
     async def run_well(self, job: WellJob) -> WellResult:
         runner = self._runner
         key = f"{job.execution_id}/{job.well}"
-        task = {"kwargs": job.worker_kwargs(), "stop_event": self.stop_event}
+        task = {"kwargs": job.worker_kwargs(), "execution_id": self.execution_id}
         async with runner.limiter:
             done = trio.Event()
             submit = partial(runner.client.submit, dask_well, task, key=key, pure=False, retries=0)
@@ -293,11 +321,12 @@ class DaskRunner(WellRunner):
         futures = list(wells.futures.values())
         keys = set(wells.futures)
         prefix = wells.execution_id + "/"
-        event = distributed.Event(wells.stop_event, client=client)
+        told = False
         try:
-            event.set()
             where = [addr for addr, ks in client.processing().items() if keys.intersection(map(str, ks))]
-            client.cancel(futures, force=True)
+            client.cancel(futures, force=True)  # first: no task of it starts on a worker that was not told
+            client.run(_tell_stopped, wells.execution_id, True, on_error="return")
+            told = True
             where = _wait_stopped(client, prefix, where, STOP_GRACE)
             if where:
                 log.warning("hard stop: ending the Dask worker processes %s (a step of %s runs on)", where, prefix)
@@ -309,10 +338,11 @@ class DaskRunner(WellRunner):
         except Exception as exc:  # the scheduler is lost: nothing of this execution can be running through it
             log.warning("stopping %s on Dask: %s: %s", wells.execution_id, type(exc).__name__, exc)
         finally:
-            try:
-                event.clear()  # forgets the event on the scheduler (nobody waits on it)
-            except Exception:
-                pass
+            if told:  # nothing of it computes any more: the workers forget it
+                try:
+                    client.run(_tell_stopped, wells.execution_id, False, on_error="ignore")
+                except Exception:
+                    pass
 
 
 def _still_computing(client: Any, prefix: str, where: list[str]) -> list[str]:
@@ -378,10 +408,7 @@ def _connect(scheduler: str | None, scheduler_file: str | None, workers: int | N
         scheduler = _scheduler_from_file(scheduler_file)
     cluster = None
     if scheduler is None:
-        # Dask's nannies set MALLOC_TRIM_THRESHOLD_ in their workers, which turns off glibc's adaptive mmap
-        # threshold: every image-sized array becomes a fresh mmap, and a well cost 40% more CPU (measured on
-        # 1024-pixel images: 90 ms against 64 ms). Our workers keep the default allocator behaviour.
-        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        with dask.config.set(LOCAL_CLUSTER_CONFIG):
             cluster = distributed.LocalCluster(
                 n_workers=workers or default_workers(),
                 threads_per_worker=1,
@@ -401,6 +428,13 @@ def _connect(scheduler: str | None, scheduler_file: str | None, workers: int | N
         if cluster is not None:
             cluster.close()
         raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    try:
+        client.register_plugin(KeepHeap(), name="hcs-batch-keep-heap")
+    except Exception:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+        raise
     return client, cluster
 
 
@@ -438,4 +472,3 @@ def _close(client: Any, cluster: Any) -> None:
     client.close()
     if cluster is not None:
         cluster.close()
-
