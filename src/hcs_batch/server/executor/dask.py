@@ -14,11 +14,11 @@ The server is the cluster's only client: a synchronous ``distributed.Client``, c
   refreshed as workers come and go), so plates submitted together take turns, and each worker has its next well
   queued while it computes one (no idle round trip between wells).
 - **Stop** (Cancel, Stop, Ctrl-C, a failed well of the same plate): tasks not started are cancelled
-  (``Client.cancel(force=True)``: they never start), then every worker is told the execution stopped (``Client.run``
-  of :func:`_tell_stopped`: a set in the worker process); every task looks at that set before each image and after
-  each step (a lookup in its own process, no round trip) and gives up there, writing no result file. Running
-  tasks get ``STOP_GRACE`` seconds to notice; a step still running then (it never returns) gets
-  the hard stop: its worker process is killed (SIGKILL from its nanny, which starts a fresh worker; a worker
+  (``Client.cancel(force=True)``: they never start), then the workers holding its wells are told it stopped
+  (``Client.run`` of :func:`_tell_stopped`: a set in the worker process); every task looks at that set before
+  each image and after each step (a lookup in its own process, no round trip) and gives up there, writing no
+  result file. Running tasks get ``STOP_GRACE`` seconds to notice; a step still running then (it never returns)
+  gets the hard stop: its worker process is killed (SIGKILL from its nanny, which starts a fresh worker; a worker
   without a nanny ends itself), and the other wells that worker held are recomputed elsewhere. The execution
   reports ``cancelled`` once no worker thread computes any of its wells.
 - **Faults**: a worker that dies mid-well is noticed by the scheduler, which recomputes its wells on other
@@ -100,12 +100,11 @@ _stopped: set[str] = set()
 """On a worker: the executions it was told have stopped (:func:`_tell_stopped`)."""
 
 
-def _tell_stopped(execution_id: str, stopped: bool) -> None:
-    """Run on every worker (in its event loop) when an execution stops, and again once it has stopped."""
-    if stopped:
-        _stopped.add(execution_id)
-    else:
-        _stopped.discard(execution_id)
+def _tell_stopped(execution_id: str) -> None:
+    """Run on the workers holding wells of an execution that stops. The id stays in the set (a few dozen bytes
+    per cancelled execution for the worker's life): forgetting it would be another broadcast, to workers of
+    which a hard stop may just have killed some."""
+    _stopped.add(execution_id)
 
 
 def dask_well(job: dict[str, Any]) -> tuple[list[Row], str] | None:
@@ -321,12 +320,12 @@ class DaskRunner(WellRunner):
         futures = list(wells.futures.values())
         keys = set(wells.futures)
         prefix = wells.execution_id + "/"
-        told = False
         try:
-            where = [addr for addr, ks in client.processing().items() if keys.intersection(map(str, ks))]
-            client.cancel(futures, force=True)  # first: no task of it starts on a worker that was not told
-            client.run(_tell_stopped, wells.execution_id, True, on_error="return")
-            told = True
+            where = _computing_on(client, keys)
+            client.cancel(futures, force=True)  # first: no task of it starts on a worker that is not told
+            where = sorted(set(where) | set(_computing_on(client, keys)))
+            if where:  # only workers that hold its wells: a broadcast to a worker just killed waits out 30 s
+                client.run(_tell_stopped, wells.execution_id, workers=where, on_error="return")
             where = _wait_stopped(client, prefix, where, STOP_GRACE)
             if where:
                 log.warning("hard stop: ending the Dask worker processes %s (a step of %s runs on)", where, prefix)
@@ -337,12 +336,11 @@ class DaskRunner(WellRunner):
                     log.error("Dask workers %s still run after a hard stop (wells of %s)", where, prefix)
         except Exception as exc:  # the scheduler is lost: nothing of this execution can be running through it
             log.warning("stopping %s on Dask: %s: %s", wells.execution_id, type(exc).__name__, exc)
-        finally:
-            if told:  # nothing of it computes any more: the workers forget it
-                try:
-                    client.run(_tell_stopped, wells.execution_id, False, on_error="ignore")
-                except Exception:
-                    pass
+
+
+def _computing_on(client: Any, keys: set[str]) -> list[str]:
+    """The workers the scheduler has given any of ``keys`` (computing or queued there)."""
+    return [addr for addr, held in client.processing().items() if keys.intersection(map(str, held))]
 
 
 def _still_computing(client: Any, prefix: str, where: list[str]) -> list[str]:
