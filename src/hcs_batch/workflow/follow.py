@@ -26,7 +26,7 @@ from .._util import call_logged
 from ..backend import ConnectionLost, EventGap, ExecutionBackend, StreamItem
 from ..model import ExecutionState
 from ..protocol import ExecutionRecord, ProgressEvent, StateEvent
-from ..runtime import ExecutionStatusPoller
+from ..runtime import ExecutionStatusPoller, map_in_slices
 
 __all__ = ["LIVE_STATES", "Ending", "ExecutionFollower", "FollowedExecution", "follow_to_end"]
 
@@ -266,14 +266,18 @@ class ExecutionFollower:
                 return
 
     async def _fetch(self, execution_ids: Sequence[str]) -> dict[str, ExecutionState]:
-        """The poller's one batched request; applies every record to the rows as it goes."""
+        """The poller's one batched request; applies every record to the rows as it goes, in slices (a poll of
+        10,000 executions must not hold one guest tick; a row that ended meanwhile is never changed again)."""
         records, _unknown = await self._backend.status(execution_ids)
-        for record in records:
+
+        def apply(record: ExecutionRecord) -> None:
             if record.execution_id in self._rows:
                 wells = (record.wells_total, record.wells_skipped)
                 self._apply(
                     record.execution_id, state=record.state, error=record.error, percent=_percent(record), wells=wells
                 )
+
+        await map_in_slices(apply, records)
         return {record.execution_id: record.state for record in records}
 
     def _lose_all(self, timeout: float) -> Exception:
