@@ -154,6 +154,8 @@ class PlateLedger:
         self.filled = trio.Event()
         """Set once every plate has its slot (:meth:`fill`)."""
         self.by_execution: dict[str, PlateSlot] = {}
+        self._live: dict[str, None] = {}
+        """The executions of plates not yet final, kept as they change (a stop must not scan 10,000 slots)."""
         self.scope = trio.CancelScope()
         self.stopped_by_user = False
         self.stop_reason = ""
@@ -178,12 +180,16 @@ class PlateLedger:
         if self.is_done(slot.outcome.state) or slot.outcome.state is state:
             return False
         slot.outcome = replace(slot.outcome, state=state, error=error)
+        if self.is_done(state):
+            self._live.pop(slot.outcome.execution_id, None)
         return True
 
     def submitted(self, slot: PlateSlot, execution_id: str, *, output: str) -> None:
         """Record that ``slot``'s plate runs as ``execution_id``, writing into ``output``."""
         slot.outcome = replace(slot.outcome, execution_id=execution_id, output=output)
         self.by_execution[execution_id] = slot
+        if not self.is_done(slot.outcome.state):
+            self._live[execution_id] = None
 
     @staticmethod
     def check_wanted(slot: PlateSlot, doing: str) -> None:
@@ -193,7 +199,7 @@ class PlateLedger:
 
     def live_execution_ids(self) -> list[str]:
         """The executions of plates not yet final for this batch."""
-        return [eid for eid, slot in self.by_execution.items() if not self.is_done(slot.outcome.state)]
+        return list(self._live)
 
     def request_cancel(self, name: str) -> PlateSlot | None:
         """Mark plate ``name`` for cancelling (see :attr:`PlateSlot.cancel_requested`); None (nothing marked) when

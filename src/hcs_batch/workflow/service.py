@@ -425,7 +425,7 @@ class BatchWorkflowService:
         try:
             await engine.run(compiled)
         finally:
-            follower.release()  # nobody waits on it now: its rows go with the batch, not to a full GC collection
+            await follower.release()  # nobody waits on it now: its rows go with the batch, not to a full GC
 
     async def _submit_execution(self, artifact_id: str) -> str:
         """Submit one execution and return its id, shielded from a stop: the server starts the execution whether
