@@ -117,8 +117,7 @@ class BatchWorkflowService:
         Raises ``BatchAlreadyRunningError`` (before any await) if a batch is active, ``InputError`` for two
         plates with one name. Plate failures do not raise: they end the plate ``failed``.
         """
-        batch = self._begin(BatchKind.COMPILE, plates)
-        return await self._run(batch)
+        return await self._run(self._begin(BatchKind.COMPILE, plates))
 
     async def run_plates(self, plates: Sequence[PlateRef]) -> BatchSummary:
         """Mark every plate queued (before any await), compile all, then execute all and follow them to the end.
@@ -127,8 +126,7 @@ class BatchWorkflowService:
         scope is cancelled instead of :meth:`stop`, the batch is settled (targeted cancel, plates cancelled)
         and ``Cancelled`` propagates.
         """
-        batch = self._begin(BatchKind.RUN, plates)
-        return await self._run(batch)
+        return await self._run(self._begin(BatchKind.RUN, plates))
 
     def stop(self) -> None:
         """Stop the active batch: one call cancels its scope; live executions get a targeted cancel; every
@@ -259,6 +257,7 @@ class BatchWorkflowService:
                 log.warning("the server did not confirm the cancel of %d executions in time", len(live))
         reason = batch.stop_reason or "cancelled before it finished"
         await map_in_slices(lambda slot: self._transition(batch, slot, PlateState.CANCELLED, reason), batch.slots)
+        await trio.lowlevel.cancel_shielded_checkpoint()  # the announcements below start a guest tick of their own
         summary = batch.summary()  # every plate is final now
         self._batch = None
         self.batch_state.value, self.paused.value = BatchState.IDLE, False
