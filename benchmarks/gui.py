@@ -15,6 +15,7 @@ Run as ``python -m benchmarks.gui '{"plates": 1000}'``; prints one result line.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 import time
@@ -82,9 +83,31 @@ class _SlowSteps(trio.abc.Instrument):
         self.recording = False
         self.keep = keep
         self.slowest: list[tuple[float, float, str, str, str]] = []
+        self.tick_steps: list[tuple[float, str, str]] = []
+        """The steps of the guest tick running now: (CPU seconds, task, where it resumed); see :meth:`take_tick`."""
+        self.gc_seconds = 0.0
+        """Time the cyclic GC ran since :meth:`take_tick` (``gc.callbacks``, while recording)."""
+        self.gc_generations: set[int] = set()
+        self._gc_t0 = 0.0
         self._t0 = 0.0
         self._cpu0 = 0.0
         self._where = ""
+
+    def on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if not self.recording:
+            return
+        if phase == "start":
+            self._gc_t0 = now()
+        elif self._gc_t0:
+            self.gc_seconds += now() - self._gc_t0
+            self.gc_generations.add(info.get("generation", -1))
+            self._gc_t0 = 0.0
+
+    def take_tick(self) -> tuple[list[tuple[float, str, str]], float, list[int]]:
+        """The steps, GC time and GC generations of the tick that just ended; starts the next tick's."""
+        steps, gc_s, gens = self.tick_steps, self.gc_seconds, sorted(self.gc_generations)
+        self.tick_steps, self.gc_seconds, self.gc_generations = [], 0.0, set()
+        return steps, gc_s, gens
 
     @staticmethod
     def _frame(task: trio.lowlevel.Task) -> str:
@@ -112,6 +135,7 @@ class _SlowSteps(trio.abc.Instrument):
         duration = now() - self._t0
         cpu = time.thread_time() - self._cpu0
         self._t0 = 0.0
+        self.tick_steps.append((cpu, task.name.rsplit(".", 1)[-1][:60], f"{self._where} -> {self._frame(task)}"))
         if len(self.slowest) < self.keep or duration > self.slowest[-1][0]:
             self.slowest.append((duration, cpu, task.name, self._where, self._frame(task)))
             self.slowest.sort(reverse=True)
@@ -186,8 +210,6 @@ def run(plates: int, idle_s: float, server_url: str | None = None, gc_mode: str 
                 idle_ticks = list(reenter.ticks)
                 # Phase 2: the batch.
                 if gc_mode == "freeze":  # diagnostic: objects alive now are never scanned again by the GC
-                    import gc
-
                     gc.freeze()
                 reenter.ticks.clear()
                 reenter.cpu.clear()
@@ -264,17 +286,26 @@ def run_window(
             self.cpu: list[float] = []
             self.recording = False
 
+            self.top: list[tuple[float, float, float, list[int], list[tuple[float, str, str]]]] = []
+            """The ticks that took the most CPU: (CPU s, wall s, GC s, GC generations, their costliest steps)."""
+
         def record(self, duration: float, *, cpu: float | None = None) -> None:
             super().record(duration, cpu=cpu)
+            tick_steps, gc_s, gens = steps.take_tick()
             if self.recording:
                 self.durations.append(duration)
                 self.cpu.append(cpu or 0.0)
+                if len(self.top) < 5 or (cpu or 0.0) > self.top[-1][0]:
+                    costly = sorted(tick_steps, reverse=True)[:4]
+                    self.top.append((cpu or 0.0, duration, gc_s, gens, costly))
+                    self.top.sort(key=lambda t: t[0], reverse=True)
+                    del self.top[5:]
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    steps = _SlowSteps()
     monitor = RecordingMonitor()
     runner = GuestRunner(app, monitor=monitor, handle_sigint=False)
     probe = _TimerProbe()
-    steps = _SlowSteps()
 
     async def main() -> dict[str, Any]:
         with temp_dir("gui") as tmp:
@@ -308,13 +339,13 @@ def run_window(
                 monitor.durations.clear()
                 monitor.cpu.clear()
                 if gc_mode == "freeze":  # diagnostic: objects alive now are never scanned again by the GC
-                    import gc
-
                     gc.freeze()
                 steps.recording = True
+                gc.callbacks.append(steps.on_gc)
                 probe.start()
                 t0 = now()
                 summary = await window.run_batch(BatchKind.RUN, rows)
+                gc.callbacks.remove(steps.on_gc)
                 wall = now() - t0
                 busy = probe.stop()
                 steps.recording = False
@@ -340,6 +371,18 @@ def run_window(
             "longest_tick_cpu_ms": round(run_cpu[run_ticks.index(max(run_ticks))] * 1e3, 3) if run_ticks else 0.0,
             "most_cpu_in_a_tick_ms": round(max(run_cpu, default=0.0) * 1e3, 3),
             "slowest_task_steps": steps.report(),
+            # The ticks with the most GUI-thread CPU, and what ran in them: their costliest task steps (CPU ms,
+            # task, where it resumed -> where it stopped) and the cyclic GC's share.
+            "top_ticks": [
+                {
+                    "cpu_ms": round(c * 1e3, 2),
+                    "ms": round(d * 1e3, 2),
+                    "gc_ms": round(g * 1e3, 2),
+                    "gc_generations": gens,
+                    "steps": [f"{sc * 1e3:.2f} {name} @{where}" for sc, name, where in costly],
+                }
+                for c, d, g, gens, costly in monitor.top
+            ],
             "slow_ticks": sum(1 for t in run_ticks if t > 0.016),
             "slow_ticks_by_cpu": sum(1 for t in run_cpu if t > 0.016),
             "host": "guest_mode.PlateManagerWindow",
@@ -394,8 +437,6 @@ def measure(
 if __name__ == "__main__":
     p = params_from_argv()
     if p.get("gc") == "off":  # diagnostic: are the CPU-heavy long ticks the cyclic GC?
-        import gc
-
         gc.disable()
     emit(
         measure(

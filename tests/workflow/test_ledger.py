@@ -13,8 +13,16 @@ from hcs_batch.workflow.ledger import BatchKind, PlateLedger, live_plate_state
 PLATES = [PlateRef(name=f"P{i}", path=Path(f"/plates/P{i}")) for i in (1, 2)]
 
 
-def test_a_terminal_state_is_final() -> None:
-    ledger = PlateLedger(BatchKind.RUN, PLATES)
+async def _filled(kind: BatchKind) -> PlateLedger:
+    ledger = PlateLedger(kind, PLATES)
+    assert ledger.slots == [] and not ledger.filled.is_set()  # made empty: O(1) before a batch's first await
+    await ledger.fill()
+    assert [slot.plate for slot in ledger.slots] == PLATES and ledger.filled.is_set()
+    return ledger
+
+
+async def test_a_terminal_state_is_final() -> None:
+    ledger = await _filled(BatchKind.RUN)
     slot = ledger.by_name["P1"]
     assert ledger.transition(slot, PlateState.RUNNING)
     assert not ledger.transition(slot, PlateState.RUNNING)  # no change, no announcement
@@ -23,8 +31,8 @@ def test_a_terminal_state_is_final() -> None:
     assert (slot.outcome.state, slot.outcome.error) == (PlateState.CANCELLED, "stopped")
 
 
-def test_compiled_is_final_only_in_a_compile_only_batch() -> None:
-    compile_only, run = PlateLedger(BatchKind.COMPILE, PLATES), PlateLedger(BatchKind.RUN, PLATES)
+async def test_compiled_is_final_only_in_a_compile_only_batch() -> None:
+    compile_only, run = await _filled(BatchKind.COMPILE), await _filled(BatchKind.RUN)
     for ledger in (compile_only, run):
         ledger.transition(ledger.by_name["P1"], PlateState.COMPILED)
         ledger.transition(ledger.by_name["P1"], PlateState.CANCELLED)
@@ -32,8 +40,8 @@ def test_compiled_is_final_only_in_a_compile_only_batch() -> None:
     assert run.by_name["P1"].outcome.state is PlateState.CANCELLED
 
 
-def test_the_summary_and_its_exit_code() -> None:
-    ledger = PlateLedger(BatchKind.RUN, PLATES)
+async def test_the_summary_and_its_exit_code() -> None:
+    ledger = await _filled(BatchKind.RUN)
     ledger.transition(ledger.by_name["P1"], PlateState.COMPLETED)
     ledger.transition(ledger.by_name["P2"], PlateState.FAILED, "boom")
     summary = ledger.summary()
@@ -56,8 +64,8 @@ def test_the_summary_and_its_exit_code() -> None:
     assert ledger.summary().exit_code() == 130
 
 
-def test_paused_is_live_never_final_and_resumes_to_running() -> None:
-    ledger = PlateLedger(BatchKind.RUN, PLATES)
+async def test_paused_is_live_never_final_and_resumes_to_running() -> None:
+    ledger = await _filled(BatchKind.RUN)
     slot = ledger.by_name["P1"]
     ledger.transition(slot, PlateState.RUNNING)
     ledger.submitted(slot, "e1", output="/out/P1")
@@ -71,8 +79,8 @@ def test_paused_is_live_never_final_and_resumes_to_running() -> None:
     assert ledger.live_execution_ids() == []
 
 
-def test_request_cancel_marks_only_a_plate_not_yet_done() -> None:
-    ledger = PlateLedger(BatchKind.RUN, PLATES)
+async def test_request_cancel_marks_only_a_plate_not_yet_done() -> None:
+    ledger = await _filled(BatchKind.RUN)
     ledger.transition(ledger.by_name["P2"], PlateState.FAILED, "boom")
     assert ledger.request_cancel("nope") is None and ledger.request_cancel("P2") is None
     slot = ledger.request_cancel("P1")

@@ -19,6 +19,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -26,7 +27,7 @@ from .._util import call_logged
 from ..backend import ConnectionLost, EventGap, ExecutionBackend, StreamItem
 from ..model import ExecutionState
 from ..protocol import ExecutionRecord, ProgressEvent, StateEvent
-from ..runtime import ExecutionStatusPoller
+from ..runtime import ExecutionStatusPoller, map_in_slices
 
 __all__ = ["LIVE_STATES", "Ending", "ExecutionFollower", "FollowedExecution", "follow_to_end"]
 
@@ -135,19 +136,23 @@ class ExecutionFollower:
             unknown_error=self._unknown,
         )
 
-    def release(self) -> None:
+    async def release(self) -> None:
         """Forget every followed execution and stop reporting: for an owner done with this follower (nobody waits
         on it any more; what still arrives while it serves is treated as news of unknown executions).
 
         The poller and the owner's callbacks refer back to the follower, so it is freed only by the cyclic GC; a
         GUI that freezes the GC's survivors never frees it. Releasing lets reference counting free its rows (a few
-        objects an execution, and whatever the callbacks hold) at once.
+        objects an execution, and whatever the callbacks hold): the follower starts afresh at once, the old rows
+        are dropped in slices (10,000 at once would hold a guest tick). Not a cancellation point.
         """
         self._on_change = _ignore
         self._on_progress = _ignore
-        for table in (self._rows, self._changed_ids, self._ended, self._errors, self._early):
-            table.clear()
+        old = (self._rows, self._changed_ids, self._ended, self._errors, self._early)
+        self._rows, self._changed_ids, self._ended, self._errors = {}, {}, {}, {}
+        self._early = OrderedDict()
         self._live = 0
+        for table in old:
+            await _drop_in_slices(table)
 
     # ------------------------------------------------------------------ views
 
@@ -266,14 +271,18 @@ class ExecutionFollower:
                 return
 
     async def _fetch(self, execution_ids: Sequence[str]) -> dict[str, ExecutionState]:
-        """The poller's one batched request; applies every record to the rows as it goes."""
+        """The poller's one batched request; applies every record to the rows as it goes, in slices (a poll of
+        10,000 executions must not hold one guest tick; a row that ended meanwhile is never changed again)."""
         records, _unknown = await self._backend.status(execution_ids)
-        for record in records:
+
+        def apply(record: ExecutionRecord) -> None:
             if record.execution_id in self._rows:
                 wells = (record.wells_total, record.wells_skipped)
                 self._apply(
                     record.execution_id, state=record.state, error=record.error, percent=_percent(record), wells=wells
                 )
+
+        await map_in_slices(apply, records)
         return {record.execution_id: record.state for record in records}
 
     def _lose_all(self, timeout: float) -> Exception:
@@ -347,6 +356,11 @@ class ExecutionFollower:
 
     def _changed(self) -> None:
         call_logged(log, "following", self._on_change)
+
+
+async def _drop_in_slices(table: dict[str, Any]) -> None:
+    """Empty ``table`` a slice at a time: what its values free goes over several guest ticks."""
+    await map_in_slices(lambda _: table.popitem(), range(len(table)))
 
 
 async def follow_to_end(

@@ -18,6 +18,7 @@ from msgspec.structs import replace
 
 from ..errors import BatchError
 from ..model import ExecutionState, PlateRef, PlateState
+from ..runtime import map_in_slices
 
 __all__ = [
     "PLATE_STATE_OF_EXECUTION",
@@ -141,16 +142,37 @@ class PlateSlot:
 
 
 class PlateLedger:
+    """Every plate of one batch. Made empty (O(1), so a batch can claim the service before its first await);
+    :meth:`fill` then makes one slot a plate, in slices. Until it has, :attr:`slots` and :attr:`by_name` are
+    partial and no plate has an execution."""
+
     def __init__(self, kind: BatchKind, plates: Sequence[PlateRef]) -> None:
         self.kind = kind
-        self.slots = [PlateSlot(outcome=PlateOutcome(plate=plate, state=PlateState.QUEUED)) for plate in plates]
-        self.by_name = {slot.plate.name: slot for slot in self.slots}
+        self.plates = plates
+        self.slots: list[PlateSlot] = []
+        self.by_name: dict[str, PlateSlot] = {}
+        self.filled = trio.Event()
+        """Set once every plate has its slot (:meth:`fill`)."""
         self.by_execution: dict[str, PlateSlot] = {}
+        self._live: dict[str, None] = {}
+        """The executions of plates not yet final, kept as they change (a stop must not scan 10,000 slots)."""
         self.scope = trio.CancelScope()
         self.stopped_by_user = False
         self.stop_reason = ""
         self.paused = False
         """The batch is paused: executions it submits now are paused at once."""
+
+    async def fill(self) -> None:
+        """Make every plate's slot (queued), yielding to other tasks every few milliseconds. Not a cancellation
+        point (:func:`~hcs_batch.runtime.map_in_slices`): once it returns, every plate has its slot, whatever
+        was cancelled meanwhile."""
+
+        def make(plate: PlateRef) -> PlateSlot:
+            slot = self.by_name[plate.name] = PlateSlot(outcome=PlateOutcome(plate=plate, state=PlateState.QUEUED))
+            return slot
+
+        self.slots = await map_in_slices(make, self.plates)
+        self.filled.set()
 
     def transition(self, slot: PlateSlot, state: PlateState, error: str = "") -> bool:
         """Move one plate to ``state``; False (and nothing changes) for a plate already final for this batch or
@@ -158,12 +180,16 @@ class PlateLedger:
         if self.is_done(slot.outcome.state) or slot.outcome.state is state:
             return False
         slot.outcome = replace(slot.outcome, state=state, error=error)
+        if self.is_done(state):
+            self._live.pop(slot.outcome.execution_id, None)
         return True
 
     def submitted(self, slot: PlateSlot, execution_id: str, *, output: str) -> None:
         """Record that ``slot``'s plate runs as ``execution_id``, writing into ``output``."""
         slot.outcome = replace(slot.outcome, execution_id=execution_id, output=output)
         self.by_execution[execution_id] = slot
+        if not self.is_done(slot.outcome.state):
+            self._live[execution_id] = None
 
     @staticmethod
     def check_wanted(slot: PlateSlot, doing: str) -> None:
@@ -173,8 +199,7 @@ class PlateLedger:
 
     def live_execution_ids(self) -> list[str]:
         """The executions of plates not yet final for this batch."""
-        outcomes = [slot.outcome for slot in self.slots]
-        return [o.execution_id for o in outcomes if o.execution_id and not self.is_done(o.state)]
+        return list(self._live)
 
     def request_cancel(self, name: str) -> PlateSlot | None:
         """Mark plate ``name`` for cancelling (see :attr:`PlateSlot.cancel_requested`); None (nothing marked) when

@@ -10,10 +10,10 @@ Structured concurrency scopes every batch::
 
 Every plate converges to exactly one terminal state through :meth:`BatchWorkflowService._transition` (the plate
 ledger's one state change, :meth:`~.ledger.PlateLedger.transition`, then its projection to the host): a terminal
-state is never overwritten, and "all plates completed" is
-announced exactly once, when the batch scope has exited. On the way out (stop, fail-fast, Ctrl-C, an error) the
-service sends one targeted cancel for the executions still live on the server, shielded and bounded by
-``cancel_timeout``, and waits for the server to confirm them terminal, so nothing runs on orphaned.
+state is never overwritten, and "all plates completed" is announced exactly once, when the batch scope has exited.
+On the way out (stop, fail-fast, Ctrl-C, an error) the service sends one targeted cancel for the executions still
+live on the server, shielded and bounded by ``cancel_timeout``, and waits for the server to confirm them terminal.
+A batch's per-plate records are made in slices after its first await: a 10,000-plate start never holds a guest tick.
 
 The service never touches sockets or widgets itself: it talks to an ``ExecutionBackend`` and calls ``BatchHost``
 callbacks in the Trio thread.
@@ -117,8 +117,7 @@ class BatchWorkflowService:
         Raises ``BatchAlreadyRunningError`` (before any await) if a batch is active, ``InputError`` for two
         plates with one name. Plate failures do not raise: they end the plate ``failed``.
         """
-        batch = self._begin(BatchKind.COMPILE, plates)
-        return await self._run(batch)
+        return await self._run(self._begin(BatchKind.COMPILE, plates))
 
     async def run_plates(self, plates: Sequence[PlateRef]) -> BatchSummary:
         """Mark every plate queued (before any await), compile all, then execute all and follow them to the end.
@@ -127,8 +126,7 @@ class BatchWorkflowService:
         scope is cancelled instead of :meth:`stop`, the batch is settled (targeted cancel, plates cancelled)
         and ``Cancelled`` propagates.
         """
-        batch = self._begin(BatchKind.RUN, plates)
-        return await self._run(batch)
+        return await self._run(self._begin(BatchKind.RUN, plates))
 
     def stop(self) -> None:
         """Stop the active batch: one call cancels its scope; live executions get a targeted cancel; every
@@ -159,9 +157,9 @@ class BatchWorkflowService:
         cancel (it ends ``cancelled`` when the server confirms); one not submitted yet ends ``cancelled`` at once
         and is never submitted (one in flight is cancelled as soon as its id is known). False when idle, or the
         plate is unknown or already done. Raises what ``backend.cancel`` raises."""
-        batch = self._batch
-        slot = batch.request_cancel(name) if batch is not None else None
-        if batch is None or slot is None:
+        if (batch := self._batch) is not None:
+            await batch.filled.wait()  # a batch starting: its slots are being made (milliseconds)
+        if batch is None or (slot := batch.request_cancel(name)) is None:
             return False
         if slot.outcome.execution_id:
             await self.backend.cancel([slot.outcome.execution_id])
@@ -196,32 +194,33 @@ class BatchWorkflowService:
     # ------------------------------------------------------------------ batch life cycle
 
     def _begin(self, kind: BatchKind, plates: Sequence[PlateRef]) -> PlateLedger:
-        # Synchronous on purpose: the state flips before the caller's first await, so a double click
-        # cannot start two batches, and every plate shows queued at once.
+        # Synchronous: claims the service before the first await (a double click cannot start two), all plates queued.
         if self._batch is not None:
             raise BatchAlreadyRunningError(
                 f"a {self._batch.kind.value} batch is already active; stop it or wait for it to end"
             )
         names = [plate.name for plate in plates]
-        duplicates = sorted({name for name in names if names.count(name) > 1}) if len(set(names)) != len(names) else []
-        if duplicates:
-            raise InputError(f"two plates are named {duplicates[0]!r}: their results would collide; rename one folder")
+        queued = dict.fromkeys(names, PlateState.QUEUED)
+        if len(queued) != len(names):
+            twice = min(name for name in names if names.count(name) > 1)
+            raise InputError(f"two plates are named {twice!r}: their results would collide; rename one folder")
         batch = self._batch = PlateLedger(kind, plates)
         final = {PlateState.COMPILED, *TERMINAL_STATES} if kind is BatchKind.COMPILE else TERMINAL_STATES
-        self.tracker.reset(names, final_states=final)
+        self.tracker.reset(queued, final_states=final)
         self._stores.states.clear()
         self._stores.execution_ids.clear()
         self.batch_state.value = BatchState.COMPILING
-        self._stores.states.update(dict.fromkeys(names, PlateState.QUEUED))  # one host call for all, below
+        self._stores.states.update(queued)  # one host call for all, below
         self._call(self.host.emit_orchestrator_states, names, PlateState.QUEUED)
-        self._call(self.host.emit_progress_started, len(batch.slots))
+        self._call(self.host.emit_progress_started, len(names))
         self._call(self.host.update_button_states)
         self._call(self.host.update_item_list)
         return batch
 
     async def _run(self, batch: PlateLedger) -> BatchSummary:
-        await trio.lowlevel.cancel_shielded_checkpoint()  # _begin's 10,000 plates and what follows: two guest ticks
+        await trio.lowlevel.cancel_shielded_checkpoint()  # what follows _begin runs in a later guest tick
         try:
+            await batch.fill()  # uncancellable: _settle always finds every plate's slot
             with batch.scope:
                 async with self.backend.open_event_stream() as events, trio.open_nursery() as nursery:
                     nursery.start_soon(self._project)
@@ -258,6 +257,7 @@ class BatchWorkflowService:
                 log.warning("the server did not confirm the cancel of %d executions in time", len(live))
         reason = batch.stop_reason or "cancelled before it finished"
         await map_in_slices(lambda slot: self._transition(batch, slot, PlateState.CANCELLED, reason), batch.slots)
+        await trio.lowlevel.cancel_shielded_checkpoint()  # the announcements below start a guest tick of their own
         summary = batch.summary()  # every plate is final now
         self._batch = None
         self.batch_state.value, self.paused.value = BatchState.IDLE, False
@@ -424,7 +424,7 @@ class BatchWorkflowService:
         try:
             await engine.run(compiled)
         finally:
-            follower.release()  # nobody waits on it now: its rows go with the batch, not to a full GC collection
+            await follower.release()  # nobody waits on it now: its rows go with the batch, not to a full GC
 
     async def _submit_execution(self, artifact_id: str) -> str:
         """Submit one execution and return its id, shielded from a stop: the server starts the execution whether
