@@ -168,9 +168,7 @@ def test_the_largest_possible_status_reply_fits_in_a_frame() -> None:
     from hcs_batch.server.stores import Execution
 
     wide = "\U0001f600"
-    execution = Execution(
-        artifact_id="a" * 128, plate_name=wide * 128, wells_total=2**62, output=wide * 4096
-    )
+    execution = Execution(artifact_id="a" * 128, plate_name=wide * 128, wells_total=2**62, output=wide * 4096)
     execution.error = wide * 1_000_000
     execution.wells_done = execution.wells_skipped = 2**62
     reply = p.StatusReply(rid=2**63, executions=[execution.record()] * STATUS_CHUNK, unknown=[])

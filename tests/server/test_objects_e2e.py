@@ -32,7 +32,15 @@ def test_run_writes_objects_parquet_matching_wells_csv(tmp_path: Path) -> None:
         reader = csv.DictReader(fh)
         header, rows = reader.fieldnames or [], list(reader)
     assert header[:9] == [
-        "plate", "well", "site", "channel", "object_count", "mean_intensity", "timepoint", "file", "worker"
+        "plate",
+        "well",
+        "site",
+        "channel",
+        "object_count",
+        "mean_intensity",
+        "timepoint",
+        "file",
+        "worker",
     ]
     assert len(rows) == 3 * 2 * 2 and {r["timepoint"] for r in rows} == {"1"}
     truth = {

@@ -58,9 +58,7 @@ class DaskCluster:
 
 
 def _start(args: list[str], ready: re.Pattern[str], *, then: re.Pattern[str] | None = None) -> DaskProcess:
-    proc = subprocess.Popen(
-        [str(DASK), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env()
-    )
+    proc = subprocess.Popen([str(DASK), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
     assert proc.stderr is not None
     lines: list[str] = []
     address = ""

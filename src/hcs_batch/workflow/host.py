@@ -142,5 +142,3 @@ class BatchHost(abc.ABC):
 
     def on_all_plates_completed(self, summary: BatchSummary) -> None:
         return None
-
-

@@ -108,7 +108,15 @@ def test_run_metaxpress_phenix_and_zarr_plates_counts_match_truth(tmp_path: Path
     assert _counts(out / "ZarrPlate" / "wells.csv") == zarr_truth
     header = (out / "Screen A" / "wells.csv").read_text().splitlines()[0].split(",")
     assert header[:9] == [
-        "plate", "well", "site", "channel", "object_count", "mean_intensity", "timepoint", "file", "worker"
+        "plate",
+        "well",
+        "site",
+        "channel",
+        "object_count",
+        "mean_intensity",
+        "timepoint",
+        "file",
+        "worker",
     ]
     manifest = json.loads((out / "Screen A" / "manifest.json").read_text())
     assert manifest["layout"] == "imagexpress" and manifest["plate_path"] == str(mx)

@@ -133,8 +133,6 @@ class WellRunner(ABC):
         bounded by the runner's hard stop)."""
 
 
-
-
 @asynccontextmanager
 async def open_well_runner(
     executor: str = "local",
