@@ -187,7 +187,6 @@ async def serve(
                         lane=input_lane,
                         allowlist=allowlist,
                         roots=roots,
-                        output_lane=output_lane,
                         allow_remote_shutdown=allow_remote_shutdown,
                     )
                     await io_nursery.start(control.run, app.on_frames)
