@@ -88,3 +88,45 @@ async def test_close_wakes_owner_and_later_sends_fail() -> None:
         router.close()
     with pytest.raises(ConnectionClosedError):
         dealer.send_nowait([b"late"])
+
+
+async def test_a_burst_is_handled_over_several_steps_when_each_message_is_slow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # In guest mode one step of the owner is part of a GUI tick: past its time slice it yields, even mid-batch.
+    import hcs_batch._zmq as transport
+
+    monkeypatch.setattr(transport, "_RECV_SLICE_S", 0.0)  # every message is over the slice
+    receiver = new_socket("PAIR")
+    receiver.bind("inproc://burst")
+    sender = new_socket("PAIR")
+    sender.connect("inproc://burst")
+    n = 20
+    for i in range(n):  # inproc: all n are in the receiver's queue before its owner first looks
+        sender.send_multipart([str(i).encode()])
+    owner = AsyncSocket(receiver)
+    got: list[bytes] = []
+    seen_between: list[int] = []
+    all_in = trio.Event()
+
+    def on_message(frames: list[bytes]) -> None:
+        got.append(frames[0])
+        if len(got) == n:
+            all_in.set()
+
+    async def watch() -> None:
+        while not all_in.is_set():
+            seen_between.append(len(got))
+            await trio.lowlevel.checkpoint()
+
+    try:
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                await nursery.start(owner.run, on_message)
+                await all_in.wait()
+                nursery.cancel_scope.cancel()
+    finally:
+        sender.close()
+    assert got == [str(i).encode() for i in range(n)]
+    assert len({k for k in seen_between if 0 < k < n}) > 1, seen_between  # others ran between its messages

@@ -11,6 +11,7 @@ Sockets are made with LINGER 0, so closing never blocks on unsent messages.
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -34,6 +35,9 @@ Frames = list[bytes]
 
 _RECV_BATCH = 256
 """Messages handled per wake-up before the owner yields, so a flood cannot starve other tasks."""
+_RECV_SLICE_S = 0.002
+"""Nor longer than this per wake-up: in guest mode one step of this task is part of a GUI tick (a burst of 256
+events of a 10,000-plate screen took ~12 ms)."""
 
 
 def context() -> zmq.Context[Any]:
@@ -179,6 +183,7 @@ class AsyncSocket:
                     self._flush()
                     events = self._events()
                 if events & zmq.POLLIN:
+                    until = time.perf_counter() + _RECV_SLICE_S
                     for _ in range(_RECV_BATCH):
                         try:
                             frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -187,6 +192,8 @@ class AsyncSocket:
                         on_message(frames)
                         if self._closed:
                             return
+                        if time.perf_counter() > until:
+                            break
                     await trio.lowlevel.checkpoint()
                     continue
                 with trio.CancelScope() as self._wake_scope:

@@ -16,6 +16,8 @@ from typing import Generic, TypeVar
 
 import trio
 
+from .slices import map_in_slices
+
 __all__ = ["ExecutionStatusPoller", "PollerStatistics"]
 
 log = logging.getLogger(__name__)
@@ -336,17 +338,21 @@ class ExecutionStatusPoller(Generic[S]):
         else:
             self._alive_at = trio.current_time()
             self._last_fetch_error = None
-            for execution_id in ids:
+            fetched = result
+
+            def apply(execution_id: str) -> None:
                 entry = self._entries.get(execution_id)
                 if entry is None or not entry.pending:
-                    continue  # delivered, failed or pushed terminal meanwhile: terminal is final
-                if execution_id in result:
-                    self._record(execution_id, result[execution_id])
+                    return  # delivered, failed or pushed terminal meanwhile: terminal is final
+                if execution_id in fetched:
+                    self._record(execution_id, fetched[execution_id])
                 else:
                     entry.unknown_polls += 1
                     if entry.unknown_polls >= self._unknown_after:
                         self._counts["unknown"] += 1
                         self.fail(execution_id, self._unknown_error(execution_id, entry.unknown_polls))
+
+            await map_in_slices(apply, ids)  # 10,000 ids must not hold one guest tick (~12 ms)
         if self._changed:
             self._interval = self._base_interval
         else:
