@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from hcs_batch.testing.plates import make_plates
 
+from ..support.columns import WELLS_CSV_LEADING_COLUMNS
 from ..support.serverproc import env
 
 
@@ -31,17 +32,7 @@ def test_run_writes_objects_parquet_matching_wells_csv(tmp_path: Path) -> None:
     with open(plate_dir / "wells.csv", newline="") as fh:
         reader = csv.DictReader(fh)
         header, rows = reader.fieldnames or [], list(reader)
-    assert header[:9] == [
-        "plate",
-        "well",
-        "site",
-        "channel",
-        "object_count",
-        "mean_intensity",
-        "timepoint",
-        "file",
-        "worker",
-    ]
+    assert header[:9] == WELLS_CSV_LEADING_COLUMNS
     assert len(rows) == 3 * 2 * 2 and {r["timepoint"] for r in rows} == {"1"}
     truth = {
         (r["well"], r["site"], r["channel"]): r["object_count"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from tests.support.columns import WELLS_CSV_LEADING_COLUMNS
 from tests.support.serverproc import env
 from tests.support.vendor_plates import Truth, make_metaxpress_plate, make_phenix_plate, make_zarr_plate
 
@@ -107,17 +108,7 @@ def test_run_metaxpress_phenix_and_zarr_plates_counts_match_truth(tmp_path: Path
     assert _counts(out / "PHX-0001" / "wells.csv") == phx_truth
     assert _counts(out / "ZarrPlate" / "wells.csv") == zarr_truth
     header = (out / "Screen A" / "wells.csv").read_text().splitlines()[0].split(",")
-    assert header[:9] == [
-        "plate",
-        "well",
-        "site",
-        "channel",
-        "object_count",
-        "mean_intensity",
-        "timepoint",
-        "file",
-        "worker",
-    ]
+    assert header[:9] == WELLS_CSV_LEADING_COLUMNS
     manifest = json.loads((out / "Screen A" / "manifest.json").read_text())
     assert manifest["layout"] == "imagexpress" and manifest["plate_path"] == str(mx)
     assert manifest["z_planes"] == 3 and manifest["timepoints"] == 2 and manifest["projection"] == "max"
