@@ -89,7 +89,9 @@ class ControlApp:
     """Answers control requests arriving on ``router``; spawns compile tasks into ``nursery``.
 
     ``address``: where the server listens (``HelloReply.events_port``) and its shutdown token; ``lane``: the
-    server's file-system lane for plate folders.
+    server's file-system lane for plate folders; ``check_lane``: the one for an execute request's output-folder
+    check (not the executor's lane: behind a screen's queued result writes and plate maps the reply waited ~1 s
+    at 1,000 plates, and a stopping client waits for every execute reply it started).
     """
 
     router: AsyncSocket
@@ -101,6 +103,7 @@ class ControlApp:
     lane: ThreadLane
     allowlist: StepAllowlist
     roots: Roots
+    check_lane: ThreadLane
     allow_remote_shutdown: bool = False
     stopping: bool = dataclasses.field(default=False, init=False)
     _started: float = dataclasses.field(default_factory=time.monotonic, init=False)
@@ -257,9 +260,7 @@ class ControlApp:
     async def _execute(self, identity: bytes, request: p.Execute) -> None:
         try:
             plan = self.executor.artifacts.get(request.artifact_id)
-            # A thread of its own, not the output lane: behind a screen's queued result writes and plate maps, the
-            # reply waited ~1 s at 1,000 plates, and a stopping client waits for every execute reply it started.
-            plate_dir = await trio.to_thread.run_sync(check_output_dir, request.output_dir, plan.plate_name, self.roots)
+            plate_dir = await self.check_lane.run(check_output_dir, request.output_dir, plan.plate_name, self.roots)
             if self.stopping:
                 raise HcsBatchError("the server is shutting down")
             execution = self.executor.submit(plan, output_dir=str(plate_dir.parent), force=request.force)

@@ -160,6 +160,8 @@ async def serve(
         # share (input) cannot hold up the result files of other plates (output), nor the other way round.
         input_lane = ThreadLane(max_batch=_LANE_BATCH)
         output_lane = ThreadLane(max_batch=_LANE_BATCH)
+        check_lane = ThreadLane(max_batch=_LANE_BATCH)  # execute requests' output-folder checks: never queued
+        # behind the result files and plate maps of the output lane (see ControlApp)
         runner_cm = open_well_runner(
             executor,
             workers=workers,
@@ -173,6 +175,7 @@ async def serve(
                 # In io_nursery: it outlives every execution and compile (the work nursery ends first).
                 await io_nursery.start(input_lane.serve)
                 await io_nursery.start(output_lane.serve)
+                await io_nursery.start(check_lane.serve)
                 shutdown = stop if stop is not None else trio.Event()
                 async with trio.open_nursery() as work:
                     lifecycle = Executor(nursery=work, runner=runner, publisher=publisher, lane=output_lane)
@@ -187,6 +190,7 @@ async def serve(
                         lane=input_lane,
                         allowlist=allowlist,
                         roots=roots,
+                        check_lane=check_lane,
                         allow_remote_shutdown=allow_remote_shutdown,
                     )
                     await io_nursery.start(control.run, app.on_frames)
