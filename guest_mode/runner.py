@@ -14,7 +14,9 @@ Promises:
   is the default, so :func:`install_excepthook` installs a hook that logs instead (done by ``run``).
 - With ``handle_sigint=True`` (the default, main thread only) the first Ctrl-C cancels the main scope and sets
   :attr:`GuestRunner.interrupted`; a second Ctrl-C while cleanup is still running exits at once with 130.
-  Trio owns the signal wakeup fd (``host_uses_signal_set_wakeup_fd=False``), so a Ctrl-C wakes the loop promptly.
+  Trio owns the signal wakeup fd (``host_uses_signal_set_wakeup_fd=False``), so a Ctrl-C wakes the loop promptly;
+  and a 200 ms ``QTimer`` runs the interpreter now and then, since Python runs a signal handler only between
+  bytecodes of the main thread, which otherwise may sit in Qt's C++ loop (CI once saw a Ctrl-C wait ~15 s).
 - Every re-entry is timed (wall clock and this thread's CPU time) by a :class:`~guest_mode.tick_monitor.TickMonitor`.
 - With ``freeze_gc=True`` (the default) ``run`` calls :func:`collect_and_freeze` once: every object alive at start-up
   (imported modules, Qt wrappers, the window) is moved out of the cyclic GC's reach, so a full collection no longer
@@ -43,7 +45,7 @@ from typing import Any, TypeVar
 
 import outcome
 import trio
-from PyQt6.QtCore import QCoreApplication, QEvent, QObject
+from PyQt6.QtCore import QCoreApplication, QEvent, QObject, QTimer
 from PyQt6.QtWidgets import QApplication
 
 from .tick_monitor import TickMonitor
@@ -189,6 +191,10 @@ class GuestRunner:
             collect_and_freeze()
             gc.callbacks.append(freeze_survivors)
         previous_sigint = self._install_sigint()
+        signal_check = QTimer()
+        if previous_sigint is not None:  # a no-op slot: the main thread runs Python, so the handler gets its turn
+            signal_check.timeout.connect(lambda: None)
+            signal_check.start(200)
         try:
             trio.lowlevel.start_guest_run(
                 self._main,
@@ -207,6 +213,7 @@ class GuestRunner:
                     logger.warning("the Qt loop quit before Trio finished; cancelling Trio and waiting for it")
                     self.cancel()
         finally:
+            signal_check.stop()
             if freeze_survivors in gc.callbacks:
                 gc.callbacks.remove(freeze_survivors)
             if previous_sigint is not None:
