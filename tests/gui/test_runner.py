@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from typing import Any
 
 import pytest
 import trio
@@ -182,35 +184,41 @@ def test_a_slot_that_raises_does_not_abort_the_process():
 
 
 def test_ctrl_c_cancels_cleanly_with_exit_130():
-    # An unreachable server keeps the window up (connecting) while we interrupt it.
-    with subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "guest_mode",
-            "-v",
-            "--server",
-            f"tcp://127.0.0.1:{free_port()}",
-            "--connect-timeout=30",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
-    ) as proc:
+    # An unreachable server keeps the window up (connecting) while we interrupt it. Its stderr is read by a thread
+    # all along, and a window that does not exit in time dumps every thread's stack (faulthandler, SIGABRT), so a
+    # failure says where it hung.
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read(stream: Any) -> None:
+        for line in stream:
+            lines.append(line)
+            if "plate manager ready" in line:
+                ready.set()
+
+    command = [sys.executable, "-m", "guest_mode", "-v", "--server", f"tcp://127.0.0.1:{free_port()}"]
+    env = {**_env(), "PYTHONFAULTHANDLER": "1"}
+    with subprocess.Popen([*command, "--connect-timeout=30"], stderr=subprocess.PIPE, text=True, env=env) as proc:
+        reader = threading.Thread(target=read, args=(proc.stderr,), daemon=True)
+        reader.start()
         try:
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                if "plate manager ready" in line:
-                    break
+            assert ready.wait(60), "".join(lines)
             start = time.monotonic()
             proc.send_signal(signal.SIGINT)
-            code = proc.wait(timeout=20)
+            try:
+                code = proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGABRT)  # faulthandler writes the stacks, then the process dies
+                proc.wait(timeout=10)
+                reader.join(timeout=10)
+                pytest.fail("no exit within 20 s of Ctrl-C; its stderr:\n" + "".join(lines)[-6000:])
             elapsed = time.monotonic() - start
-            rest = proc.stderr.read()
+            reader.join(timeout=10)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    rest = "".join(lines)
     assert code == 130, rest
     assert elapsed < 5
     assert "Traceback" not in rest
