@@ -20,7 +20,7 @@ from hcs_batch.model import ExecutionState
 from hcs_batch.pipeline import noop_pipeline_text
 from hcs_batch.testing.plates import make_plates
 
-from ..support.procs import descendants, survivors
+from ..support.procs import descendants, reap_process, survivors
 from .helpers import wait_terminal
 
 
@@ -107,8 +107,4 @@ def test_the_child_stops_when_its_stdin_closes(tmp_path: Path) -> None:
         assert proc.wait(timeout=60) == 0
         assert not survivors(workers)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        reap_process(proc)

@@ -23,7 +23,7 @@ from hcs_batch.client import open_connection
 from hcs_batch.pipeline import default_pipeline_text
 from hcs_batch.testing.plates import make_plates
 
-from ..support.procs import descendants, survivors
+from ..support.procs import descendants, reap_process, survivors
 from ..support.serverproc import env
 from .helpers import wait_terminal
 
@@ -89,11 +89,7 @@ async def test_serve_answers_a_client_and_exits_cleanly_on_sigint(tmp_path: Path
         assert workers, "the server runs its wells in child processes"
         code = await trio.to_thread.run_sync(_stop, proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        reap_process(proc)
     assert code == 0
     assert survivors(workers) == {}, "no worker process may outlive the server"
     assert (tmp_path / "out" / "plate" / "wells.csv").exists()

@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
+from typing import Any
+
+
+def reap_process(proc: subprocess.Popen[Any]) -> None:
+    """Make sure a process this test started is gone (SIGKILL if still running) and its stdout pipe closed."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def _parent_of(pid: int) -> int | None:

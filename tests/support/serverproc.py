@@ -22,6 +22,7 @@ from pathlib import Path
 
 import trio
 
+from .procs import reap_process
 from .slow_steps import release_gate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,10 +110,7 @@ def reap(server: Server) -> None:
     """Make sure the server process is gone (SIGCONT, SIGKILL if still there) and close its pipe."""
     if server.proc.poll() is None:
         os.kill(server.pid, signal.SIGCONT)
-        server.proc.kill()
-    server.proc.wait(timeout=30)
-    if server.proc.stdout is not None:
-        server.proc.stdout.close()
+    reap_process(server.proc)
 
 
 def stop(server: Server) -> int:
