@@ -153,7 +153,8 @@ def _font(size: int) -> Any:
     from PIL import ImageFont
 
     spec = importlib.util.find_spec("matplotlib")  # finds the file without importing matplotlib (0.3 s)
-    for folder in spec.submodule_search_locations or () if spec else ():
+    folders = (spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
         path = Path(folder) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
         if path.is_file():
             return ImageFont.truetype(str(path), size)
@@ -206,11 +207,12 @@ def render_plate_map(plate_name: str, values: Mapping[str, float], wells: Iterab
         if pos is None:
             continue
         x, y = left + pos[1] * cell, top + pos[0] * cell
+        box = (x + 1, y + 1, x + cell - 2, y + cell - 2)
         value = values.get(well)
         if value is not None and math.isfinite(value):
-            draw.rectangle((x + 1, y + 1, x + cell - 2, y + cell - 2), fill=_rgb((value - low) / (high - low)))
+            draw.rectangle(box, fill=_rgb((value - low) / (high - low)))
         else:
-            draw.rectangle((x + 1, y + 1, x + cell - 2, y + cell - 2), outline=_EMPTY_OUTLINE)
+            draw.rectangle(box, outline=_EMPTY_OUTLINE)
 
     for y in range(bar_h):  # the colour bar: high at the top
         draw.line((bar_x, bar_y + y, bar_x + bar_w - 1, bar_y + y), fill=_rgb(1 - y / max(1, bar_h - 1)))

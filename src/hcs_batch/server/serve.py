@@ -156,12 +156,12 @@ async def serve(
         )
         publisher = EventPublisher(events, uuid.uuid4().hex)
         # Worker threads for the server's small blocking file-system calls: many plates share one thread hop,
-        # and nothing touches the disk on the Trio thread. Two lanes, so that a plate folder on a hung network
-        # share (input) cannot hold up the result files of other plates (output), nor the other way round.
+        # and nothing touches the disk on the Trio thread. Separate lanes, so that a plate folder on a hung network
+        # share (input) cannot hold up the result files of other plates (output), nor the other way round, and an
+        # execute request's output-folder check (check) never waits behind queued result files and plate maps.
         input_lane = ThreadLane(max_batch=_LANE_BATCH)
         output_lane = ThreadLane(max_batch=_LANE_BATCH)
-        check_lane = ThreadLane(max_batch=_LANE_BATCH)  # execute requests' output-folder checks: never queued
-        # behind the result files and plate maps of the output lane (see ControlApp)
+        check_lane = ThreadLane(max_batch=_LANE_BATCH)
         runner_cm = open_well_runner(
             executor,
             workers=workers,

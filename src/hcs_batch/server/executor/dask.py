@@ -429,9 +429,7 @@ def _connect(scheduler: str | None, scheduler_file: str | None, workers: int | N
     try:
         client.register_plugin(KeepHeap(), name="hcs-batch-keep-heap")
     except Exception:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        _close(client, cluster)
         raise
     return client, cluster
 
