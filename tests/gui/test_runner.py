@@ -183,6 +183,15 @@ def test_a_slot_that_raises_does_not_abort_the_process():
     assert "still alive" not in control.stdout
 
 
+def _sigint_as_from_a_terminal() -> None:
+    """In the child before exec: SIGINT at its default and unblocked, as a shell starts a program. A child inherits
+    an ignored or blocked SIGINT from this process, and the full suite left it so: the stack dump of a failed run
+    showed the window idle in Qt's loop with no "interrupted" line, i.e. the signal never reached Python (a program
+    started with SIGINT ignored rightly keeps ignoring it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_cancels_cleanly_with_exit_130():
     # An unreachable server keeps the window up (connecting) while we interrupt it. Its stderr is read by a thread
     # all along, and a window that does not exit in time dumps every thread's stack (faulthandler, SIGABRT), so a
@@ -198,7 +207,13 @@ def test_ctrl_c_cancels_cleanly_with_exit_130():
 
     command = [sys.executable, "-m", "guest_mode", "-v", "--server", f"tcp://127.0.0.1:{free_port()}"]
     env = {**_env(), "PYTHONFAULTHANDLER": "1"}
-    with subprocess.Popen([*command, "--connect-timeout=30"], stderr=subprocess.PIPE, text=True, env=env) as proc:
+    with subprocess.Popen(
+        [*command, "--connect-timeout=30"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=_sigint_as_from_a_terminal,
+    ) as proc:
         reader = threading.Thread(target=read, args=(proc.stderr,), daemon=True)
         reader.start()
         try:
