@@ -162,3 +162,19 @@ def test_fill_holes_with_many_outside_backgrounds_equals_scipy() -> None:
     mask[24:26, 38:42] = False
     np.testing.assert_array_equal(imageops.fill_holes(mask), ndimage.binary_fill_holes(mask))
     assert imageops.fill_holes(mask)[25, 40]
+
+
+def test_gaussian_in_place_overwrites_only_a_contiguous_float32_image_with_the_same_values() -> None:
+    image = _blobs(5).astype(np.float32)
+    expected = imageops.gaussian(image, 1.5)
+    assert expected is not image
+    out = imageops.gaussian(image, 1.5, in_place=True)
+    assert out is image
+    np.testing.assert_array_equal(out, expected)
+    for other in (_blobs(5), _blobs(5).astype(np.float32)[:, ::2]):  # uint16; a strided view
+        before = other.copy()
+        out = imageops.gaussian(other, 1.5, in_place=True)
+        assert out is not other and out.dtype == np.float32
+        np.testing.assert_array_equal(other, before)
+    zero = _blobs(5).astype(np.float32)
+    assert imageops.gaussian(zero, 0.0, in_place=True) is zero and imageops.gaussian(zero, 0.0) is not zero

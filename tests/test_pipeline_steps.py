@@ -118,13 +118,23 @@ def test_otsu_threshold_records_the_threshold_it_used_in_the_images_units(log: b
     image = rng.gamma(2.0, 0.05, shape).astype(np.float32)
     image[..., 10:20, 10:20] += 0.6
     notes: dict[str, object] = {}
-    token = steps._NOTES.set(notes)
-    try:
+    with steps.step_call(notes):
         mask = steps.otsu_threshold(image, log=log)
-    finally:
-        steps._NOTES.reset(token)
     threshold = notes["threshold"]
     assert isinstance(threshold, float) and float(image.min()) < threshold < float(image.max())
     differ = np.count_nonzero(mask != (image > threshold))
     assert differ <= 2, f"{differ} pixels on the other side of the recorded threshold"  # float rounding at the edge
     assert steps.otsu_threshold(image, log=log).shape == mask.shape  # outside a worker: nothing recorded, no error
+
+
+def test_gaussian_blur_changes_the_callers_image_only_when_a_worker_hands_it_over() -> None:
+    image = np.random.default_rng(3).random((40, 30), dtype=np.float32)
+    before = image.copy()
+    blurred = steps.gaussian_blur(image, sigma=1.0)
+    np.testing.assert_array_equal(image, before)  # called directly: a copy
+    with steps.step_call({}, handed_over=np.zeros(1, np.float32)):  # another array handed over: still a copy
+        assert steps.gaussian_blur(image, sigma=1.0) is not image
+    np.testing.assert_array_equal(image, before)
+    with steps.step_call({}, handed_over=image):
+        assert steps.gaussian_blur(image, sigma=1.0) is image
+    np.testing.assert_array_equal(image, blurred)

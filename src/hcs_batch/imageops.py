@@ -100,9 +100,12 @@ def rescale(image: NDArray[Any], low: float, high: float) -> NDArray[np.float32]
     return out
 
 
-def gaussian(image: NDArray[Any], sigma: float) -> NDArray[np.float32]:
+def gaussian(image: NDArray[Any], sigma: float, *, in_place: bool = False) -> NDArray[np.float32]:
     """``scipy.ndimage.gaussian_filter(image.astype(float32), sigma)`` for a 2-D image (reflect border, radius
     ``round(4 sigma)``); equal to it within float32 rounding. ``sigma`` 0 returns a float32 copy.
+
+    With ``in_place`` a C-contiguous float32 ``image`` is overwritten with the result, which is returned (OpenCV
+    filters a row band at a time: the same values as a copy, no second image); any other image is copied.
 
     Raises:
         ValueError: ``sigma`` < 0 or ``image`` is not 2-D.
@@ -112,12 +115,18 @@ def gaussian(image: NDArray[Any], sigma: float) -> NDArray[np.float32]:
     if image.ndim != 2:
         raise ValueError(f"gaussian: expected a 2-D image, got {image.ndim} dimensions")
     data = np.ascontiguousarray(image, dtype=np.float32)
+    reuse = in_place and data is image and data.flags.writeable
     if sigma == 0:
-        return data.copy()
+        return data if reuse or data is not image else data.copy()
     cv2 = _cv()
     radius = int(4.0 * sigma + 0.5)
     out: NDArray[np.float32] = cv2.GaussianBlur(
-        data, (2 * radius + 1, 2 * radius + 1), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT
+        data,
+        (2 * radius + 1, 2 * radius + 1),
+        dst=data if reuse else None,
+        sigmaX=sigma,
+        sigmaY=sigma,
+        borderType=cv2.BORDER_REFLECT,
     )
     return out
 

@@ -10,6 +10,10 @@ The step contract (for built-in and user steps alike):
   ``dict`` of measurements (name → number), merged into the result row of that well, site and channel; ``None``
   changes nothing. Measurement values must be plain numbers or strings.
 - Steps run in worker processes, one well at a time; they must not rely on state shared with the server.
+- An array a step returns belongs to the worker from then on (the step keeps no reference to it). The worker
+  may hand it to a later step to overwrite: a step that can write its result into its input asks
+  :func:`may_overwrite` (``gaussian_blur`` does: one float32 image less at the worker's peak). Called anywhere
+  else, a step never changes the caller's image.
 
 Objects. A step marked with :func:`makes_objects` (the attribute ``hcs_batch_objects = True``) returns the
 *segmentation*: a 2-D label image of the plane's shape (integers, 0 = background, each object one value) or a
@@ -30,7 +34,8 @@ n-D paths), so a server never loads it: ~0.3 s less before an embedded server ca
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -50,11 +55,13 @@ __all__ = [
     "is_inline_noop",
     "is_objects_step",
     "makes_objects",
+    "may_overwrite",
     "mean_intensity",
     "noop",
     "normalize",
     "otsu_threshold",
     "split_touching",
+    "step_call",
 ]
 
 NOOP_ATTRIBUTE = "hcs_batch_noop"
@@ -115,17 +122,43 @@ def is_inline_noop(func: object) -> bool:
     return getattr(func, NOOP_ATTRIBUTE, False) is True
 
 
-_NOTES: ContextVar[dict[str, Any] | None] = ContextVar("hcs_batch_step_notes", default=None)
-"""Where a step that returns an image records a measurement beside it (the worker sets it; see :func:`_note`)."""
+@dataclass(frozen=True, slots=True)
+class _StepCall:
+    notes: dict[str, Any]
+    handed_over: object
+
+
+_CALL: ContextVar[_StepCall | None] = ContextVar("hcs_batch_step_call", default=None)
+"""The worker's frame around the step running now (see :func:`step_call`)."""
+
+
+@contextmanager
+def step_call(notes: dict[str, Any], handed_over: NDArray[Any] | None = None) -> Iterator[None]:
+    """The worker's frame around one step call: :func:`_note` records into ``notes``, and ``handed_over`` (the
+    working image, when the worker made it and reads it no more after this step) is what :func:`may_overwrite`
+    says yes to. Restores the frame before it on exit, also on an exception."""
+    token = _CALL.set(_StepCall(notes, handed_over))
+    try:
+        yield
+    finally:
+        _CALL.reset(token)
+
+
+def may_overwrite(image: NDArray[Any]) -> bool:
+    """True when the running step may write its result into ``image``: the worker handed it over (an array it
+    owns, read by nothing after this step: never the raw plane, a segmentation or a view). Outside
+    :func:`step_call` (a step called directly) always False."""
+    call = _CALL.get()
+    return call is not None and call.handed_over is image
 
 
 def _note(name: str, value: Any) -> None:
     """Record measurement ``name`` for the row of the image being processed, beside an array result
     (``otsu_threshold``'s ``threshold``). The worker merges it into the row as it merges a returned dict;
     called outside a worker, nothing happens."""
-    notes = _NOTES.get()
-    if notes is not None:
-        notes[name] = value
+    call = _CALL.get()
+    if call is not None:
+        call.notes[name] = value
 
 
 def makes_objects(func: F) -> F:
@@ -152,11 +185,12 @@ def normalize(
 
 
 def gaussian_blur(image: NDArray[Any], *, sigma: Annotated[float, Range(ge=0)] = 1.0) -> NDArray[np.float32]:
-    """Smooth with a Gaussian of standard deviation ``sigma`` pixels (0 returns the image as float)."""
+    """Smooth with a Gaussian of standard deviation ``sigma`` pixels (0 returns the image as float). In a worker,
+    a 2-D float32 image handed over (:func:`may_overwrite`) is blurred in place."""
     if sigma < 0:
         raise ValueError(f"gaussian_blur: sigma must be >= 0, got {sigma}")
     if image.ndim == 2:
-        return imageops.gaussian(image, sigma)
+        return imageops.gaussian(image, sigma, in_place=may_overwrite(image))
     data = image.astype(np.float32, copy=False)
     if sigma == 0:
         return data

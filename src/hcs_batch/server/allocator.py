@@ -9,15 +9,17 @@ image-sized buffer in the heap, whose top then stays at the worst moment's live 
 smaller blocks leave below them: ~2 images more than the buffers alive at once.
 
 :func:`keep_heap` (the worker context's ``init`` hook) keeps the trim threshold at 256 MiB (blocks freed are
-reused, never refaulted) and fixes the mmap threshold at 16 MiB, one 2,048 x 2,048 float32 image: those, the
-largest buffers of a well, are mappings of their own, unmapped when freed, so they never sit on top of the holes
-that smaller blocks leave in the heap; numpy asks for transparent huge pages for them, so mapping them again
-costs a few faults, not thousands. It also has Arrow (the well's result files) allocate through the same malloc
-instead of its own mimalloc pool, which kept ~1 image of freed pages. Measured (HOTSPOTS.md, "Worker peak
-memory", ``python -m benchmarks.worker_memory``, 12 wells, three runs each): peak RSS above the interpreter 6.3
-(both thresholds at their maximum) -> 5.8, ~19 page faults per well and the same CPU. An 8,000 KiB threshold
-with a 4 MiB trim threshold gave 5.3-5.5 but ~12,500 faults and ~40 ms of system CPU more per well (~10%: the
-hcs-batch vs Pool ratio fell from 0.98 to 0.88); 4 MiB with the heap kept varied 5.6-7.2 from run to run.
+reused, never refaulted) and fixes the mmap threshold at 4 MiB, one 2,048 x 2,048 mask: those and everything
+larger (the uint16 planes, the float32 working image, label images) are mappings of their own, unmapped when freed,
+so they never sit on top of the holes that smaller blocks leave in the heap; numpy asks for transparent huge pages
+for them, so mapping them again costs a few faults, not thousands. (A free heap block that fits is still reused
+first: glibc maps only what its bins cannot serve.) It also has Arrow (the well's result files) allocate through
+the same malloc instead of its own mimalloc pool, which kept ~1 image of freed pages. Measured (HOTSPOTS.md,
+"Worker peak memory"): with the Gaussian blurring in place, peak RSS above the interpreter on the 96-well real
+plate (``hcs-batch run``, 48 wells per worker, 6 runs) 175-177 MiB = 5.4-5.6 images at 4 MiB against 178-187 MiB
+= 5.7-6.8 at 16 MiB; ~900 instead of ~180 page faults and ~6 ms more system CPU per well of four images (~1.5%).
+Earlier: an 8,000 KiB threshold with a 4 MiB trim threshold gave 5.3-5.5 but ~12,500 faults and ~40 ms of system
+CPU more per well (~10%: the hcs-batch vs Pool ratio fell from 0.98 to 0.88); the trim threshold stays high.
 Elsewhere than glibc (no ``mallopt``) the thresholds are left as they are.
 """
 
@@ -31,7 +33,7 @@ __all__ = ["keep_heap"]
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _TRIM_THRESHOLD = 256 << 20
-_MMAP_THRESHOLD = 16 << 20  # a 2,048 x 2,048 float32 image: those are mappings of their own
+_MMAP_THRESHOLD = 4 << 20  # a 2,048 x 2,048 mask: image-sized buffers are mappings of their own
 
 
 def keep_heap() -> bool:

@@ -33,7 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..measure import Objects, channel_means, to_labels
-from ..steps import _NOTES, is_objects_step
+from ..steps import is_objects_step, step_call
 from .compiler import WorkerStep
 from .images import ImageError, load_plane, source_path
 from .results import Row, write_well_result
@@ -178,20 +178,20 @@ def _run_steps(
 ) -> NDArray[Any] | None:
     """Run ``steps`` on the plane taken out of ``planes`` (one), merging dict results into ``row``; the last
     segmenting step's result or None. Unless a step wants ``raw``, the plane is released once the first step has
-    returned (the caller keeps no reference: hence the list). Raises WellStopped when ``stop()`` says so after a
-    step."""
+    returned (the caller keeps no reference: hence the list). The working image is handed over to each step
+    (:func:`hcs_batch.steps.may_overwrite`) unless it is the raw plane, a segmentation or a view. Raises
+    WellStopped when ``stop()`` says so after a step."""
     image, objects = planes.pop(), None
     raw = image if any(wants_raw for _, _, wants_raw in steps) else None
     notes: dict[str, Any] = {}
     for ref, params, wants_raw in steps:
-        token = _NOTES.set(notes)
+        owned = image is not raw and image is not objects and image.base is None and image.flags.writeable
         try:
             func = _function(ref)
-            result = func(image, raw=raw, **params) if wants_raw else func(image, **params)
+            with step_call(notes, image if owned else None):
+                result = func(image, raw=raw, **params) if wants_raw else func(image, **params)
         except Exception as exc:
             raise StepFailure(f"{where}: step {ref} failed: {type(exc).__name__}: {exc}") from None
-        finally:
-            _NOTES.reset(token)
         for key, value in notes.items():  # what a step recorded beside its image (the threshold it used)
             name, plain = _measurement(where, ref, key, value)
             row[name] = plain
