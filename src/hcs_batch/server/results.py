@@ -50,6 +50,7 @@ __all__ = [
     "Row",
     "atomic_write",
     "load_done_wells",
+    "objects_table",
     "plate_output_dir",
     "well_result_path",
     "write_plate_results",
@@ -129,7 +130,7 @@ def well_result_path(plate_dir: Path, well: str) -> Path:
 _KEY = b"hcs_batch.well_key"
 
 
-def _objects_table(tables: Sequence[Mapping[str, Any]]) -> Any:
+def objects_table(tables: Sequence[Mapping[str, Any]]) -> Any:
     """One pyarrow table of the image sets' object columns (key columns first; missing columns become null)."""
     import pyarrow as pa
 
@@ -161,7 +162,7 @@ def write_well_result(
     json; each atomically, both naming ``well_key`` (see the module docstring). Creates the folders it needs."""
     path = well_result_path(plate_dir, well)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = _objects_table(objects)
+    table = objects_table(objects)
     table = table.replace_schema_metadata({_KEY: well_key.encode()})
     _write_parquet(table, path.with_suffix(".parquet"))
     atomic_write(path, _json_encoder.encode(_WellFile(well_key=well_key, rows=rows)))
@@ -225,7 +226,7 @@ def _objects_temp(plate_dir: Path, wells: Iterable[str]) -> Path:
             parts.append(pq.ParquetFile(path).read(use_threads=False))
         except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) on a damaged file
             raise OSError(f"cannot read the object file {path}: {exc}") from None
-    table = pa.concat_tables(parts, promote_options="default") if parts else _objects_table(())
+    table = pa.concat_tables(parts, promote_options="default") if parts else objects_table(())
     return _write_parquet_temp(table.replace_schema_metadata(None), plate_dir / "objects.parquet")
 
 

@@ -90,7 +90,7 @@ def _exercise() -> None:
 
     from hcs_batch import steps
 
-    from .results import _objects_table
+    from .results import objects_table
 
     y, x = np.mgrid[:96, :96]
     field = np.full((96, 96), 1000, np.uint16)
@@ -102,7 +102,7 @@ def _exercise() -> None:
     mask = steps.otsu_threshold(steps.gaussian_blur(steps.normalize(field), sigma=1.0), log=True)
     objects = Objects(to_labels(steps.split_touching(mask, min_distance=4, min_size=20), field.shape))
     columns = {**objects.shape(), **objects.intensity(field)}
-    pq.write_table(_objects_table([columns]), io.BytesIO())
+    pq.write_table(objects_table([columns]), io.BytesIO())
 
 
 def _function(ref: str) -> Callable[..., Any]:
