@@ -155,19 +155,29 @@ class ExecuteReply(_Reply, frozen=True, kw_only=True, tag="execute_reply"):
     execution_id: Id
 
 
-class ExecutionRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """What the server knows of one execution."""
+class ExecutionStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """Where one execution stands: what a :class:`StateEvent` reports and an :class:`ExecutionRecord` starts with."""
 
     execution_id: Id
-    artifact_id: Id
     plate_name: Name
     state: ExecutionState
     error: str = ""
-    wells_done: int = 0
-    wells_total: int = 0
-    wells_skipped: int = 0
+    """Why it failed (empty otherwise)."""
+    wells_total: NonNegative = 0
+    wells_skipped: NonNegative = 0
+    """Wells reused from an earlier run of the same images and pipeline (counted in ``wells_done``)."""
+
+
+class ExecutionRecord(ExecutionStatus, frozen=True, kw_only=True):
+    """What the server knows of one execution (a status reply's entry)."""
+
+    artifact_id: Id
+    """The compiled plan it runs (what ``execute`` named)."""
+    wells_done: NonNegative = 0
     output: str = ""
+    """The plate's results folder on the server."""
     submitted_at: float = 0.0
+    """Server time (seconds since the epoch) when it was submitted; ``finished_at`` when it ended (0 until then)."""
     finished_at: float = 0.0
 
 
@@ -183,23 +193,16 @@ class ExecutionFacts(Protocol):
     finished_at: float
 
 
+_FACTS: Final = tuple(ExecutionFacts.__annotations__)
+
+
 def execution_record(
     facts: ExecutionFacts, *, state: ExecutionState, error: str, wells_total: int, wells_skipped: int = 0
 ) -> ExecutionRecord:
-    """The status record of an execution: its ``facts`` with the state, error and well totals as reported."""
-    return ExecutionRecord(
-        execution_id=facts.execution_id,
-        artifact_id=facts.artifact_id,
-        plate_name=facts.plate_name,
-        state=state,
-        error=error,
-        wells_done=facts.wells_done,
-        wells_total=wells_total,
-        wells_skipped=wells_skipped,
-        output=facts.output,
-        submitted_at=facts.submitted_at,
-        finished_at=facts.finished_at,
-    )
+    """The status record of an execution: its ``facts`` (every attribute :class:`ExecutionFacts` names) with the
+    state, error and well totals as reported."""
+    known = {name: getattr(facts, name) for name in _FACTS}
+    return ExecutionRecord(state=state, error=error, wells_total=wells_total, wells_skipped=wells_skipped, **known)
 
 
 class StatusReply(_Reply, frozen=True, kw_only=True, tag="status_reply"):
@@ -262,8 +265,11 @@ Reply = (
 # --------------------------------------------------------------------------------------------- events
 
 
+Seq = Annotated[int, msgspec.Meta(ge=1)]
+
+
 class _Event(_Message, frozen=True, kw_only=True):
-    seq: Annotated[int, msgspec.Meta(ge=1)]
+    seq: Seq
     instance: Id
 
 
@@ -295,25 +301,21 @@ def progress_event(
     )
 
 
-class StateEvent(_Event, frozen=True, kw_only=True, tag="state"):
-    """An execution changed state; terminal states carry ``error`` when failed, and ``wells_total`` and
-    ``wells_skipped`` (wells reused from an earlier run of the same images and pipeline) once known."""
+class StateEvent(
+    ExecutionStatus, frozen=True, kw_only=True, tag_field="kind", tag="state", forbid_unknown_fields=False
+):
+    """An execution changed state (its :class:`ExecutionStatus`): terminal states carry ``error`` when failed, and
+    ``wells_total`` and ``wells_skipped`` once known. An event as the others are (``seq``, ``instance``), declared
+    here because a struct takes its fields from one base."""
 
-    execution_id: Id
-    plate_name: Name
-    state: ExecutionState
-    error: str = ""
-    wells_total: NonNegative = 0
-    wells_skipped: NonNegative = 0
-
-
-_STATE_FIELDS: Final = tuple(name for name in StateEvent.__struct_fields__ if name not in _Event.__struct_fields__)
+    seq: Seq
+    instance: Id
 
 
 def state_event(record: ExecutionRecord, *, seq: int, instance: str) -> StateEvent:
-    """The state event that reports an execution's status ``record`` (every field of a state event is one of the
-    record's), numbered ``seq`` by server ``instance``."""
-    return StateEvent(seq=seq, instance=instance, **{name: getattr(record, name) for name in _STATE_FIELDS})
+    """The state event that reports an execution's status ``record``, numbered ``seq`` by server ``instance``."""
+    status = {name: getattr(record, name) for name in ExecutionStatus.__struct_fields__}
+    return StateEvent(seq=seq, instance=instance, **status)
 
 
 class HeartbeatEvent(_Event, frozen=True, kw_only=True, tag="heartbeat"):

@@ -58,3 +58,20 @@ def test_dead_and_foreign_pids_and_garbage_are_dropped(runtime_dir: Path) -> Non
     (runtime_dir / "server-3-3.json").write_text("{not json")
     assert read_entries() == []
     assert not dead.exists() and not foreign.exists()
+
+
+@pytest.mark.parametrize("fields", [{"events_port": 70000}, {"workers": -2}, {"pid": 0}])
+def test_an_entry_with_an_impossible_value_is_malformed_and_skipped(runtime_dir: Path, fields: dict[str, int]) -> None:
+    # Written by a live hcs-batch process, so only the value can make the entry go (pid 0 would name a process
+    # group to os.kill).
+    runtime_dir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()  # hcs_batch"], stdin=subprocess.PIPE)
+    try:
+        good = {"url": "tcp://127.0.0.1:7700", "pid": proc.pid, "started_at": "x"}
+        (runtime_dir / "server-1-7700.json").write_bytes(json.dumps(good).encode())
+        (runtime_dir / "server-2-7701.json").write_bytes(json.dumps({**good, **fields}).encode())
+        assert [entry.pid for entry in read_entries()] == [proc.pid]
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait()

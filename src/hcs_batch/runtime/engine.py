@@ -47,21 +47,21 @@ class JobPhase(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobOutcome(Generic[J, H, R]):
-    """The end of one job.
-
-    ``handle`` is set whenever the submit succeeded, also for a job that failed or was cancelled while waiting:
-    that is what a caller needs to clean up (for example cancel a remote execution that runs on).
-    ``result`` is meaningful only when ``status`` is ``SUCCEEDED``; ``error`` only when it is ``FAILED``.
-    ``phase`` says where the job ended: a cancelled job with phase ``SUBMIT`` never got a handle.
-    """
+    """The end of one job."""
 
     index: int
+    """The job's place in the batch's input."""
     job: J
     status: JobStatus
     phase: JobPhase
+    """Where the job ended: a cancelled job with phase ``SUBMIT`` never got a handle."""
     handle: H | None = None
+    """Set whenever the submit succeeded, also for a job that failed or was cancelled while waiting: what a caller
+    needs to clean up (for example cancel a remote execution that runs on)."""
     result: R | None = None
+    """Meaningful only when ``status`` is ``SUCCEEDED``."""
     error: Exception | None = None
+    """Set only when ``status`` is ``FAILED``."""
 
     @property
     def succeeded(self) -> bool:

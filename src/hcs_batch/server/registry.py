@@ -16,6 +16,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
@@ -29,11 +30,12 @@ class ServerEntry(msgspec.Struct, frozen=True, kw_only=True):
     """One registered server: where it listens, its process, when it started (ISO 8601), how it executes."""
 
     url: str
-    pid: int
+    pid: Annotated[int, msgspec.Meta(gt=0)]
+    """A file naming pid 0 or below (every process of a group) is malformed, and skipped."""
     started_at: str
     executor: str = "local"
-    workers: int = 0
-    events_port: int = 0
+    workers: Annotated[int, msgspec.Meta(ge=0)] = 0
+    events_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     curve: bool = False
     """True when the server requires CurveZMQ keys (querying it needs ``--keys``)."""
 
