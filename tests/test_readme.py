@@ -86,3 +86,35 @@ def test_the_readmes_example_pipeline_is_the_built_in_one() -> None:
     built_in = ROOT / "src" / "hcs_batch" / "pipelines" / "nucleus_counter.toml"
     assert shown == tomllib.loads(built_in.read_text(encoding="utf-8"))
     assert any(step["func"] == "hcs_batch.steps:split_touching" for step in shown["steps"])  # it makes objects
+
+
+def _built_table_modules() -> set[str]:
+    """The modules the "How it is built" table names: in its middle column, a backticked folder (ending in ``/``)
+    is followed by backticked module names inside it."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index("\n## How it is built\n")
+    section = text[start : text.index("\n## ", start + 1)]
+    named: set[str] = set()
+    for line in section.splitlines():
+        cells = line.split(" | ")
+        if not line.startswith("| ") or len(cells) < 3 or line.startswith("| ---") or line.startswith("| layer"):
+            continue
+        folder = ""
+        for token in re.findall(r"`([^`]+)`", cells[1]):
+            if token.endswith("/"):
+                folder = token
+            else:
+                named.add(folder + token)
+    return named
+
+
+def test_how_it_is_built_names_every_module_and_nothing_else() -> None:
+    on_disk = {
+        str(path.relative_to(base))
+        for base, folder in ((ROOT / "src", "hcs_batch"), (ROOT, "guest_mode"))
+        for path in (base / folder).rglob("*.py")
+        if path.name != "__init__.py"
+    }
+    named = _built_table_modules()
+    assert sorted(on_disk - named) == [], "modules missing from the README's table"
+    assert sorted(named - on_disk) == [], "the README's table names modules that do not exist"
