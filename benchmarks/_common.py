@@ -94,8 +94,13 @@ def params_from_argv() -> dict[str, Any]:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size so far (``ru_maxrss`` is in KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's own peak resident set size so far: ``VmHWM`` of /proc. Not ``ru_maxrss`` (the fallback
+    elsewhere): Linux carries a parent's peak into it across ``exec``, so a child of a large parent reads as large."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def current_rss_bytes() -> int:

@@ -4,7 +4,7 @@ One child process per N (run by ``benchmarks.__main__``). With ``"server": "proc
 ``hcs-batch serve`` child process (client and server then each have a core, and memory figures are the client's
 alone). Figures: wall time of ``run_plates`` (compile all, then
 execute all, every plate terminal), time per plate, plates/s; the client process's peak-RSS growth during the run
-(``ru_maxrss`` minus the RSS before it, divided by N: this includes the embedded server when it lives in this
+(``VmHWM`` minus the RSS before it, divided by N: this includes the embedded server when it lives in this
 process); with ``tracemalloc`` (a separate child, since tracing slows Python down) the traced Python heap's peak
 growth per plate. Then control requests/s against the same server: ``server_info`` one at a time and with ``window``
 requests in flight on the one DEALER. Finally the events one plate really produces (StateEvent + ProgressEvent per
