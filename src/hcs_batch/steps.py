@@ -144,12 +144,12 @@ def step_call(notes: dict[str, Any], handed_over: NDArray[Any] | None = None) ->
         _CALL.reset(token)
 
 
-def may_overwrite(image: NDArray[Any]) -> bool:
-    """True when the running step may write its result into ``image``: the worker handed it over (an array it
-    owns, read by nothing after this step: never the raw plane, a segmentation or a view). Outside
+def may_overwrite(array: NDArray[Any]) -> bool:
+    """True when the running step may write its result into ``array`` (its image): the worker handed it over (an
+    array it owns, read by nothing after this step: never the raw plane, a segmentation or a view). Outside
     :func:`step_call` (a step called directly) always False."""
     call = _CALL.get()
-    return call is not None and call.handed_over is image
+    return call is not None and call.handed_over is array
 
 
 def _note(name: str, value: Any) -> None:
@@ -185,8 +185,8 @@ def normalize(
 
 
 def gaussian_blur(image: NDArray[Any], *, sigma: Annotated[float, Range(ge=0)] = 1.0) -> NDArray[np.float32]:
-    """Smooth with a Gaussian of standard deviation ``sigma`` pixels (0 returns the image as float). In a worker,
-    a 2-D float32 image handed over (:func:`may_overwrite`) is blurred in place."""
+    """Smooth with a Gaussian of standard deviation ``sigma`` pixels (0 returns the image as float). In a
+    pipeline it blurs in place the float32 image an earlier step made (one image less in memory, the same result)."""
     if sigma < 0:
         raise ValueError(f"gaussian_blur: sigma must be >= 0, got {sigma}")
     if image.ndim == 2:
