@@ -61,6 +61,7 @@ TAIL_MARKS = (
     ("Executor._run", "E"),
     ("_run_batch", "E"),
     ("main", "E"),
+    ("atexit", "I"),
 )
 """Events after the last well: the last of each is reported, relative to the last well's end."""
 
@@ -76,8 +77,9 @@ def _first(events: list[dict[str, Any]], ev: str, ph: str, pids: set[int] | None
     return next(found, None)
 
 
-def _last(events: list[dict[str, Any]], ev: str, ph: str) -> float | None:
-    return next((e["t"] for e in reversed(events) if e["ev"] == ev and e["ph"] == ph), None)
+def _last(events: list[dict[str, Any]], ev: str, ph: str, pid: int | None = None) -> float | None:
+    found = (e["t"] for e in reversed(events) if e["ev"] == ev and e["ph"] == ph and pid in (None, e["pid"]))
+    return next(found, None)
 
 
 def _wells(events: list[dict[str, Any]], name: str) -> tuple[list[tuple[int, float, float]], float]:
@@ -118,9 +120,9 @@ def _analyse(kind: str, events: list[dict[str, Any]], launch: float, exit_: floa
                 rel[f"{ev}:{ph}"] = round(t - launch, 3)
     last_well = max((s[2] for s in spans), default=exit_)
     tail: dict[str, float] = {}
-    marks = TAIL_MARKS if kind == "hcs" else (("write_rows", "B"), ("write_rows", "E"), ("write_objects", "E"))
+    marks = TAIL_MARKS if kind == "hcs" else (("write_rows", "B"), ("write_objects", "E"), ("atexit", "I"))
     for ev, ph in marks:
-        t = _last(events, ev, ph)
+        t = _last(events, ev, ph, main_pid if ev == "atexit" else None)
         if t is not None and t >= last_well:
             tail[f"{ev}:{ph}"] = round(t - last_well, 3)
     tail["exit"] = round(exit_ - last_well, 3)

@@ -2,8 +2,9 @@
 
 Put this folder first on ``PYTHONPATH`` and name a file in ``HCS_PHASES``: every Python process of the command
 (the CLI, spawned or forked workers) appends JSON lines ``{"t": epoch seconds, "cpu": the process's CPU seconds,
-"pid", "ev", "ph"}`` to it: ``I`` when the interpreter reaches ``site`` and when a module of ``MODULES`` has
-finished importing, ``B``/``E`` around every call of ``FUNCTIONS``. Without ``HCS_PHASES`` it does nothing.
+"pid", "ev", "ph"}`` to it: ``I`` when the interpreter reaches ``site``, when its last ``atexit`` handler runs and
+when a module of ``MODULES`` has finished importing, ``B``/``E`` around every call of ``FUNCTIONS``. Without
+``HCS_PHASES`` it does nothing.
 """
 
 from __future__ import annotations
@@ -122,5 +123,8 @@ class _Finder:
 
 
 if _PATH:
+    import atexit
+
     log("interpreter")
+    atexit.register(log, "atexit")  # registered first, so it runs last of the atexit handlers
     sys.meta_path.insert(0, _Finder())
