@@ -1,7 +1,7 @@
 """The ``hcs-batch`` command: the parser (:mod:`.parser`), exit codes (:mod:`.exits`) and one module per group of
-commands (:mod:`.batch` compile/run/demo, :mod:`.observe` status/attach, :mod:`.control`
-pause/resume/cancel/servers/shutdown, :mod:`.serve`, :mod:`.plates` make-plates, :mod:`.inspect`, :mod:`.keys`),
-each imported only when its command runs.
+commands (:mod:`.batch` compile/run/demo, :mod:`.run` the start of run with the embedded server, :mod:`.observe`
+status/attach, :mod:`.control` pause/resume/cancel/servers/shutdown, :mod:`.serve`, :mod:`.plates` make-plates,
+:mod:`.inspect`, :mod:`.keys`), each imported only when its command runs.
 
 Exit codes: 0 all plates succeeded; 1 some failed; 2 bad usage or input found before any work; 3 server
 unreachable; 130 cancelled by Ctrl-C. A reader of stdout that goes away (``hcs-batch inspect PLATE | head``) ends
@@ -27,7 +27,7 @@ _COMMANDS = {
     "keys": ("keys", "main_keys", False),
     "inspect": ("inspect", "main_inspect", False),
     "compile": ("batch", "main_batch", True),
-    "run": ("batch", "main_batch", True),
+    "run": ("run", "main_run", True),
     "demo": ("batch", "main_demo", True),
     "status": ("observe", "main_status", True),
     "attach": ("observe", "main_attach", True),
