@@ -4,7 +4,6 @@ them; a pool opened before the server (as ``hcs-batch run`` does) runs the serve
 
 from __future__ import annotations
 
-import csv
 import functools
 import os
 from pathlib import Path
@@ -23,7 +22,7 @@ from hcs_batch.testing.plates import make_plates
 from ..support.pool_jobs import held_warm_up, mark_at_exit
 from ..support.procs import alive
 from ..support.serverproc import kill_pids, wait_for_pids
-from .helpers import wait_terminal
+from .helpers import read_csv, wait_terminal
 
 PID_PIPELINE = """
 name = "which_worker"
@@ -95,8 +94,8 @@ async def test_a_pool_opened_first_runs_the_servers_wells_and_outlives_it(tmp_pa
                 run = await conn.execute(compiled.artifact_id, output_dir=str(out))
                 record = (await wait_terminal(conn, [run]))[run]
                 assert record.state.value == "completed", record.error
-            with open(out / plate.name / "wells.csv", newline="") as fh:
-                assert {int(row["worker_pid"]) for row in csv.DictReader(fh)} == {worker}
+            _, rows = read_csv(out / plate.name / "wells.csv")
+            assert {int(row["worker_pid"]) for row in rows} == {worker}
             assert alive(worker), "the server stopped; the pool's worker lives on"
             assert await pool.context.run_sync(os.getpid, limiter=pool.limiter) == worker
     assert not alive(worker)
