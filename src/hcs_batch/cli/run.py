@@ -20,8 +20,6 @@ from typing import Any
 
 import trio
 
-from ..errors import InputError
-
 __all__ = ["main_run"]
 
 
@@ -30,8 +28,6 @@ def main_run(args: argparse.Namespace) -> int:
     :func:`.batch.main_batch` does."""
     if args.server is not None or getattr(args, "executor", "local") != "local":
         return int(import_module(f"{__package__}.batch").main_batch(args))
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers must be at least 1, got {args.workers}")
     summary, batch = trio.run(_run, args)
     return int(batch.report(summary, as_json=args.json))
 
