@@ -4,6 +4,7 @@ them; a pool opened before the server (as ``hcs-batch run`` does) runs the serve
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
@@ -44,13 +45,18 @@ async def _two_marked(context: trio_parallel.WorkerContext, limiter: trio.Capaci
     return pids
 
 
-async def test_leaving_the_pool_ends_idle_workers_without_their_finalization(tmp_path: Path) -> None:
+@pytest.mark.parametrize("error", [False, True])
+async def test_leaving_the_pool_ends_idle_workers_without_their_finalization(tmp_path: Path, error: bool) -> None:
     ended, graceful = tmp_path / "ended", tmp_path / "graceful"
     ended.mkdir()
     graceful.mkdir()
+    pids: set[int] = set()
     with trio.fail_after(120):
-        async with open_worker_pool(2) as pool:
-            pids = await _two_marked(pool.context, pool.limiter, ended)
+        with pytest.raises(InputError) if error else contextlib.nullcontext():
+            async with open_worker_pool(2) as pool:
+                pids = await _two_marked(pool.context, pool.limiter, ended)
+                if error:  # leaving by an exception (a bad plate found after the workers started) ends them too
+                    raise InputError("bad plate")
         assert len(pids) == 2
         assert not any(alive(pid) for pid in pids), "every worker has ended (and been reaped) when the block is left"
         assert list(ended.iterdir()) == [], "an ended worker runs no atexit handler: it skips finalization"

@@ -104,13 +104,15 @@ async def open_worker_pool(
     if count < 1:
         raise InputError(f"workers must be at least 1, got {count}")
     async with open_worker_context(max_wells_per_worker) as context:
-        with collapse_single_exception_group():
-            async with trio.open_nursery() as nursery:
-                try:
-                    yield WorkerPool(context, count, nursery)
-                finally:
-                    nursery.cancel_scope.cancel()  # a warm-up still running: its worker is killed
-        await _end_idle(context)
+        try:
+            with collapse_single_exception_group():
+                async with trio.open_nursery() as nursery:
+                    try:
+                        yield WorkerPool(context, count, nursery)
+                    finally:
+                        nursery.cancel_scope.cancel()  # a warm-up still running: its worker is killed
+        finally:
+            await _end_idle(context)
 
 
 async def _end_idle(context: Any) -> None:
