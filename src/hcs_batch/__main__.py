@@ -1,5 +1,5 @@
 """``python -m hcs_batch`` is the ``hcs-batch`` command."""
 
-from .cli import main
+from .cli import console_main
 
-raise SystemExit(main())
+console_main()

@@ -9,6 +9,7 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -16,6 +17,9 @@ from ._util import check_server_url
 from .client.connection import DEFAULT_LIVENESS_TIMEOUT, ServerConnection, open_connection
 from .errors import InputError, ServerUnreachableError
 from .security import load_client_keys
+
+if TYPE_CHECKING:
+    from .server.worker_pool import WorkerPool
 
 __all__ = ["EMBEDDED_MODES", "open_backend"]
 
@@ -44,6 +48,7 @@ async def open_backend(
     scheduler: str | None = None,
     scheduler_file: str | None = None,
     embedded: str = "inline",
+    worker_pool: WorkerPool | None = None,
 ) -> AsyncIterator[ServerConnection]:
     """Connect to ``server`` (``tcp://host:port``), or, when it is None, start an execution server on a free
     loopback port inside this Trio run and connect to that; it stops (cancelling its executions and killing its
@@ -60,6 +65,9 @@ async def open_backend(
     instead of this Trio run: its work then never takes this thread's time (a GUI's guest ticks stay short). The
     child stops when the context exits (cancelling its executions; killed after ``SERVER_STOP_GRACE`` seconds)
     and also when this process dies (it watches its stdin).
+    ``worker_pool`` (an inline embedded server with the local executor only) is a pool of worker processes the
+    caller opened, and perhaps started, before (:mod:`hcs_batch.server.worker_pool`): the server runs its wells
+    there, and the pool stays the caller's; ``workers`` and ``max_wells_per_worker`` are then the pool's.
 
     Raises:
         InputError: ``server`` is not of the form ``tcp://HOST:PORT`` (before any connection attempt).
@@ -67,11 +75,14 @@ async def open_backend(
             that does not accept our keys looks like: it completes no handshake).
         SecurityError: the key folder is missing or unreadable.
         InputError: the embedded server's executor options are refused (e.g. an unreachable Dask scheduler);
-            ``embedded`` is not one of ``EMBEDDED_MODES``.
+            ``embedded`` is not one of ``EMBEDDED_MODES``; a ``worker_pool`` with ``embedded="process"`` (or
+            with a named ``server``, ``workers``, ``max_wells_per_worker`` or ``executor="dask"``).
         ServerUnreachableError: a child server did not start listening within ``SERVER_START_TIMEOUT``.
     """
     if embedded not in EMBEDDED_MODES:
         raise InputError(f"embedded must be one of {', '.join(EMBEDDED_MODES)}, got {embedded!r}")
+    if worker_pool is not None and (server is not None or embedded == "process"):
+        raise InputError("a worker pool serves an embedded server in this process only")
     if server is not None:
         check_server_url(server)
         options = load_client_keys(keys).socket_options() if keys is not None else {}
@@ -101,7 +112,7 @@ async def open_backend(
     from .server import open_embedded_server  # the server layer only when a host embeds one in this run
 
     async with (
-        open_embedded_server(**options) as address,
+        open_embedded_server(**options, worker_pool=worker_pool) as address,
         open_connection(
             address.control_url, connect_timeout=connect_timeout, liveness_timeout=liveness_timeout
         ) as connection,

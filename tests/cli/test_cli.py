@@ -116,6 +116,21 @@ def test_unreadable_pipeline_is_exit_2(plates: list[Path], tmp_path: Path) -> No
     assert "bad.toml" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_the_command_process_runs_its_exit_handlers_and_keeps_its_exit_code(plates: list[Path], tmp_path: Path) -> None:
+    # console_main ends the process without the interpreter's teardown: the atexit handlers must still run.
+    code = "import atexit; atexit.register(print, 'atexit ran'); from hcs_batch.cli import console_main; console_main()"
+
+    def command(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-c", code, *args]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=120)
+
+    ok = command("inspect", str(plates[0]))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.endswith("atexit ran\n") and plates[0].name in ok.stdout
+    bad = command("run", str(tmp_path / "no-such-plate"))
+    assert bad.returncode == 2 and bad.stdout == "atexit ran\n" and "no-such-plate" in bad.stderr
+
+
 def test_unreachable_server_is_exit_3_with_one_line(plates: list[Path]) -> None:
     url = f"tcp://127.0.0.1:{_free_port()}"
     result = _hcs("run", str(plates[0]), "--server", url)

@@ -12,8 +12,10 @@ import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -27,7 +29,10 @@ from ..workflow.service import BatchKind, BatchState, BatchSummary, BatchWorkflo
 from .exits import error
 from .terminal import TerminalHost
 
-__all__ = ["embedded_options", "main_batch", "main_demo"]
+if TYPE_CHECKING:
+    from ..server.worker_pool import WorkerPool
+
+__all__ = ["PreparedBatch", "embedded_options", "main_batch", "main_demo", "prepare", "report"]
 
 
 def _plates(paths: list[str], *, check_local: bool, layout: str | None = None) -> list[PlateRef]:
@@ -55,6 +60,56 @@ def _is_local(server: str | None) -> bool:
 def main_batch(args: argparse.Namespace) -> int:
     """``hcs-batch compile|run PLATE...``: the batch's exit code (0 all succeeded, 1 some failed).
 
+    Raises InputError (exit 2) before any work: see :func:`prepare`. (``hcs-batch run`` with the embedded server
+    and the local executor comes in through :mod:`.run`, which starts the worker processes first.)
+    """
+    batch = prepare(args)
+    return report(trio.run(batch.run), as_json=args.json)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreparedBatch:
+    """A batch whose input has been checked (:func:`prepare`), ready to :meth:`run`."""
+
+    kind: BatchKind
+    plates: list[PlateRef]
+    pipeline_text: str
+    server: str | None
+    output: str
+    fail_fast: bool
+    force: bool
+    keys: str | None
+    config: dict[str, str]
+    allow_steps: tuple[str, ...]
+    embedded: dict[str, Any]
+
+    async def run(self, worker_pool: WorkerPool | None = None) -> BatchSummary:
+        """Run the batch (see :func:`_run_batch`); an embedded server runs its wells on ``worker_pool`` when given
+        (whose own ``--workers`` and ``--max-wells-per-worker`` then hold)."""
+        embedded = self.embedded
+        if worker_pool is not None:
+            embedded = {k: v for k, v in embedded.items() if k not in ("workers", "max_wells_per_worker")}
+            embedded["worker_pool"] = worker_pool
+        return await _run_batch(
+            self.kind,
+            self.plates,
+            self.pipeline_text,
+            self.server,
+            self.output,
+            self.fail_fast,
+            self.force,
+            self.keys,
+            None,
+            self.config,
+            self.allow_steps,
+            embedded,
+        )
+
+
+def prepare(args: argparse.Namespace) -> PreparedBatch:
+    """Check the input of ``hcs-batch compile|run PLATE...`` (blocking: it reads the plate folders and compiles the
+    pipeline; it imports the embedded server's modules too, when one will run).
+
     Raises InputError (exit 2) before any work: a server address not ``tcp://HOST:PORT``, an ``--output`` that is
     a file, a pipeline that does not compile here (with a local server), a missing plate folder.
     """
@@ -75,27 +130,25 @@ def main_batch(args: argparse.Namespace) -> int:
         from ..server.compiler import compile_pipeline
 
         compile_pipeline(pipeline_text, args.pipeline or "<pipeline>", StepAllowlist.build(args.allow_steps))
+        import_module("hcs_batch.server.serve")  # here, not on the Trio thread when the server starts
     embedded = embedded_options(args)
     plates = _plates(args.plates, check_local=_is_local(args.server), layout=args.layout)
     config = {key: value for key in ("layout", "projection") if (value := getattr(args, key, None))}
     if args.pipeline:
         config["pipeline_file"] = str(args.pipeline)  # names the file in the server's compile errors
-    summary = trio.run(
-        _run_batch,
-        BatchKind(args.command),
-        plates,
-        pipeline_text,
-        args.server,
-        getattr(args, "output", "./hcs-results"),
-        getattr(args, "fail_fast", False),
-        getattr(args, "force", False),
-        args.keys,
-        None,
-        config,
-        tuple(args.allow_steps),
-        embedded,
+    return PreparedBatch(
+        kind=BatchKind(args.command),
+        plates=plates,
+        pipeline_text=pipeline_text,
+        server=args.server,
+        output=getattr(args, "output", "./hcs-results"),
+        fail_fast=getattr(args, "fail_fast", False),
+        force=getattr(args, "force", False),
+        keys=args.keys,
+        config=config,
+        allow_steps=tuple(args.allow_steps),
+        embedded=embedded,
     )
-    return _report(summary, as_json=args.json)
 
 
 def embedded_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -117,7 +170,8 @@ def embedded_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def _report(summary: BatchSummary, *, as_json: bool) -> int:
+def report(summary: BatchSummary, *, as_json: bool) -> int:
+    """Print the batch's outcome (one line on stderr, the ``--json`` summary on stdout); returns its exit code."""
     completed = [o for o in summary.plates if o.state is PlateState.COMPLETED]
     if completed:
         total = sum(o.wells_total for o in completed)

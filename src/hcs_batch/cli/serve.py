@@ -27,7 +27,7 @@ __all__ = ["main_serve"]
 log = logging.getLogger("hcs_batch.server")
 
 
-_OPTIONS = ServeOptions.__optional_keys__ - {"keys", "warm_workers"}
+_OPTIONS = ServeOptions.__optional_keys__ - {"keys", "warm_workers", "worker_pool"}
 """The options of :func:`serve` that ``hcs-batch serve`` takes from its command line as they are."""
 
 

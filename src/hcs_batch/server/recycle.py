@@ -1,4 +1,5 @@
-"""Worker recycling: a worker process retires after it has run a given number of wells.
+"""Worker recycling: a worker process retires after it has run a given number of wells; and the other jobs of a
+worker's life that its pool (:mod:`.worker_pool`) sends: warming up, ending.
 
 A long screen must not grow: memory a step leaks, or the C allocator keeps after a large image, is given back to
 the system when the process ends. The executor runs every well through :func:`counted`, which counts it in the
@@ -9,10 +10,12 @@ The next well after a retirement starts a fresh worker process (which pays its s
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
-__all__ = ["counted", "retire_after", "wells_run"]
+__all__ = ["counted", "end_worker", "retire_after", "warm", "wells_run"]
 
 T = TypeVar("T")
 
@@ -34,3 +37,22 @@ def wells_run() -> int:
 def retire_after(limit: int) -> bool:
     """True once this worker process has run ``limit`` wells: trio_parallel then ends it. Never raises."""
     return _wells >= limit
+
+
+def warm() -> int:
+    """The warm-up job of a fresh worker (:func:`.worker.warm_up`, imported here, in the worker: the host that
+    sends this job need not import the worker's modules first); returns the worker's pid. Not counted as a well."""
+    from .worker import warm_up
+
+    return warm_up()
+
+
+def end_worker() -> NoReturn:
+    """End this worker process at once (exit status 0), skipping the interpreter's finalization: the job that ends
+    an idle worker when its pool closes (:mod:`.worker_pool`). Standard streams are flushed first."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):  # None, closed or broken: nothing more to save
+            pass
+    os._exit(0)

@@ -236,31 +236,44 @@ def _sha256(path: Path) -> str:
 
 
 def write_plate_results(
-    plate_dir: Path, rows: Sequence[Row], manifest: Mapping[str, Any], *, objects: bool = False
+    plate_dir: Path,
+    rows: Sequence[Row],
+    manifest: Mapping[str, Any],
+    *,
+    objects: bool = False,
+    objects_file: tuple[Path, str] | None = None,
 ) -> None:
     """Write ``wells.csv`` (``BASE_COLUMNS`` first, ``plate`` from ``manifest["plate"]``, then other measurements
     sorted), with ``objects`` the combined ``objects.parquet`` of the rows' wells, and ``manifest.json`` as one set
     (see the module docstring); the manifest gains ``wells_csv_sha256`` (and ``objects_parquet_sha256``).
 
+    ``objects_file`` is that combination already made (a temporary file in ``plate_dir`` and its SHA-256, from
+    :class:`.plate_objects.ObjectsFile`): it is renamed into place instead of combining the well files now, or
+    removed when the set cannot be written.
+
     Raises:
         OSError: e.g. a full disk, or an unreadable object file; then the previous set (if any) is left as it was
             and no temporary file stays.
     """
-    plate_dir.mkdir(parents=True, exist_ok=True)
-    table = _csv_text(str(manifest.get("plate", plate_dir.name)), rows).encode()
-    document = {**manifest, "wells_csv_sha256": hashlib.sha256(table).hexdigest()}
     objects_path, manifest_path = plate_dir / "objects.parquet", plate_dir / "manifest.json"
     temps: list[tuple[Path, Path]] = []  # (temporary file, final name), in renaming order
+    if objects_file is not None:
+        temps.append((objects_file[0], objects_path))
     try:
-        temps.append((_write_temp(plate_dir / "wells.csv", table), plate_dir / "wells.csv"))
-        if objects:
+        plate_dir.mkdir(parents=True, exist_ok=True)
+        table = _csv_text(str(manifest.get("plate", plate_dir.name)), rows).encode()
+        document = {**manifest, "wells_csv_sha256": hashlib.sha256(table).hexdigest()}
+        temps.insert(0, (_write_temp(plate_dir / "wells.csv", table), plate_dir / "wells.csv"))
+        if objects_file is not None:
+            document["objects_parquet_sha256"] = objects_file[1]
+        elif objects:
             objects_tmp = _objects_temp(plate_dir, dict.fromkeys(str(row["well"]) for row in rows))
             temps.append((objects_tmp, objects_path))
             document["objects_parquet_sha256"] = _sha256(objects_tmp)
         text = msgspec.json.format(_json_encoder.encode(document)) + b"\n"
         temps.append((_write_temp(manifest_path, text), manifest_path))
         manifest_path.unlink(missing_ok=True)  # from here on the old set is gone, and no mixed set can exist
-        if not objects:
+        if not objects and objects_file is None:
             objects_path.unlink(missing_ok=True)
         for tmp, final in temps:
             os.replace(tmp, final)

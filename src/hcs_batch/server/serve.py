@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 from urllib.parse import urlsplit
 
 import trio
@@ -31,6 +31,9 @@ from .control import ControlApp, ServerAddress
 from .events import EVENT_SNDHWM, EventPublisher
 from .executor import Executor, open_well_runner
 from .roots import Roots
+
+if TYPE_CHECKING:
+    from .worker_pool import WorkerPool
 
 __all__ = ["EmbeddedOptions", "ServeOptions", "ServerAddress", "open_embedded_server", "parse_bind", "serve"]
 
@@ -91,6 +94,7 @@ async def serve(
     executor: str = "local",
     scheduler: str | None = None,
     scheduler_file: str | None = None,
+    worker_pool: WorkerPool | None = None,
     task_status: trio.TaskStatus[ServerAddress] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run an execution server until cancelled, ``stop`` is set, or a client is allowed to shut it down.
@@ -111,12 +115,16 @@ async def serve(
     scheduler at ``scheduler`` (``tcp://127.0.0.1:PORT`` or ``tls://HOST:PORT``) or named in ``scheduler_file``,
     or with neither a LocalCluster of ``workers`` processes on 127.0.0.1 (see :mod:`.executor.dask`). With
     ``max_wells_per_worker`` each local worker retires after that many wells and a fresh one takes its place
-    (:func:`hcs_batch.server.executor.open_worker_context`).
+    (:func:`hcs_batch.server.executor.open_worker_context`). ``worker_pool`` (local only, instead of ``workers``
+    and ``max_wells_per_worker``) is a :class:`.worker_pool.WorkerPool` its host opened, and perhaps started,
+    before the server (``hcs-batch run`` does, so that the workers start while the rest imports): the wells run
+    there and the pool stays open when the server stops.
 
     Raises:
         InputError: a malformed ``bind``, or the address cannot be bound (e.g. in use); a bad ``allow_steps``
             prefix or a data root that is not a folder; ``workers`` or ``max_wells_per_worker`` below 1; an
-            unknown executor, or a Dask scheduler that is refused or unreachable.
+            unknown executor, or a Dask scheduler that is refused or unreachable; a ``worker_pool`` with
+            ``workers``, ``max_wells_per_worker`` or ``dask``.
         SecurityError: a non-loopback ``bind`` without ``keys``; another ZAP handler owns this process.
 
     On ``stop`` or an allowed ``Shutdown``: a ``shutdown`` event is published first, then every execution is
@@ -168,6 +176,7 @@ async def serve(
             scheduler=scheduler,
             scheduler_file=scheduler_file,
             max_wells_per_worker=max_wells_per_worker,
+            worker_pool=worker_pool,
         )
         async with runner_cm as runner:
             async with trio.open_nursery() as io_nursery:
@@ -241,6 +250,7 @@ class EmbeddedOptions(TypedDict, total=False):
     executor: str
     scheduler: str | None
     scheduler_file: str | None
+    worker_pool: WorkerPool | None
 
 
 class ServeOptions(EmbeddedOptions, total=False):
@@ -253,7 +263,7 @@ class ServeOptions(EmbeddedOptions, total=False):
 async def open_embedded_server(**options: Unpack[EmbeddedOptions]) -> AsyncIterator[ServerAddress]:
     """Run a server on a free loopback port inside the caller's Trio run, for as long as the block lasts
     (under CurveZMQ ``keys`` when given; ``allow_steps``, ``data_roots``, ``output_roots``,
-    ``max_wells_per_worker`` and the ``executor`` options as in :func:`serve`).
+    ``max_wells_per_worker``, ``worker_pool`` and the ``executor`` options as in :func:`serve`).
 
     The address carries a fresh ``shutdown_token``: the embedding host (and only it) may shut the server down.
     Leaving the block cancels every execution, stops the workers and closes the sockets. Worker processes use

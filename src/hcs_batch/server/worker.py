@@ -27,16 +27,18 @@ import importlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ..measure import Objects, channel_means, to_labels
 from ..steps import is_objects_step, step_call
-from .compiler import WorkerStep
 from .images import ImageError, load_plane, source_path
 from .results import Row, write_well_result
+
+if TYPE_CHECKING:  # the compiler (pipeline parsing, the allowlist's entry points) is no worker's business
+    from .compiler import WorkerStep
 
 __all__ = ["ImageSet", "StepFailure", "WellStopped", "image_sets", "run_well", "warm_up"]
 

@@ -18,12 +18,15 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import InputError
 from ..compiler import WorkerStep
 from ..results import Row
 from ..stores import Execution
+
+if TYPE_CHECKING:
+    from ..worker_pool import WorkerPool
 
 __all__ = [
     "EXECUTORS",
@@ -141,17 +144,20 @@ async def open_well_runner(
     scheduler: str | None = None,
     scheduler_file: str | None = None,
     max_wells_per_worker: int | None = None,
+    worker_pool: WorkerPool | None = None,
 ) -> AsyncIterator[WellRunner]:
     """The runner named by ``executor`` for as long as the block lasts.
 
     ``local``: ``workers`` (default: CPU count) worker processes, each retired after ``max_wells_per_worker``
-    wells when given. ``dask``: a client of the scheduler at
+    wells when given; or the processes of ``worker_pool``, which a host opened (and perhaps started) before it,
+    and which stays the host's (:mod:`..worker_pool`). ``dask``: a client of the scheduler at
     ``scheduler`` or named in ``scheduler_file``; with neither, a LocalCluster of ``workers`` worker processes
     on 127.0.0.1 started here (see :func:`.dask.open_dask_runner`).
 
     Raises:
         InputError: an unknown executor, fewer than one worker, a scheduler option without ``dask``,
-            ``max_wells_per_worker`` below 1 or with ``dask``, or a scheduler that is refused or does not answer.
+            ``max_wells_per_worker`` below 1 or with ``dask``, a ``worker_pool`` with ``dask`` or with ``workers``
+            or ``max_wells_per_worker``, or a scheduler that is refused or does not answer.
 
     On exit (cancellation too): the worker processes (local) or the client and the cluster started here (dask)
     are stopped.
@@ -163,6 +169,8 @@ async def open_well_runner(
     if executor == "dask":
         if max_wells_per_worker is not None:
             raise InputError("--max-wells-per-worker is for --executor local (Dask manages its own workers)")
+        if worker_pool is not None:
+            raise InputError("a local worker pool cannot serve --executor dask")
         from .dask import open_dask_runner  # distributed is imported only when asked for
 
         async with open_dask_runner(scheduler=scheduler, scheduler_file=scheduler_file, workers=workers) as runner:
@@ -172,5 +180,5 @@ async def open_well_runner(
         raise InputError("--scheduler and --scheduler-file need --executor dask")
     from .local import open_local_runner
 
-    async with open_local_runner(workers, max_wells_per_worker) as local:
+    async with open_local_runner(workers, max_wells_per_worker, pool=worker_pool) as local:
         yield local
