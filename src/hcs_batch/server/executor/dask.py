@@ -47,12 +47,13 @@ from urllib.parse import urlsplit
 
 import dask
 import distributed as _distributed
+import msgspec
 import trio
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from ...errors import InputError
 from ..allocator import keep_heap
-from ..results import Row
+from ..results import Row, read_well_rows
 from ..stores import Execution
 from ..worker import StepFailure, WellStopped, run_well, warm_up
 from .local import default_workers
@@ -107,22 +108,23 @@ def _tell_stopped(execution_id: str) -> None:
     _stopped.add(execution_id)
 
 
-def dask_well(job: dict[str, Any]) -> tuple[list[Row], str] | None:
+def dask_well(job: WellJob) -> bytes | None:
     """The task of one well, run by a Dask worker: :func:`..worker.run_well` with the worker's address in every
     row and "this worker was told the execution stopped" (:func:`_tell_stopped`) as its ``should_stop`` hook.
-    Returns (rows, worker address), or None when the execution was stopped before or during the well (no result
-    file is written then).
+    Returns the well's rows as JSON (the server reads them from the well's result file and fetches these bytes
+    only when it cannot), or None when the execution was stopped before or during the well (no result file is
+    written then).
 
     Raises:
         StepFailure: as ``run_well``.
     """
     address = str(distributed.get_worker().address)
     try:
-        stopped = partial(operator.contains, _stopped, job["execution_id"])
-        rows = run_well(**job["kwargs"], worker=address, should_stop=stopped)
+        stopped = partial(operator.contains, _stopped, job.execution_id)
+        rows = run_well(**job.worker_kwargs(), worker=address, should_stop=stopped)
     except WellStopped:
         return None
-    return rows, address
+    return msgspec.json.encode(rows)
 
 
 class KeepHeap(WorkerPlugin):
@@ -193,12 +195,12 @@ class _DaskWells(ExecutionWells):
     async def run_well(self, job: WellJob) -> WellResult:
         runner = self._runner
         key = f"{job.execution_id}/{job.well}"
-        task = {"kwargs": job.worker_kwargs(), "execution_id": self.execution_id}
         async with runner.limiter:
             done = trio.Event()
-            submit = partial(runner.client.submit, dask_well, task, key=key, pure=False, retries=0)
             try:
-                future = await trio.to_thread.run_sync(submit)
+                # Only queues a message for the client's event-loop thread: no thread hop needed. The job goes as
+                # one object: Dask neither walks nor sizes what is inside it.
+                future = runner.client.submit(dask_well, job, key=key, pure=False, retries=0)
             except Exception as exc:  # the client closed after losing the scheduler
                 raise WellFailed(
                     f"well {job.well}: cannot submit to the Dask scheduler at {runner.scheduler}: {exc}"
@@ -215,17 +217,14 @@ class _DaskWells(ExecutionWells):
         where = f"well {job.well}"
         status = future.status
         if status == "finished":
-            try:
-                # Abandoned on cancellation: if the worker holding the result died meanwhile, Dask recomputes it
-                # and result() waits for that.
-                value = await trio.to_thread.run_sync(future.result, abandon_on_cancel=True)
-            except Exception as exc:  # lost with its worker and then cancelled or failed
-                lost = f"{where}: its result was lost on the Dask cluster: {type(exc).__name__}: {exc}"
-                raise WellFailed(lost) from None
-            if value is None:
-                raise WellFailed(f"{where}: stopped")
-            rows, worker = value
-            return WellResult(rows=rows, worker=worker)
+            # The task wrote the well's result file before it finished: read the rows there, without the round
+            # trips of fetching them through the scheduler. Where the server does not see that file (yet: a
+            # shared file system's cache), they are fetched from the worker after all.
+            read = partial(read_well_rows, Path(job.plate_dir), job.well, job.well_key)
+            rows = await trio.to_thread.run_sync(read, abandon_on_cancel=True)
+            if rows is None:
+                rows = await self._fetch(future, where)
+            return WellResult(rows=rows, worker=str(rows[0]["worker"]) if rows else "")
         if status == "error":
             error = await trio.to_thread.run_sync(future.exception)
             if isinstance(error, StepFailure):
@@ -240,6 +239,19 @@ class _DaskWells(ExecutionWells):
             f"{where}: the Dask scheduler at {self._runner.scheduler} dropped it ({status}): "
             "the scheduler was lost or restarted"
         )
+
+    @staticmethod
+    async def _fetch(future: Any, where: str) -> list[Row]:
+        """The rows a finished task returned, fetched from its worker."""
+        try:
+            # Abandoned on cancellation: if the worker holding the result died meanwhile, Dask recomputes it and
+            # result() waits for that.
+            value = await trio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+        except Exception as exc:  # lost with its worker and then cancelled or failed
+            raise WellFailed(f"{where}: its result was lost on the Dask cluster: {type(exc).__name__}: {exc}") from None
+        if value is None:
+            raise WellFailed(f"{where}: stopped")
+        return msgspec.json.decode(value, type=list[Row])
 
 
 class DaskRunner(WellRunner):
