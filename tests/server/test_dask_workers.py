@@ -1,6 +1,7 @@
 """How the dask executor sets up the workers it computes on: the allocator of the local executor's workers
 (:class:`KeepHeap`, on a LocalCluster and on a lab's own ``dask worker`` processes, a restarted worker too) and, on
-the LocalCluster it starts, no statistical profiler and a slow event-loop tick (``LOCAL_CLUSTER_CONFIG``)."""
+the LocalCluster it starts, no statistical profiler and a slow event-loop tick
+(``dask_cluster.LOCAL_CLUSTER_CONFIG``)."""
 
 from __future__ import annotations
 

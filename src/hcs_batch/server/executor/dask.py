@@ -4,12 +4,8 @@ The server is the cluster's only client: a synchronous ``distributed.Client``, c
 ``trio.to_thread.run_sync`` (it runs its own event loop in a thread of its own); a finished task's done-callback
 (on Dask's callback thread) wakes the waiting Trio task through ``TrioToken.run_sync_soon``. No asyncio bridge.
 
-- **Where**: ``--scheduler tcp://127.0.0.1:PORT`` (a scheduler on this machine) or ``tls://HOST:PORT`` (TLS set
-  up in the Dask configuration, ``distributed.comm.tls``), or ``--scheduler-file`` as ``dask scheduler
-  --scheduler-file`` and dask-jobqueue write it. A ``tcp://`` scheduler on another host is refused: a Dask
-  scheduler runs whatever its clients send, so it must not listen where others can reach it. With neither, a
-  LocalCluster is started here: one single-threaded worker process per ``workers`` (default: CPU count), each
-  under a nanny, scheduler and workers on 127.0.0.1, no dashboard.
+- **Where**: a scheduler named by address or scheduler file, or a LocalCluster started here (see
+  :mod:`.dask_cluster`).
 - **Fair sharing**: wells wait for a slot in one FIFO (a ``trio.CapacityLimiter`` of twice the cluster's threads,
   refreshed as workers come and go), so plates submitted together take turns, and each worker has its next well
   queued while it computes one (no idle round trip between wells).
@@ -25,14 +21,12 @@ The server is the cluster's only client: a synchronous ``distributed.Client``, c
   workers; a well whose workers died ``distributed.scheduler.allowed-failures`` + 1 times (default 4) fails its
   plate with ``KilledWorker`` (a death counts against every task the worker held, the queued one too). A lost
   scheduler fails the wells in flight (and so their plates) with a message naming it once the client's reconnect
-  window (``CONNECT_TIMEOUT``) has passed; wells already written stay, and later executions fail at once until
-  the server is restarted against a live scheduler.
+  window (:data:`.dask_cluster.CONNECT_TIMEOUT`) has passed; wells already written stay, and later executions
+  fail at once until the server is restarted against a live scheduler.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import logging
 import operator
 import os
@@ -43,30 +37,22 @@ from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import dask
 import distributed as _distributed
 import msgspec
 import trio
-from distributed.diagnostics.plugin import WorkerPlugin
 
-from ...errors import InputError
-from ..allocator import keep_heap
 from ..results import Row, read_well_rows
 from ..stores import Execution
 from ..worker import StepFailure, WellStopped, run_well, warm_up
-from .local import default_workers
+from .dask_cluster import close, connect
 from .runner import ExecutionWells, WellFailed, WellJob, WellResult, WellRunner
 
 distributed: Any = _distributed  # its functions carry no annotations mypy --strict accepts
 
 __all__ = [
-    "LOCAL_CLUSTER_CONFIG",
     "STOP_GRACE",
     "DaskRunner",
-    "KeepHeap",
-    "check_scheduler_address",
     "dask_well",
     "open_dask_runner",
 ]
@@ -75,22 +61,8 @@ log = logging.getLogger("hcs_batch.server")
 
 STOP_GRACE = 0.75
 """Seconds running wells of a stopped execution get to notice the stop before their workers are restarted."""
-CONNECT_TIMEOUT = 10.0
 STOP_TIMEOUT = 30.0
 """Bound on stopping one execution's wells (a restart included); beyond it the server logs and moves on."""
-LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
-    # Dask's nannies set MALLOC_TRIM_THRESHOLD_ in their workers, which turns off glibc's adaptive mmap threshold:
-    # every image-sized array becomes a fresh mmap, and a well cost 40% more CPU (1024-pixel images: 90 ms
-    # against 64 ms). :class:`KeepHeap` sets both thresholds in the worker instead.
-    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-    # The worker's statistical profiler samples the task thread's stack every 10 ms on the worker's event loop:
-    # ~50 ms of CPU per well of four 2,048-pixel images (~10%), for a dashboard page we do not serve.
-    "distributed.worker.profile.enabled": False,
-    # Every server (the scheduler, the nannies, each worker) checks its event loop's health every 20 ms: ~10 ms of
-    # a worker's CPU per such well. Once a second still tells a blocked loop (warned about after 3 s).
-    "distributed.admin.tick.interval": "1s",
-}
-"""The Dask configuration of a LocalCluster started here (docs/cluster.md gives the same for a lab's cluster)."""
 _REFRESH = 2.0
 
 
@@ -127,17 +99,6 @@ def dask_well(job: WellJob) -> bytes | None:
     return msgspec.json.encode(rows)
 
 
-class KeepHeap(WorkerPlugin):
-    """Registered on every worker of the cluster (those that join later too): the worker's malloc and Arrow pool
-    are tuned as the local executor's worker processes are (:func:`..allocator.keep_heap`). Without it a worker
-    faulted in ~6,000 pages per well of four 2,048-pixel images against ~1,000 with it (as the local workers)."""
-
-    idempotent = True  # a second server on the same cluster finds it in place
-
-    def setup(self, worker: Any) -> None:
-        keep_heap()
-
-
 def _executing(prefix: str, dask_worker: Any = None) -> list[str]:
     """Run on a worker: the keys starting with ``prefix`` that one of its threads is computing right now (a task
     cancelled on the scheduler stays here until its thread returns)."""
@@ -146,43 +107,6 @@ def _executing(prefix: str, dask_worker: Any = None) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- in the server
-
-
-def check_scheduler_address(address: str) -> str:
-    """``address`` if the server may be a client of a scheduler there: ``tcp://`` on loopback, or ``tls://``.
-
-    Raises:
-        InputError: another scheme, no port, or ``tcp://`` to a host that is not loopback.
-    """
-    try:
-        parts = urlsplit(address)
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        host = port = None
-        parts = urlsplit("")
-    if parts.scheme not in ("tcp", "tls") or not host or port is None:
-        raise InputError(f"Dask scheduler address {address!r} must look like tcp://127.0.0.1:PORT or tls://HOST:PORT")
-    if parts.scheme == "tcp" and host != "localhost":
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise InputError(
-                f"refusing the Dask scheduler {address}: a scheduler runs what its clients send, so beyond this "
-                "machine use tls:// (TLS certificates in the Dask configuration, distributed.comm.tls)"
-            )
-    return address
-
-
-def _scheduler_from_file(path: str) -> str:
-    try:
-        address = json.loads(Path(path).read_text(encoding="utf-8"))["address"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"cannot read a Dask scheduler address from {path}: {type(exc).__name__}: {exc}") from None
-    if not isinstance(address, str):
-        raise InputError(f"the scheduler file {path} has no string 'address'")
-    return address
 
 
 class _DaskWells(ExecutionWells):
@@ -410,42 +334,6 @@ def _end_worker_processes(client: Any, where: list[str]) -> None:
             client.run(os._exit, 70, workers=[addr], wait=False, on_error="ignore")
 
 
-def _connect(scheduler: str | None, scheduler_file: str | None, workers: int | None) -> tuple[Any, Any]:
-    """In a thread: (client, cluster started here or None)."""
-    if scheduler is not None and scheduler_file is not None:
-        raise InputError("give --scheduler or --scheduler-file, not both")
-    if scheduler_file is not None:
-        scheduler = _scheduler_from_file(scheduler_file)
-    cluster = None
-    if scheduler is None:
-        with dask.config.set(LOCAL_CLUSTER_CONFIG):
-            cluster = distributed.LocalCluster(
-                n_workers=workers or default_workers(),
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                scheduler_port=0,
-                dashboard_address=None,
-                # The scheduler serves /health on HTTP even without a dashboard, by default on port 8787 (taken
-                # by any other cluster on this machine): a free loopback port instead.
-                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-            )
-        scheduler = str(cluster.scheduler_address)
-    check_scheduler_address(scheduler)
-    try:
-        client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
-    except (OSError, TimeoutError) as exc:
-        if cluster is not None:
-            cluster.close()
-        raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
-    try:
-        client.register_plugin(KeepHeap(), name="hcs-batch-keep-heap")
-    except Exception:
-        _close(client, cluster)
-        raise
-    return client, cluster
-
-
 @asynccontextmanager
 async def open_dask_runner(
     *, scheduler: str | None = None, scheduler_file: str | None = None, workers: int | None = None
@@ -454,13 +342,12 @@ async def open_dask_runner(
     LocalCluster of ``workers`` processes started here, for as long as the block lasts.
 
     Raises:
-        InputError: both or a refused address (:func:`check_scheduler_address`), an unreadable scheduler file, or
-            no scheduler answering within ``CONNECT_TIMEOUT`` seconds.
+        InputError: as :func:`.dask_cluster.connect`.
 
     On exit (cancellation too, shielded): the client is closed, and a LocalCluster started here is shut down
     (its worker processes end). A cluster we did not start is left running.
     """
-    client, cluster = await trio.to_thread.run_sync(_connect, scheduler, scheduler_file, workers)
+    client, cluster = await trio.to_thread.run_sync(connect, scheduler, scheduler_file, workers)
     try:
         runner = DaskRunner(client, str(client.scheduler.address), trio.lowlevel.current_trio_token())
         started = "a LocalCluster started by this server" if cluster is not None else "an existing cluster"
@@ -473,10 +360,4 @@ async def open_dask_runner(
             nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(_close, client, cluster)
-
-
-def _close(client: Any, cluster: Any) -> None:
-    client.close()
-    if cluster is not None:
-        cluster.close()
+            await trio.to_thread.run_sync(close, client, cluster)
