@@ -347,9 +347,9 @@ async def open_dask_runner(
     On exit (cancellation too, shielded): the client is closed, and a LocalCluster started here is shut down
     (its worker processes end). A cluster we did not start is left running.
     """
-    client, cluster = await trio.to_thread.run_sync(connect, scheduler, scheduler_file, workers)
+    client, cluster, address = await trio.to_thread.run_sync(connect, scheduler, scheduler_file, workers)
     try:
-        runner = DaskRunner(client, str(client.scheduler.address), trio.lowlevel.current_trio_token())
+        runner = DaskRunner(client, address, trio.lowlevel.current_trio_token())
         started = "a LocalCluster started by this server" if cluster is not None else "an existing cluster"
         log.info("wells run on the Dask scheduler at %s (%s)", runner.scheduler, started)
         async with trio.open_nursery() as nursery:
