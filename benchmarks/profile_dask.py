@@ -4,7 +4,9 @@ One embedded server on a LocalCluster (the Dask side of ``benchmarks.dask_execut
 plates run ``repeat`` times. Only that window counts. Two modes:
 
 - ``threads`` (default): CPU ms per well of every thread of this process (the Trio thread, the Dask client's and
-  the cluster's event loops, Trio's worker threads, ...) and of the whole process and its workers. Costs nothing.
+  the cluster's event loops, Trio's worker threads, ...) and of each worker process (``PORT MainThread``: its event
+  loop; ``PORT ...Dask-Default-Threads``: the thread computing the wells), and of the whole process and its
+  workers. Costs nothing.
 - ``loops``: a ``cProfile.Profile`` on thread CPU time on every Dask event-loop thread of this process (the
   client's; the cluster's: scheduler and nannies) and on every worker's event loop, started and stopped on the
   loop itself; ``out`` (a folder) receives one ``.pstats`` file each (``python -m pstats FILE``). Profiling slows
@@ -104,6 +106,7 @@ async def _run(refs: list[Any], warm: list[Any], out: Path, p: dict[str, Any]) -
     async with embedded_backend(None, embedded="inline", workers=workers, executor="dask") as backend:
         service = make_service(SilentHost(), backend, pipeline_text=pipeline_text, output_dir=out / "warm")
         await service.run_plates(warm)
+        workers0 = _client().run(_thread_cpu)
         threads0, cpu0, tree0, t0 = _thread_cpu(), time.process_time(), tree_cpu(os.getpid()), time.perf_counter()
         if mode == "loops":
             loops.start()
@@ -114,9 +117,14 @@ async def _run(refs: list[Any], warm: list[Any], out: Path, p: dict[str, Any]) -
             loops.stop(Path(p["out"]))
         wall, server = time.perf_counter() - t0, time.process_time() - cpu0
         tree, threads1 = tree_cpu(os.getpid()) - tree0, _thread_cpu()
+        workers1 = _client().run(_thread_cpu)
     by_thread = {
         f"{name}#{ident % 10000}": cpu - threads0.get(ident, (name, 0.0))[1] for ident, (name, cpu) in threads1.items()
     }
+    for worker, found in workers1.items():  # each worker process's threads: its event loop, its task thread
+        for ident, (name, cpu) in found.items():
+            before = workers0.get(worker, {}).get(ident, (name, 0.0))[1]
+            by_thread[f"{worker.rsplit(':', 1)[-1]} {name}"] = cpu - before
     return {"wall": wall, "server": server, "workers": tree - server, "threads": by_thread}
 
 
