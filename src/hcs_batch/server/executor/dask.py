@@ -1,8 +1,11 @@
 """The ``dask`` executor: every well is a task on a Dask cluster, keyed ``<execution_id>/<well>``.
 
-The server is the cluster's only client: a synchronous ``distributed.Client``, called through
-``trio.to_thread.run_sync`` (it runs its own event loop in a thread of its own); a finished task's done-callback
-(on Dask's callback thread) wakes the waiting Trio task through ``TrioToken.run_sync_soon``. No asyncio bridge.
+The server is the cluster's only client: a synchronous ``distributed.Client`` (it runs its own event loop in a
+thread of its own), whose blocking calls go through ``trio.to_thread.run_sync``; ``Client.submit`` only queues a
+message for that loop and is called on the Trio thread. A finished task's done-callback (on Dask's callback thread)
+wakes the waiting Trio task through ``TrioToken.run_sync_soon``, which then reads the well's rows from the result
+file the task wrote (no round trip through the scheduler; fetched from the worker only when the server does not
+see that file). No asyncio bridge.
 
 - **Where**: a scheduler named by address or scheduler file, or a LocalCluster started here (see
   :mod:`.dask_cluster`).
