@@ -215,3 +215,38 @@ async def test_a_well_that_keeps_killing_its_worker_fails_its_plate_with_dasks_r
     assert "on 4 different workers" in error, error
     assert records[run_good].state == "completed", records[run_good].error  # the restarted workers serve on
     assert len(read_csv(out / "fine" / "wells.csv")[1]) == 2
+
+
+async def test_rows_come_from_the_well_files_and_from_the_workers_where_the_server_cannot_read_those(
+    dask_server: DaskServer, plates: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hcs_batch.server.executor import dask as dask_executor
+
+    fetched: list[str] = []
+    fetch = dask_executor._DaskWells._fetch
+
+    async def counted_fetch(future: object, where: str) -> list[dict[str, object]]:
+        fetched.append(where)
+        return await fetch(future, where)
+
+    monkeypatch.setattr(dask_executor._DaskWells, "_fetch", staticmethod(counted_fetch))
+    out = tmp_path / "out"
+    wells: dict[str, list[dict[str, str]]] = {}
+    with trio.fail_after(90):
+        async with open_connection(dask_server.control_url) as conn:
+            compiled = await conn.compile(plate_path=str(plates[0]), plate_name="p", pipeline=default_pipeline_text())
+            for attempt in ("file", "worker"):
+                if attempt == "worker":  # as a shared folder whose cache has not seen the workers' files yet
+                    monkeypatch.setattr(dask_executor, "read_well_rows", lambda *args: None)
+                run = await conn.execute(compiled.artifact_id, output_dir=str(out / attempt), force=True)
+                records = await wait_terminal(conn, [run])
+                assert records[run].state == "completed", records[run].error
+                wells[attempt] = read_csv(out / attempt / "p" / "wells.csv")[1]
+                assert len(fetched) == (0 if attempt == "file" else 3), fetched  # 3 wells
+    cluster = await trio.to_thread.run_sync(cluster_workers, dask_server.scheduler)
+    for rows in wells.values():
+        assert len(rows) == 3 * 2 * 2 and {r["worker"] for r in rows} <= cluster
+    drop = ("worker",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in wells["file"]] == [
+        {k: v for k, v in r.items() if k not in drop} for r in wells["worker"]
+    ]

@@ -18,7 +18,7 @@ from hcs_batch.client import open_connection
 from hcs_batch.errors import InputError
 from hcs_batch.pipeline import default_pipeline_text
 from hcs_batch.server import ServerAddress, open_embedded_server
-from hcs_batch.server.executor.dask import check_scheduler_address
+from hcs_batch.server.executor.dask_cluster import check_scheduler_address
 from tests.support.procs import descendants, survivors
 from tests.support.serverproc import env, free_port_pair, wait_for_pids
 

@@ -52,6 +52,7 @@ __all__ = [
     "load_done_wells",
     "objects_table",
     "plate_output_dir",
+    "read_well_rows",
     "well_result_path",
     "write_plate_results",
     "write_well_result",
@@ -176,14 +177,21 @@ def load_done_wells(plate_dir: Path, keys: Mapping[str, str]) -> dict[str, list[
     if not folder.is_dir():
         return done
     for well, key in keys.items():
-        try:
-            data = (folder / f"{well}.json").read_bytes()
-            found = _well_decoder.decode(data)
-        except (OSError, msgspec.DecodeError):
-            continue
-        if found.well_key == key and _objects_key(folder / f"{well}.parquet") == key:
-            done[well] = found.rows
+        rows = read_well_rows(plate_dir, well, key)
+        if rows is not None and _objects_key(folder / f"{well}.parquet") == key:
+            done[well] = rows
     return done
+
+
+def read_well_rows(plate_dir: Path, well: str, well_key: str) -> list[Row] | None:
+    """The rows in ``well``'s json when it names ``well_key``; None when it is missing, unreadable or of another
+    key. Its object file is not looked at (:func:`load_done_wells` checks both): for a reader that has just been
+    told the well was written, e.g. by a Dask task that finished."""
+    try:
+        found = _well_decoder.decode(well_result_path(plate_dir, well).read_bytes())
+    except (OSError, msgspec.DecodeError):
+        return None
+    return found.rows if found.well_key == well_key else None
 
 
 def _objects_key(path: Path) -> str | None:

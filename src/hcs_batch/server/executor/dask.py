@@ -1,15 +1,14 @@
 """The ``dask`` executor: every well is a task on a Dask cluster, keyed ``<execution_id>/<well>``.
 
-The server is the cluster's only client: a synchronous ``distributed.Client``, called through
-``trio.to_thread.run_sync`` (it runs its own event loop in a thread of its own); a finished task's done-callback
-(on Dask's callback thread) wakes the waiting Trio task through ``TrioToken.run_sync_soon``. No asyncio bridge.
+The server is the cluster's only client: a synchronous ``distributed.Client`` (it runs its own event loop in a
+thread of its own), whose blocking calls go through ``trio.to_thread.run_sync``; ``Client.submit`` only queues a
+message for that loop and is called on the Trio thread. A finished task's done-callback (on Dask's callback thread)
+wakes the waiting Trio task through ``TrioToken.run_sync_soon``, which then reads the well's rows from the result
+file the task wrote (no round trip through the scheduler; fetched from the worker only when the server does not
+see that file). No asyncio bridge.
 
-- **Where**: ``--scheduler tcp://127.0.0.1:PORT`` (a scheduler on this machine) or ``tls://HOST:PORT`` (TLS set
-  up in the Dask configuration, ``distributed.comm.tls``), or ``--scheduler-file`` as ``dask scheduler
-  --scheduler-file`` and dask-jobqueue write it. A ``tcp://`` scheduler on another host is refused: a Dask
-  scheduler runs whatever its clients send, so it must not listen where others can reach it. With neither, a
-  LocalCluster is started here: one single-threaded worker process per ``workers`` (default: CPU count), each
-  under a nanny, scheduler and workers on 127.0.0.1, no dashboard.
+- **Where**: a scheduler named by address or scheduler file, or a LocalCluster started here (see
+  :mod:`.dask_cluster`).
 - **Fair sharing**: wells wait for a slot in one FIFO (a ``trio.CapacityLimiter`` of twice the cluster's threads,
   refreshed as workers come and go), so plates submitted together take turns, and each worker has its next well
   queued while it computes one (no idle round trip between wells).
@@ -25,14 +24,12 @@ The server is the cluster's only client: a synchronous ``distributed.Client``, c
   workers; a well whose workers died ``distributed.scheduler.allowed-failures`` + 1 times (default 4) fails its
   plate with ``KilledWorker`` (a death counts against every task the worker held, the queued one too). A lost
   scheduler fails the wells in flight (and so their plates) with a message naming it once the client's reconnect
-  window (``CONNECT_TIMEOUT``) has passed; wells already written stay, and later executions fail at once until
-  the server is restarted against a live scheduler.
+  window (:data:`.dask_cluster.CONNECT_TIMEOUT`) has passed; wells already written stay, and later executions
+  fail at once until the server is restarted against a live scheduler.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import logging
 import operator
 import os
@@ -43,29 +40,22 @@ from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import dask
 import distributed as _distributed
+import msgspec
 import trio
-from distributed.diagnostics.plugin import WorkerPlugin
 
-from ...errors import InputError
-from ..allocator import keep_heap
-from ..results import Row
+from ..results import Row, read_well_rows
 from ..stores import Execution
 from ..worker import StepFailure, WellStopped, run_well, warm_up
-from .local import default_workers
+from .dask_cluster import close, connect
 from .runner import ExecutionWells, WellFailed, WellJob, WellResult, WellRunner
 
 distributed: Any = _distributed  # its functions carry no annotations mypy --strict accepts
 
 __all__ = [
-    "LOCAL_CLUSTER_CONFIG",
     "STOP_GRACE",
     "DaskRunner",
-    "KeepHeap",
-    "check_scheduler_address",
     "dask_well",
     "open_dask_runner",
 ]
@@ -74,22 +64,8 @@ log = logging.getLogger("hcs_batch.server")
 
 STOP_GRACE = 0.75
 """Seconds running wells of a stopped execution get to notice the stop before their workers are restarted."""
-CONNECT_TIMEOUT = 10.0
 STOP_TIMEOUT = 30.0
 """Bound on stopping one execution's wells (a restart included); beyond it the server logs and moves on."""
-LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
-    # Dask's nannies set MALLOC_TRIM_THRESHOLD_ in their workers, which turns off glibc's adaptive mmap threshold:
-    # every image-sized array becomes a fresh mmap, and a well cost 40% more CPU (1024-pixel images: 90 ms
-    # against 64 ms). :class:`KeepHeap` sets both thresholds in the worker instead.
-    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-    # The worker's statistical profiler samples the task thread's stack every 10 ms on the worker's event loop:
-    # ~50 ms of CPU per well of four 2,048-pixel images (~10%), for a dashboard page we do not serve.
-    "distributed.worker.profile.enabled": False,
-    # Every server (the scheduler, the nannies, each worker) checks its event loop's health every 20 ms: ~10 ms of
-    # a worker's CPU per such well. Once a second still tells a blocked loop (warned about after 3 s).
-    "distributed.admin.tick.interval": "1s",
-}
-"""The Dask configuration of a LocalCluster started here (docs/cluster.md gives the same for a lab's cluster)."""
 _REFRESH = 2.0
 
 
@@ -107,33 +83,23 @@ def _tell_stopped(execution_id: str) -> None:
     _stopped.add(execution_id)
 
 
-def dask_well(job: dict[str, Any]) -> tuple[list[Row], str] | None:
+def dask_well(job: WellJob) -> bytes | None:
     """The task of one well, run by a Dask worker: :func:`..worker.run_well` with the worker's address in every
     row and "this worker was told the execution stopped" (:func:`_tell_stopped`) as its ``should_stop`` hook.
-    Returns (rows, worker address), or None when the execution was stopped before or during the well (no result
-    file is written then).
+    Returns the well's rows as JSON (the server reads them from the well's result file and fetches these bytes
+    only when it cannot), or None when the execution was stopped before or during the well (no result file is
+    written then).
 
     Raises:
         StepFailure: as ``run_well``.
     """
     address = str(distributed.get_worker().address)
     try:
-        stopped = partial(operator.contains, _stopped, job["execution_id"])
-        rows = run_well(**job["kwargs"], worker=address, should_stop=stopped)
+        stopped = partial(operator.contains, _stopped, job.execution_id)
+        rows = run_well(**job.worker_kwargs(), worker=address, should_stop=stopped)
     except WellStopped:
         return None
-    return rows, address
-
-
-class KeepHeap(WorkerPlugin):
-    """Registered on every worker of the cluster (those that join later too): the worker's malloc and Arrow pool
-    are tuned as the local executor's worker processes are (:func:`..allocator.keep_heap`). Without it a worker
-    faulted in ~6,000 pages per well of four 2,048-pixel images against ~1,000 with it (as the local workers)."""
-
-    idempotent = True  # a second server on the same cluster finds it in place
-
-    def setup(self, worker: Any) -> None:
-        keep_heap()
+    return msgspec.json.encode(rows)
 
 
 def _executing(prefix: str, dask_worker: Any = None) -> list[str]:
@@ -146,43 +112,6 @@ def _executing(prefix: str, dask_worker: Any = None) -> list[str]:
 # ---------------------------------------------------------------------------------------------- in the server
 
 
-def check_scheduler_address(address: str) -> str:
-    """``address`` if the server may be a client of a scheduler there: ``tcp://`` on loopback, or ``tls://``.
-
-    Raises:
-        InputError: another scheme, no port, or ``tcp://`` to a host that is not loopback.
-    """
-    try:
-        parts = urlsplit(address)
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        host = port = None
-        parts = urlsplit("")
-    if parts.scheme not in ("tcp", "tls") or not host or port is None:
-        raise InputError(f"Dask scheduler address {address!r} must look like tcp://127.0.0.1:PORT or tls://HOST:PORT")
-    if parts.scheme == "tcp" and host != "localhost":
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            raise InputError(
-                f"refusing the Dask scheduler {address}: a scheduler runs what its clients send, so beyond this "
-                "machine use tls:// (TLS certificates in the Dask configuration, distributed.comm.tls)"
-            )
-    return address
-
-
-def _scheduler_from_file(path: str) -> str:
-    try:
-        address = json.loads(Path(path).read_text(encoding="utf-8"))["address"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"cannot read a Dask scheduler address from {path}: {type(exc).__name__}: {exc}") from None
-    if not isinstance(address, str):
-        raise InputError(f"the scheduler file {path} has no string 'address'")
-    return address
-
-
 class _DaskWells(ExecutionWells):
     def __init__(self, runner: DaskRunner, execution_id: str) -> None:
         self._runner = runner
@@ -193,12 +122,12 @@ class _DaskWells(ExecutionWells):
     async def run_well(self, job: WellJob) -> WellResult:
         runner = self._runner
         key = f"{job.execution_id}/{job.well}"
-        task = {"kwargs": job.worker_kwargs(), "execution_id": self.execution_id}
         async with runner.limiter:
             done = trio.Event()
-            submit = partial(runner.client.submit, dask_well, task, key=key, pure=False, retries=0)
             try:
-                future = await trio.to_thread.run_sync(submit)
+                # Only queues a message for the client's event-loop thread: no thread hop needed. The job goes as
+                # one object: Dask neither walks nor sizes what is inside it.
+                future = runner.client.submit(dask_well, job, key=key, pure=False, retries=0)
             except Exception as exc:  # the client closed after losing the scheduler
                 raise WellFailed(
                     f"well {job.well}: cannot submit to the Dask scheduler at {runner.scheduler}: {exc}"
@@ -215,17 +144,14 @@ class _DaskWells(ExecutionWells):
         where = f"well {job.well}"
         status = future.status
         if status == "finished":
-            try:
-                # Abandoned on cancellation: if the worker holding the result died meanwhile, Dask recomputes it
-                # and result() waits for that.
-                value = await trio.to_thread.run_sync(future.result, abandon_on_cancel=True)
-            except Exception as exc:  # lost with its worker and then cancelled or failed
-                lost = f"{where}: its result was lost on the Dask cluster: {type(exc).__name__}: {exc}"
-                raise WellFailed(lost) from None
-            if value is None:
-                raise WellFailed(f"{where}: stopped")
-            rows, worker = value
-            return WellResult(rows=rows, worker=worker)
+            # The task wrote the well's result file before it finished: read the rows there, without the round
+            # trips of fetching them through the scheduler. Where the server does not see that file (yet: a
+            # shared file system's cache), they are fetched from the worker after all.
+            read = partial(read_well_rows, Path(job.plate_dir), job.well, job.well_key)
+            rows = await trio.to_thread.run_sync(read, abandon_on_cancel=True)
+            if rows is None:
+                rows = await self._fetch(future, where)
+            return WellResult(rows=rows, worker=str(rows[0]["worker"]) if rows else "")
         if status == "error":
             error = await trio.to_thread.run_sync(future.exception)
             if isinstance(error, StepFailure):
@@ -240,6 +166,19 @@ class _DaskWells(ExecutionWells):
             f"{where}: the Dask scheduler at {self._runner.scheduler} dropped it ({status}): "
             "the scheduler was lost or restarted"
         )
+
+    @staticmethod
+    async def _fetch(future: Any, where: str) -> list[Row]:
+        """The rows a finished task returned, fetched from its worker."""
+        try:
+            # Abandoned on cancellation: if the worker holding the result died meanwhile, Dask recomputes it and
+            # result() waits for that.
+            value = await trio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+        except Exception as exc:  # lost with its worker and then cancelled or failed
+            raise WellFailed(f"{where}: its result was lost on the Dask cluster: {type(exc).__name__}: {exc}") from None
+        if value is None:
+            raise WellFailed(f"{where}: stopped")
+        return msgspec.json.decode(value, type=list[Row])
 
 
 class DaskRunner(WellRunner):
@@ -398,42 +337,6 @@ def _end_worker_processes(client: Any, where: list[str]) -> None:
             client.run(os._exit, 70, workers=[addr], wait=False, on_error="ignore")
 
 
-def _connect(scheduler: str | None, scheduler_file: str | None, workers: int | None) -> tuple[Any, Any]:
-    """In a thread: (client, cluster started here or None)."""
-    if scheduler is not None and scheduler_file is not None:
-        raise InputError("give --scheduler or --scheduler-file, not both")
-    if scheduler_file is not None:
-        scheduler = _scheduler_from_file(scheduler_file)
-    cluster = None
-    if scheduler is None:
-        with dask.config.set(LOCAL_CLUSTER_CONFIG):
-            cluster = distributed.LocalCluster(
-                n_workers=workers or default_workers(),
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                scheduler_port=0,
-                dashboard_address=None,
-                # The scheduler serves /health on HTTP even without a dashboard, by default on port 8787 (taken
-                # by any other cluster on this machine): a free loopback port instead.
-                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-            )
-        scheduler = str(cluster.scheduler_address)
-    check_scheduler_address(scheduler)
-    try:
-        client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
-    except (OSError, TimeoutError) as exc:
-        if cluster is not None:
-            cluster.close()
-        raise InputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
-    try:
-        client.register_plugin(KeepHeap(), name="hcs-batch-keep-heap")
-    except Exception:
-        _close(client, cluster)
-        raise
-    return client, cluster
-
-
 @asynccontextmanager
 async def open_dask_runner(
     *, scheduler: str | None = None, scheduler_file: str | None = None, workers: int | None = None
@@ -442,15 +345,14 @@ async def open_dask_runner(
     LocalCluster of ``workers`` processes started here, for as long as the block lasts.
 
     Raises:
-        InputError: both or a refused address (:func:`check_scheduler_address`), an unreadable scheduler file, or
-            no scheduler answering within ``CONNECT_TIMEOUT`` seconds.
+        InputError: as :func:`.dask_cluster.connect`.
 
     On exit (cancellation too, shielded): the client is closed, and a LocalCluster started here is shut down
     (its worker processes end). A cluster we did not start is left running.
     """
-    client, cluster = await trio.to_thread.run_sync(_connect, scheduler, scheduler_file, workers)
+    client, cluster, address = await trio.to_thread.run_sync(connect, scheduler, scheduler_file, workers)
     try:
-        runner = DaskRunner(client, str(client.scheduler.address), trio.lowlevel.current_trio_token())
+        runner = DaskRunner(client, address, trio.lowlevel.current_trio_token())
         started = "a LocalCluster started by this server" if cluster is not None else "an existing cluster"
         log.info("wells run on the Dask scheduler at %s (%s)", runner.scheduler, started)
         async with trio.open_nursery() as nursery:
@@ -461,10 +363,4 @@ async def open_dask_runner(
             nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(_close, client, cluster)
-
-
-def _close(client: Any, cluster: Any) -> None:
-    client.close()
-    if cluster is not None:
-        cluster.close()
+            await trio.to_thread.run_sync(close, client, cluster)
