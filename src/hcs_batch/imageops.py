@@ -118,15 +118,9 @@ def gaussian(image: NDArray[Any], sigma: float, *, in_place: bool = False) -> ND
     reuse = in_place and data is image and data.flags.writeable
     if sigma == 0:
         return data if reuse or data is not image else data.copy()
-    cv2 = _cv()
-    radius = int(4.0 * sigma + 0.5)
+    cv2, size = _cv(), 2 * int(4.0 * sigma + 0.5) + 1
     out: NDArray[np.float32] = cv2.GaussianBlur(
-        data,
-        (2 * radius + 1, 2 * radius + 1),
-        dst=data if reuse else None,
-        sigmaX=sigma,
-        sigmaY=sigma,
-        borderType=cv2.BORDER_REFLECT,
+        data, (size, size), dst=data if reuse else None, sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT
     )
     return out
 

@@ -53,12 +53,7 @@ from .runner import ExecutionWells, WellFailed, WellJob, WellResult, WellRunner
 
 distributed: Any = _distributed  # its functions carry no annotations mypy --strict accepts
 
-__all__ = [
-    "STOP_GRACE",
-    "DaskRunner",
-    "dask_well",
-    "open_dask_runner",
-]
+__all__ = ["STOP_GRACE", "DaskRunner", "dask_well", "open_dask_runner"]
 
 log = logging.getLogger("hcs_batch.server")
 
