@@ -14,8 +14,9 @@ def worker_pid(image: Any) -> dict[str, int]:
 def refaults(image: Any) -> dict[str, int]:
     """Measures ``refaults``: page faults taken while a dozen 256 KiB arrays (a counter's per-object blocks) are
     allocated and freed twice after a first round (a worker that keeps its small heap blocks reuses the pages:
-    ~none; one whose malloc gives them back each time: hundreds), and ``kept_kib``: how much of a freed 16 MiB
-    float image stays resident (a worker that gives image-sized buffers back: ~0)."""
+    ~none; one whose malloc gives them back each time: hundreds), ``kept_kib``: how much of a freed 16 MiB
+    float image stays resident (a worker that keeps image-sized buffers for the next image: all of it; one that
+    gives them back: ~0), and ``grown_kib``: how much more is resident after three more such images (reused: ~0)."""
     import resource
 
     import numpy as np
@@ -36,4 +37,8 @@ def refaults(image: Any) -> dict[str, int]:
     base = rss_kib()
     image = np.ones(1 << 22, np.float32)  # 16 MiB, touched
     del image
-    return {"refaults": faults, "kept_kib": max(0, rss_kib() - base)}
+    kept = rss_kib()
+    for _ in range(3):
+        image = np.ones(1 << 22, np.float32)
+        del image
+    return {"refaults": faults, "kept_kib": max(0, kept - base), "grown_kib": max(0, rss_kib() - kept)}

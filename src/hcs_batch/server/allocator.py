@@ -1,4 +1,4 @@
-"""Worker processes give their largest image buffers back to the system when freed and keep the heap's blocks.
+"""Worker processes keep the heap's blocks, image-sized ones too, for the next image instead of refaulting them.
 
 glibc's malloc returns the top of its heap to the system once more than its trim threshold is free there, and
 serves big blocks from fresh mappings above its mmap threshold; both thresholds adapt to the largest block freed
@@ -8,18 +8,19 @@ Fixing both thresholds at their maximum (the first :func:`keep_heap`: no refault
 image-sized buffer in the heap, whose top then stays at the worst moment's live images *plus* the holes that
 smaller blocks leave below them: ~2 images more than the buffers alive at once.
 
-:func:`keep_heap` (the worker context's ``init`` hook) keeps the trim threshold at 256 MiB (blocks freed are
-reused, never refaulted) and fixes the mmap threshold at 4 MiB, one 2,048 x 2,048 mask: those and everything
-larger (the uint16 planes, the float32 working image, label images) are mappings of their own, unmapped when freed,
-so they never sit on top of the holes that smaller blocks leave in the heap; numpy asks for transparent huge pages
-for them, so mapping them again costs a few faults, not thousands. (A free heap block that fits is still reused
-first: glibc maps only what its bins cannot serve.) It also has Arrow (the well's result files) allocate through
-the same malloc instead of its own mimalloc pool, which kept ~1 image of freed pages. Measured (HOTSPOTS.md,
-"Worker peak memory"): with the Gaussian blurring in place, peak RSS above the interpreter on the 96-well real
-plate (``hcs-batch run``, 48 wells per worker, 6 runs) 175-177 MiB = 5.4-5.6 images at 4 MiB against 178-187 MiB
-= 5.7-6.8 at 16 MiB; ~900 instead of ~180 page faults and ~6 ms more system CPU per well of four images (~1.5%).
-Earlier: an 8,000 KiB threshold with a 4 MiB trim threshold gave 5.3-5.5 but ~12,500 faults and ~40 ms of system
-CPU more per well (~10%: the hcs-batch vs Pool ratio fell from 0.98 to 0.88); the trim threshold stays high.
+:func:`keep_heap` (the worker context's ``init`` hook) fixes both at glibc's largest values that matter: the trim
+threshold at 256 MiB and the mmap threshold at 32 MiB, so every buffer of a 2,048-pixel image (uint16 planes, masks,
+the float32 working image, labels) is a heap block, reused by the next image: no page is unmapped and faulted in
+again. The heap's top then stays at the most bytes a well ever holds at once plus the holes smaller blocks leave:
+with the Gaussian blurring in place (:func:`hcs_batch.steps.may_overwrite`) that is the normalize step, one plane and
+its float32. It also has Arrow (the well's result files) allocate through the same malloc instead of its own
+mimalloc pool, which kept ~1 image of freed pages.
+
+Measured (HOTSPOTS.md, "Worker peak memory"; 24 wells of the real plate in one worker, peak RSS above the
+interpreter in 8 MiB images, CPU per well): mmap threshold 32 MiB 4.3-4.4, ~140 faults, 8-10 ms system CPU; 16 MiB
+(the float32 image a mapping of its own) 5.8-6.8, ~170 faults, 11-16 ms; 4 MiB (every image-sized buffer a
+mapping) 5.2-5.4, ~1,100-3,900 faults, 23-39 ms. With the Gaussian copying (before), 32 MiB gave 6.3 and 16 MiB
+5.8: the copy was the peak.
 Elsewhere than glibc (no ``mallopt``) the thresholds are left as they are.
 """
 
@@ -33,7 +34,7 @@ __all__ = ["keep_heap"]
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _TRIM_THRESHOLD = 256 << 20
-_MMAP_THRESHOLD = 4 << 20  # a 2,048 x 2,048 mask: image-sized buffers are mappings of their own
+_MMAP_THRESHOLD = 32 << 20  # glibc's largest: every image of up to 4,096 x 2,048 float32 pixels is a heap block
 
 
 def keep_heap() -> bool:
