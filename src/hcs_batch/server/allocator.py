@@ -4,10 +4,6 @@ glibc's malloc returns the top of its heap to the system once more than its trim
 serves big blocks from fresh mappings above its mmap threshold; both thresholds adapt to the largest block freed
 so far (up to 32 MiB). Left alone, a worker that allocates and frees a few 4-16 MiB arrays per image maps, faults
 in and unmaps the same memory again and again (~4,000-12,000 page faults per well of four 2,048-pixel images).
-Fixing both thresholds at their maximum (the first :func:`keep_heap`: no refaulting at all) put every
-image-sized buffer in the heap, whose top then stays at the worst moment's live images *plus* the holes that
-smaller blocks leave below them: ~2 images more than the buffers alive at once.
-
 :func:`keep_heap` (the worker context's ``init`` hook) fixes both at glibc's largest values that matter: the trim
 threshold at 256 MiB and the mmap threshold at 32 MiB, so every buffer of a 2,048-pixel image (uint16 planes, masks,
 the float32 working image, labels) is a heap block, reused by the next image: no page is unmapped and faulted in
