@@ -12,7 +12,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,34 +76,43 @@ class PreparedBatch:
     pipeline_text: str
     server: str | None
     output: str
-    fail_fast: bool
-    force: bool
-    keys: str | None
-    config: dict[str, str]
-    allow_steps: tuple[str, ...]
-    embedded: dict[str, Any]
+    fail_fast: bool = False
+    force: bool = False
+    keys: str | None = None
+    config: dict[str, str] = field(default_factory=dict)
+    allow_steps: tuple[str, ...] = ()
+    embedded: dict[str, Any] = field(default_factory=dict)
 
     async def run(self, worker_pool: WorkerPool | None = None) -> BatchSummary:
-        """Run the batch (see :func:`_run_batch`); an embedded server runs its wells on ``worker_pool`` when given
-        (whose own ``--workers`` and ``--max-wells-per-worker`` then hold)."""
+        """Run the batch with a terminal host. An embedded server (no ``server``) gets the roots this batch names:
+        the plates' folders as data roots, ``output`` as the output root, and the ``allow_steps`` prefixes; it runs
+        its wells on ``worker_pool`` when given (whose own ``--workers`` and ``--max-wells-per-worker`` then
+        hold)."""
         embedded = self.embedded
         if worker_pool is not None:
             embedded = {k: v for k, v in embedded.items() if k not in ("workers", "max_wells_per_worker")}
             embedded["worker_pool"] = worker_pool
-        return await _run_batch(
-            self.kind,
-            self.plates,
-            self.pipeline_text,
+        async with open_backend(
             self.server,
-            self.output,
-            self.fail_fast,
-            self.force,
-            self.keys,
-            None,
-            self.config,
-            self.allow_steps,
-            embedded,
-        )
+            keys=self.keys,
+            allow_steps=self.allow_steps,
+            data_roots=[plate.path for plate in self.plates],
+            output_roots=[self.output],
+            **embedded,
+        ) as backend:
+            if self.server is not None and self.plates:
+                await _check_pipeline_on(backend, self.plates[0], self.pipeline_text, self.config)
+            service = BatchWorkflowService(
+                TerminalHost(),
+                backend,
+                pipeline_text=self.pipeline_text,
+                output_dir=self.output,
+                fail_fast=self.fail_fast,
+                force=self.force,
+                compile_config=self.config,
+            )
+            start = service.run_plates if self.kind is BatchKind.RUN else service.compile_plates
+            return await _with_ctrl_c(service, lambda: start(self.plates))
 
 
 def prepare(args: argparse.Namespace) -> PreparedBatch:
@@ -187,46 +196,6 @@ def report(summary: BatchSummary, *, as_json: bool) -> int:
     return summary.exit_code()
 
 
-async def _run_batch(
-    kind: BatchKind,
-    plates: list[PlateRef],
-    pipeline_text: str,
-    server: str | None,
-    output: str,
-    fail_fast: bool,
-    force: bool,
-    keys: str | None = None,
-    host: TerminalHost | None = None,
-    config: dict[str, str] | None = None,
-    allow_steps: tuple[str, ...] = (),
-    embedded: dict[str, Any] | None = None,
-) -> BatchSummary:
-    """Run one batch. An embedded server (no ``server``) gets the roots this command names: the plates' folders
-    as data roots, ``output`` as the output root, and the ``allow_steps`` prefixes."""
-    host = host or TerminalHost()
-    async with open_backend(
-        server,
-        keys=keys,
-        allow_steps=allow_steps,
-        data_roots=[plate.path for plate in plates],
-        output_roots=[output],
-        **(embedded or {}),
-    ) as backend:
-        if server is not None and plates:
-            await _check_pipeline_on(backend, plates[0], pipeline_text, config or {})
-        service = BatchWorkflowService(
-            host,
-            backend,
-            pipeline_text=pipeline_text,
-            output_dir=output,
-            fail_fast=fail_fast,
-            force=force,
-            compile_config=config,
-        )
-        start = service.run_plates if kind is BatchKind.RUN else service.compile_plates
-        return await _with_ctrl_c(service, lambda: start(plates))
-
-
 async def _check_pipeline_on(
     backend: ExecutionBackend, plate: PlateRef, pipeline_text: str, config: dict[str, str]
 ) -> None:
@@ -274,7 +243,10 @@ def main_demo(args: argparse.Namespace) -> int:
         paths = make_plates(root / "plates", plates=args.plates, wells=8, sites=2, channels=1, size=256, seed=7)
         plates = [PlateRef.from_path(p) for p in paths]
         output = Path(args.output).absolute()
-        summary = trio.run(_run_batch, BatchKind.RUN, plates, default_pipeline_text(), None, str(output), False, False)
+        demo = PreparedBatch(
+            kind=BatchKind.RUN, plates=plates, pipeline_text=default_pipeline_text(), server=None, output=str(output)
+        )
+        summary = trio.run(demo.run)
         _print_demo_summary(summary, root / "plates" / "ground_truth.csv", output)
         return summary.exit_code()
 
