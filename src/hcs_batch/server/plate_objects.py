@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 import uuid
 from collections.abc import Sequence
@@ -190,8 +189,5 @@ class ObjectsFile:
         if self._sink is not None:
             self._sink.close()
         if self._path is not None:
-            try:
-                os.unlink(self._path)
-            except FileNotFoundError:
-                pass
+            self._path.unlink(missing_ok=True)
         self._writer = self._sink = self._path = None
